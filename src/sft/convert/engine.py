@@ -1,0 +1,422 @@
+"""The conversion engine: a Harbor job in, LLaMA-Factory rows + rejects + funnel out.
+
+Per trial (in a process pool, one trial in memory per worker): extract canonical trajectories
+(``sft.sources.harbor.trial``), apply the outcome and repo-exclusion filters, scrub secrets, repair and
+validate. In the parent, in trial-name order so that any worker count gives the same bytes: seeded
+instance selection, the per-instance cap, exact de-duplication, scoring and rendering.
+
+Every trial ends up either in the output or in the rejects with a reason; the funnel counts each stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import orjson
+from tqdm.auto import tqdm
+
+from sft.config.schema import RuntimeInput
+from sft.convert.canonical import Reject, Trajectory
+from sft.convert.filters import ExclusionList, cap_per_instance, dedup_exact, outcome_keep, select_instances
+from sft.convert.render import render_im_row, render_lf_row
+from sft.convert.score import rule_score
+from sft.convert.secrets import SecretScrubber, scrub_trajectory
+from sft.convert.validate import repair_and_validate
+from sft.io_utils import atomic_write_bytes
+from sft.sources.harbor.job import discover_trials
+from sft.sources.harbor.trial import extract_trial
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The picklable subset of the config a worker needs (also the cache key's settings part)."""
+
+    job_dir: str
+    scaffold: str
+    trajectory_source: str
+    include_subagents: bool
+    instance_status: str
+    resolved_threshold: float
+    keep_exception_trials: bool
+    drop_tool_errors: bool
+    scrub_secrets: bool
+    secret_values: tuple[str, ...]
+    exclude_repos_file: str  # absolute path or ""
+    exclusion_sha256: str
+    cache_dir: str  # "" disables the cache
+
+    def cache_fingerprint(self) -> str:
+        # Secret values are part of what the output depends on, but must never be written anywhere:
+        # only their hash enters the key.
+        parts = {k: v for k, v in self.__dict__.items() if k not in {"cache_dir", "secret_values"}}
+        parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
+        parts["cache_version"] = CACHE_VERSION
+        return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+@dataclass
+class TrialOutcome:
+    """What one worker returns for one trial."""
+
+    trial_name: str
+    instance_id: str | None = None
+    repo: str | None = None
+    scaffold_seen: str | None = None
+    source_used: str | None = None
+    trajectories: list[dict[str, Any]] = field(default_factory=list)  # Trajectory.model_dump(mode="json")
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    scrub_counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    parsed: bool = False
+    outcome_kept: bool = False
+    repo_excluded: bool = False
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TrialOutcome:
+        return cls(**orjson.loads(raw))
+
+
+@dataclass
+class ConversionResult:
+    lf_rows: list[dict[str, Any]]
+    im_rows: list[dict[str, Any]]
+    rejects: list[dict[str, Any]]
+    funnel: dict[str, Any]
+    kept: list[Trajectory]
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+_EXCLUSIONS: dict[str, ExclusionList | None] = {}
+
+
+def _exclusions(path: str) -> ExclusionList | None:
+    if path not in _EXCLUSIONS:
+        _EXCLUSIONS[path] = ExclusionList.load(Path(path)) if path else None
+    return _EXCLUSIONS[path]
+
+
+def trial_content_hash(trial_dir: Path) -> str:
+    """A hash of every file under the trial dir (names, sizes and bytes); symlinks are not followed."""
+    digest = hashlib.blake2b(digest_size=20)
+    for dirpath, dirnames, filenames in os.walk(trial_dir, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(trial_dir).as_posix()
+            digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+            try:
+                if path.is_symlink():
+                    digest.update(b"symlink:" + os.readlink(path).encode("utf-8", "surrogateescape"))
+                    continue
+                with path.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        digest.update(chunk)
+            except OSError as exc:
+                digest.update(f"unreadable:{exc.errno}".encode())
+    return digest.hexdigest()
+
+
+def _reject(outcome: TrialOutcome, stage: str, reason: str, detail: str, trajectory: str | None = None) -> None:
+    outcome.rejects.append(
+        Reject(
+            trial_name=outcome.trial_name,
+            instance_id=outcome.instance_id,
+            trajectory=trajectory,
+            stage=stage,
+            reason=reason,
+            detail=detail,
+        ).model_dump()
+    )
+
+
+def process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
+    """Convert one trial; never raises (any failure becomes a reject line)."""
+    try:
+        return _process_trial(trial_dir, settings)
+    except Exception as exc:  # a bug must not take the run down, and must not lose the trial
+        logger.exception("unexpected error converting %s", trial_dir)
+        outcome = TrialOutcome(trial_name=trial_dir.name)
+        _reject(outcome, "parse", "internal_error", f"{trial_dir}: {type(exc).__name__}: {exc}")
+        return outcome
+
+
+def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
+    cache_file: Path | None = None
+    if settings.cache_dir:
+        key = hashlib.sha256(f"{settings.cache_fingerprint()}:{trial_content_hash(trial_dir)}".encode()).hexdigest()
+        cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.json"
+        if cache_file.is_file():
+            try:
+                cached = TrialOutcome.from_json(cache_file.read_bytes())
+                if cached.trial_name == trial_dir.name:
+                    return cached
+            except (orjson.JSONDecodeError, TypeError):
+                pass  # a damaged cache entry is simply recomputed
+    outcome = _convert_trial(trial_dir, settings)
+    if cache_file is not None:
+        atomic_write_bytes(cache_file, outcome.to_json())
+    return outcome
+
+
+def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
+    outcome = TrialOutcome(trial_name=trial_dir.name)
+    extraction = extract_trial(
+        trial_dir,
+        Path(settings.job_dir),
+        settings.scaffold,
+        trajectory_source=settings.trajectory_source,
+        include_subagents=settings.include_subagents,
+    )
+    info = extraction.info
+    outcome.counters.update(extraction.counters)
+    outcome.problems.extend(extraction.problems)
+    outcome.source_used = extraction.source_used
+    if info is not None:
+        outcome.instance_id = info.instance_id
+        outcome.repo = info.repo
+        outcome.scaffold_seen = info.agent_name
+    if extraction.rejects and not extraction.trajectories:
+        outcome.rejects.extend(r.model_dump() for r in extraction.rejects)
+        return outcome
+    outcome.rejects.extend(r.model_dump() for r in extraction.rejects)  # per-trajectory rejects
+    outcome.parsed = True
+    if info is None:  # defensive: extraction must give info with trajectories
+        _reject(outcome, "parse", "no_trial_info", f"{trial_dir}: trial metadata could not be read")
+        return outcome
+
+    keep, why = outcome_keep(
+        info.reward,
+        info.exception_type,
+        instance_status=settings.instance_status,
+        resolved_threshold=settings.resolved_threshold,
+        keep_exception_trials=settings.keep_exception_trials,
+    )
+    if not keep:
+        _reject(outcome, "outcome", why, f"reward={info.reward} exception={info.exception_type}")
+        return outcome
+    outcome.outcome_kept = True
+
+    exclusions = _exclusions(settings.exclude_repos_file)
+    if exclusions is not None:
+        hit = exclusions.match(info.instance_id)
+        if hit:
+            outcome.repo_excluded = True
+            _reject(outcome, "repo_exclusion", "excluded_repo", f"{info.instance_id} matches '{hit}' in the exclusion list")
+            return outcome
+
+    scrubber = SecretScrubber(list(settings.secret_values)) if settings.scrub_secrets else None
+    for traj in extraction.trajectories:
+        if scrubber is not None:
+            traj = scrub_trajectory(traj, scrubber)
+        repaired, issues = repair_and_validate(traj, drop_tool_errors=settings.drop_tool_errors)
+        if repaired is None:
+            _reject(outcome, "validate", "invalid_trajectory", "; ".join(issues), trajectory=traj.uid)
+            continue
+        outcome.trajectories.append(repaired.model_dump(mode="json"))
+    if scrubber is not None:
+        outcome.scrub_counts = dict(scrubber.counts)
+    if not outcome.trajectories and not any(r["stage"] == "validate" for r in outcome.rejects):
+        _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------- parent
+
+
+def _run_workers(trials: list[Path], settings: WorkerSettings, num_workers: int) -> Iterator[TrialOutcome]:
+    if num_workers <= 1 or len(trials) <= 1:
+        for trial in trials:
+            yield process_trial(trial, settings)
+        return
+    # Results come back in submission order, so the output never depends on the worker count.
+    with ProcessPoolExecutor(max_workers=num_workers) as pool:
+        chunksize = max(1, min(16, len(trials) // (num_workers * 8) or 1))
+        yield from pool.map(process_trial, trials, [settings] * len(trials), chunksize=chunksize)
+
+
+def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values: Iterable[str]) -> WorkerSettings:
+    conv = cfg.conversion
+    exclude = ""
+    sha = ""
+    if conv.exclude_repos_file:
+        path = Path(conv.exclude_repos_file)
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"conversion.exclude_repos_file: {path} does not exist. Restore it, point the setting at "
+                "your list, or set it to \"\" to disable eval-leak protection (not recommended)."
+            )
+        exclude = str(path)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cache_dir = str(root / "data" / "02_intermediate" / "conversion_cache") if conv.use_cache else ""
+    return WorkerSettings(
+        job_dir=str(job_dir),
+        scaffold=cfg.source.scaffold or "",
+        trajectory_source=conv.trajectory_source,
+        include_subagents=conv.include_subagents,
+        instance_status=conv.instance_status,
+        resolved_threshold=conv.resolved_threshold,
+        keep_exception_trials=conv.keep_exception_trials,
+        drop_tool_errors=conv.drop_tool_errors,
+        scrub_secrets=conv.scrub_secrets,
+        secret_values=tuple(sorted(v for v in secret_values if v)),
+        exclude_repos_file=exclude,
+        exclusion_sha256=sha,
+        cache_dir=cache_dir,
+    )
+
+
+def convert_job(
+    cfg: RuntimeInput,
+    job_dir: Path,
+    root: Path,
+    *,
+    secret_values: Iterable[str] = (),
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> ConversionResult:
+    """Convert a whole Harbor job. Deterministic for any ``num_workers``."""
+    settings = worker_settings(cfg, job_dir, root, secret_values)
+    conv = cfg.conversion
+    workers = num_workers if num_workers is not None else (conv.num_workers or os.cpu_count() or 1)
+    trials = discover_trials(job_dir)
+    funnel: Counter[str] = Counter(trials_found=len(trials))
+    per_scaffold: Counter[str] = Counter()
+    sources_used: Counter[str] = Counter()
+    scrub_counts: Counter[str] = Counter()
+    extraction_counters: Counter[str] = Counter()
+    rejects: list[dict[str, Any]] = []
+    candidates: list[Trajectory] = []
+
+    bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
+    for outcome in _run_workers(trials, settings, workers):
+        bar.update(1)
+        rejects.extend(outcome.rejects)
+        extraction_counters.update(outcome.counters)
+        scrub_counts.update(outcome.scrub_counts)
+        if outcome.parsed:
+            funnel["trials_parsed"] += 1
+            sources_used[outcome.source_used or "unknown"] += 1
+        if outcome.outcome_kept:
+            funnel["trials_outcome_kept"] += 1
+        if outcome.repo_excluded:
+            funnel["trials_repo_excluded"] += 1
+        for raw in outcome.trajectories:
+            traj = Trajectory.model_validate(raw)
+            per_scaffold[traj.meta.scaffold] += 1
+            candidates.append(traj)
+    bar.close()
+    funnel["trajectories_valid"] = len(candidates)
+
+    # max_instances: a seeded choice among instances that still have a valid trajectory.
+    by_instance: dict[str, list[Trajectory]] = defaultdict(list)
+    for traj in candidates:
+        by_instance[traj.meta.instance_id].append(traj)
+    repo_of = {iid: trajs[0].meta.repo or "" for iid, trajs in by_instance.items()}
+    chosen = select_instances(
+        sorted(by_instance), conv.max_instances, conv.seed, conv.stratify_by_repo, lambda iid: repo_of[iid]
+    )
+    chosen_set = set(chosen)
+    selected: list[Trajectory] = []
+    for iid in sorted(by_instance):
+        for traj in by_instance[iid]:
+            if iid in chosen_set:
+                selected.append(traj)
+            else:
+                rejects.append(_traj_reject(traj, "max_instances", "not_selected", f"max_instances={conv.max_instances}, seed={conv.seed}"))
+    funnel["instances_available"] = len(by_instance)
+    funnel["instances_selected"] = len(chosen_set)
+
+    capped, over_cap = cap_per_instance(selected, conv.max_trajectories_per_instance)
+    for traj in over_cap:
+        rejects.append(_traj_reject(traj, "per_instance_cap", "over_cap", f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"))
+    funnel["trajectories_after_cap"] = len(capped)
+
+    if conv.dedup:
+        kept, dupes = dedup_exact(capped)
+        for traj in dupes:
+            rejects.append(_traj_reject(traj, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
+    else:
+        kept = capped
+    funnel["trajectories_after_dedup"] = len(kept)
+
+    kept = _score_all(kept)
+    if conv.min_score is not None:
+        passing = []
+        for traj in kept:
+            composite = (traj.meta.score or {}).get("composite_score")
+            if traj.meta.agent_type == "main" and composite is not None and composite < conv.min_score:
+                rejects.append(_traj_reject(traj, "min_score", "below_min_score", f"composite_score={composite:.3f} < {conv.min_score}"))
+            else:
+                passing.append(traj)
+        kept = passing
+    funnel["trajectories_after_score"] = len(kept)
+
+    keep_reasoning = cfg.keeps_reasoning()
+    lf_rows = [render_lf_row(t, keep_reasoning=keep_reasoning) for t in kept]
+    im_rows = [render_im_row(t) for t in kept]
+    funnel["rows_written"] = len(lf_rows)
+    funnel["instances_written"] = len({t.meta.instance_id for t in kept})
+
+    report = {
+        "funnel": dict(funnel),
+        "per_scaffold": dict(per_scaffold),
+        "sources_used": dict(sources_used),
+        "extraction": dict(extraction_counters),
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
+        "rejects_by_reason": dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
+        "secrets_redacted": dict(scrub_counts),
+        "reasoning": {"kept": keep_reasoning, "template": cfg.training.template},
+        "selection": {"seed": conv.seed, "max_instances": conv.max_instances, "stratify_by_repo": conv.stratify_by_repo,
+                      "instances": sorted(chosen_set)},
+        "exclusion": {"file": settings.exclude_repos_file, "sha256": settings.exclusion_sha256},
+        "workers": workers,
+    }
+    _check_accounting(trials, kept, rejects)
+    return ConversionResult(lf_rows=lf_rows, im_rows=im_rows, rejects=rejects, funnel=report, kept=kept)
+
+
+def _traj_reject(traj: Trajectory, stage: str, reason: str, detail: str) -> dict[str, Any]:
+    return Reject(
+        trial_name=traj.meta.trial_name, instance_id=traj.meta.instance_id, trajectory=traj.uid,
+        stage=stage, reason=reason, detail=detail,
+    ).model_dump()
+
+
+def _score_all(trajs: list[Trajectory]) -> list[Trajectory]:
+    steps_by_scaffold: dict[str, list[int]] = defaultdict(list)
+    for traj in trajs:
+        if traj.meta.agent_type == "main":
+            steps_by_scaffold[traj.meta.scaffold].append(sum(1 for m in traj.messages if m.role == "assistant"))
+    medians = {k: float(median(v)) for k, v in steps_by_scaffold.items() if v}
+    scored = []
+    for traj in trajs:
+        score = rule_score(traj, median_steps=medians.get(traj.meta.scaffold))
+        scored.append(traj.model_copy(update={"meta": traj.meta.model_copy(update={"score": score})}))
+    return scored
+
+
+def _check_accounting(trials: list[Path], kept: list[Trajectory], rejects: list[dict[str, Any]]) -> None:
+    """Every trial is in the output or in the rejects file; a gap is a bug, not a silent drop."""
+    accounted = {t.meta.trial_name for t in kept} | {r["trial_name"] for r in rejects}
+    missing = sorted(t.name for t in trials if t.name not in accounted)
+    if missing:
+        raise AssertionError(f"conversion lost {len(missing)} trial(s) without a reason: {missing[:10]}")

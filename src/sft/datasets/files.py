@@ -1,0 +1,99 @@
+"""Atomic file datasets for the catalog (JSON, JSON Lines, YAML, text).
+
+kedro-datasets' own JSON/YAML datasets write in place; a crash mid-write leaves half a file. These write
+through ``sft.io_utils.atomic_writer`` instead, and keep the kedro-datasets constructor shape
+(``filepath``, ``metadata``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import orjson
+import yaml
+from kedro.io import AbstractDataset, DatasetError
+
+from sft.io_utils import atomic_writer
+
+
+class _FileDataset(AbstractDataset[Any, Any]):
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    @property
+    def filepath(self) -> Path:
+        return self._filepath
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(PurePosixPath(self._filepath))}
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _check_exists(self) -> None:
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath} does not exist yet: run the pipeline that produces it")
+
+
+class AtomicJSONDataset(_FileDataset):
+    """One JSON document (dict or list), indented, UTF-8, written atomically."""
+
+    def load(self) -> Any:
+        self._check_exists()
+        return json.loads(self._filepath.read_bytes())
+
+    def save(self, data: Any) -> None:
+        with atomic_writer(self._filepath) as fh:
+            fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
+
+
+class AtomicJSONLinesDataset(_FileDataset):
+    """JSON Lines: a list (or any iterable) of dicts, one per line, written atomically."""
+
+    def load(self) -> list[Any]:
+        self._check_exists()
+        with self._filepath.open("rb") as fh:
+            return [orjson.loads(line) for line in fh if line.strip()]
+
+    def save(self, data: Iterable[Any]) -> None:
+        with atomic_writer(self._filepath) as fh:
+            for row in data:
+                fh.write(row if isinstance(row, bytes) else orjson.dumps(row))
+                fh.write(b"\n")
+
+
+class AtomicYAMLDataset(_FileDataset):
+    """One YAML document, key order kept, written atomically."""
+
+    def load(self) -> Any:
+        self._check_exists()
+        return yaml.safe_load(self._filepath.read_text(encoding="utf-8"))
+
+    def save(self, data: Any) -> None:
+        with atomic_writer(self._filepath, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(data, fh, sort_keys=False, allow_unicode=True)
+
+
+class AtomicTextDataset(_FileDataset):
+    def load(self) -> str:
+        self._check_exists()
+        return self._filepath.read_text(encoding="utf-8")
+
+    def save(self, data: str) -> None:
+        with atomic_writer(self._filepath, "w", encoding="utf-8") as fh:
+            fh.write(data)
+
+
+class PathDataset(_FileDataset):
+    """Load-only: the absolute path of a file another dataset writes (transcoding ``name@path``)."""
+
+    def load(self) -> Path:
+        self._check_exists()
+        return self._filepath.resolve()
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._filepath}: PathDataset is read-only; save through the other transcoded entry")

@@ -1,0 +1,3 @@
+from sft.pipelines.convert.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,51 @@
+"""Nodes of the convert pipeline: thin calls into sft.convert / sft.sources."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sft.config.schema import RuntimeInput
+from sft.convert.engine import ConversionResult, convert_job
+from sft.datasets.source import SourceHandle
+from sft.pipelines.common import run_credentials
+
+logger = logging.getLogger(__name__)
+
+
+def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, project_root: str) -> ConversionResult:
+    """Harbor job -> converted rows; a ready-made dataset -> checked (and optionally normalised) rows."""
+    root = Path(project_root)
+    creds = run_credentials()
+    if trajectory_source.type == "harbor_job":
+        assert trajectory_source.path is not None
+        return convert_job(settings, trajectory_source.path, root, secret_values=creds.values())
+    from sft.sources.ready import prepare_ready_dataset
+
+    return prepare_ready_dataset(trajectory_source, settings, root, credentials=creds)
+
+
+def split_conversion_result(
+    result: ConversionResult,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest)."""
+    digest = hashlib.sha256()
+    for row in result.lf_rows:
+        digest.update(orjson.dumps(row))
+    manifest = {
+        "rows": len(result.lf_rows),
+        "rows_sha256": digest.hexdigest(),
+        "registration": result.funnel.get("registration", {}),
+    }
+    funnel = result.funnel.get("funnel", {})
+    logger.info(
+        "conversion: %s trial(s) found -> %s row(s) written, %s reject line(s)",
+        funnel.get("trials_found", "?"),
+        len(result.lf_rows),
+        len(result.rejects),
+    )
+    return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest

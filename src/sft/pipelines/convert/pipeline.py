@@ -1,0 +1,28 @@
+"""convert: source -> validated, filtered, de-duplicated LLaMA-Factory rows (+ IM rows, rejects, funnel)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from sft.pipelines.common import settings_node
+from sft.pipelines.convert.nodes import build_dataset, split_conversion_result
+
+
+def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+    return Pipeline(
+        [
+            settings_node(),
+            Node(
+                build_dataset,
+                inputs=["trajectory_source", "run_settings", "params:project_root"],
+                outputs="conversion_result",
+                name="build_dataset_node",
+                tags=["convert"],
+            ),
+            Node(
+                split_conversion_result,
+                inputs="conversion_result",
+                outputs=["lf_dataset", "im_dataset", "conversion_rejects", "conversion_report", "lf_manifest"],
+                name="write_dataset_node",
+                tags=["convert"],
+            ),
+        ]
+    )

@@ -1,0 +1,3 @@
+from sft.pipelines.register.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,40 @@
+"""Train with LLaMA-Factory and publish the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from sft.config.loader import load_selected_config
+from sft.config.schema import RuntimeInput
+
+
+def train_model(dataset_registration: dict[str, Any], settings: RuntimeInput, config_path: str, project_root: str) -> dict[str, Any]:
+    """Generate the LLaMA-Factory YAML, launch, and write runtime_info.output (only on success)."""
+    from sft.train import run_training
+
+    cfg = load_selected_config().model_copy(deep=True)
+    cfg.runtime_info.input = settings
+    root = Path(project_root)
+    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data")
+
+
+def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:
+    """The metrics part of the run summary, as its own reporting artifact."""
+    output = training_run.get("output") or {}
+    metrics = (output.get("training_metrics") or {}).get("value") or {}
+    return {
+        "run_id": training_run.get("run_id"),
+        "status": training_run.get("status"),
+        "checkpoint_path": (output.get("checkpoint_path") or {}).get("value"),
+        **metrics,
+    }
+
+
+def plot_training_curves(training_run: dict[str, Any]) -> Figure:
+    from sft.train.results import plot_training_curves as plot
+
+    output_dir = Path(training_run["output_dir"])
+    return plot(output_dir / "trainer_log.jsonl")

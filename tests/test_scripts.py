@@ -1,0 +1,65 @@
+"""scripts/install_env.sh guards and scripts/dryrun.sh checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("target", ["/tmp/sft-outside-env", "artifacts/model/env", "artifacts/env"])
+def test_install_env_refuses_paths_outside_artifacts_env(target: str) -> None:
+    proc = _run(["bash", "scripts/install_env.sh"], {"SFT_ENV_DIR": target})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "refusing to manage an environment outside" in proc.stderr
+    assert not Path("/tmp/sft-outside-env").exists()
+
+
+def test_install_env_is_idempotent() -> None:
+    proc = _run(["bash", "scripts/install_env.sh"])
+    assert proc.returncode == 0, proc.stderr
+    assert "is up to date" in proc.stdout
+
+
+def _dryrun(config: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"SFT_CONFIG": config, **(extra_env or {})}
+    env.pop("SFT_ALLOW_OVERWRITE_OUTPUT", None)
+    return _run(["bash", "scripts/dryrun.sh"], env)
+
+
+def test_dryrun_active_config_fails_on_model_and_gpus() -> None:
+    proc = _dryrun("config.yaml")
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1
+    assert all(line.startswith(("[OK]", "[WARN]", "[FAIL]", "[INFO]")) for line in lines[:-1]), lines
+    assert lines[-1].startswith("PASS: ") and "FAIL: " in lines[-1]
+    fails = [line for line in lines if line.startswith("[FAIL]")]
+    assert any("model.model_name_or_path" in f and "/mnt/public/models/Qwen3-8B" in f for f in fails)
+    assert any("nvidia-smi not found" in f for f in fails)
+    assert any("effective global batch = 1 x 8 x 8 = 64" in line for line in lines)
+
+
+def test_dryrun_reports_schema_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "config.bad.yaml"
+    bad.write_text((ROOT / "config.yaml").read_text().replace("wandb_mode: offline", "wandb_mode: cloud"))
+    proc = _dryrun(str(bad))
+    assert proc.returncode == 1
+    assert "[FAIL]" in proc.stdout and "experiment.wandb_mode" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "PASS: 0  WARN: 0  FAIL: 1"
+
+
+@pytest.mark.slow
+def test_dryrun_demo_profile_passes(tiny_model_dir: Path) -> None:
+    proc = _dryrun("config.demo.yaml", {"SFT_ALLOW_OVERWRITE_OUTPUT": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith("FAIL: 0")
+    assert "CPU profile" in proc.stdout
