@@ -18,7 +18,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import orjson
@@ -27,13 +26,14 @@ from tqdm.auto import tqdm
 from sft.config.schema import RuntimeInput
 from sft.convert.canonical import Reject, Trajectory
 from sft.convert.filters import ExclusionList, cap_per_instance, dedup_exact, outcome_keep, select_instances
-from sft.convert.render import render_im_row, render_lf_row
-from sft.convert.score import rule_score
+from sft.convert.render import RenderError, render_im_row, render_lf_row
+from sft.convert.score import rule_score, scaffold_median_steps
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
-from sft.sources.harbor.job import discover_trials
+from sft.sources.harbor.job import TrialError, discover_trials, read_trial_info
 from sft.sources.harbor.trial import extract_trial
+from sft.sources.scaffolds import ADAPTERS
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,18 @@ def _reject(outcome: TrialOutcome, stage: str, reason: str, detail: str, traject
     )
 
 
+def scaffold_of_trial(trial_dir: Path) -> str | None:
+    """``source.scaffold: auto``: the adapter whose Harbor agent names include result.json's agent."""
+    try:
+        agent = read_trial_info(trial_dir).agent_name or ""
+    except (TrialError, OSError, ValueError):
+        return None
+    for name, cls in ADAPTERS.items():
+        if cls.accepts_agent_name(agent):
+            return name
+    return None
+
+
 def process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     """Convert one trial; never raises (any failure becomes a reject line)."""
     try:
@@ -178,10 +190,18 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
 
 def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     outcome = TrialOutcome(trial_name=trial_dir.name)
+    scaffold = settings.scaffold
+    if scaffold == "auto":
+        scaffold = scaffold_of_trial(trial_dir)
+        if scaffold is None:
+            _reject(outcome, "scaffold", "unknown_agent",
+                    f"{trial_dir / 'result.json'}: agent_info.name is not one of the supported scaffolds "
+                    f"({', '.join(ADAPTERS)}); set source.scaffold explicitly")
+            return outcome
     extraction = extract_trial(
         trial_dir,
         Path(settings.job_dir),
-        settings.scaffold,
+        scaffold,
         trajectory_source=settings.trajectory_source,
         include_subagents=settings.include_subagents,
     )
@@ -371,7 +391,16 @@ def convert_job(
     funnel["trajectories_after_score"] = len(kept)
 
     keep_reasoning = cfg.keeps_reasoning()
-    lf_rows = [render_lf_row(t, keep_reasoning=keep_reasoning) for t in kept]
+    lf_rows: list[dict[str, Any]] = []
+    rendered: list[Trajectory] = []
+    for traj in kept:
+        try:
+            lf_rows.append(render_lf_row(traj, keep_reasoning=keep_reasoning))
+        except RenderError as exc:
+            rejects.append(_traj_reject(traj, "lf_rules", exc.reason, exc.detail))
+            continue
+        rendered.append(traj)
+    kept = rendered
     im_rows = [render_im_row(t) for t in kept]
     funnel["rows_written"] = len(lf_rows)
     funnel["instances_written"] = len({t.meta.instance_id for t in kept})
@@ -402,11 +431,7 @@ def _traj_reject(traj: Trajectory, stage: str, reason: str, detail: str) -> dict
 
 
 def _score_all(trajs: list[Trajectory]) -> list[Trajectory]:
-    steps_by_scaffold: dict[str, list[int]] = defaultdict(list)
-    for traj in trajs:
-        if traj.meta.agent_type == "main":
-            steps_by_scaffold[traj.meta.scaffold].append(sum(1 for m in traj.messages if m.role == "assistant"))
-    medians = {k: float(median(v)) for k, v in steps_by_scaffold.items() if v}
+    medians = scaffold_median_steps(trajs)
     scored = []
     for traj in trajs:
         score = rule_score(traj, median_steps=medians.get(traj.meta.scaffold))

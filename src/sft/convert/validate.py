@@ -1,0 +1,360 @@
+"""Repair what can be repaired losslessly in a canonical trajectory, then reject what cannot be trained.
+
+Every scaffold adapter hands its ``Trajectory`` here before filters, scoring and rendering. The repairs are
+the ones the reference converters make (fill missing tool-call ids and match them to the results that
+follow, trim a trailing tool/user tail, ``(empty)`` tool output -> ``""``, optionally drop failed tool
+calls) plus two that keep the output writable (lone UTF-16 surrogates -> U+FFFD, results of parallel calls
+put back in call order). The checks are the structural rules that LLaMA-Factory's ShareGPT converter and
+our renderer rely on, so a trajectory that passes here always renders to a row LLaMA-Factory keeps.
+
+Issues are strings ``"<code>: <detail>"``. Repair notes start with ``repair_``; anything else is a reason
+the trajectory was rejected (then the returned trajectory is ``None``). ``issue_code`` extracts the code.
+The function is pure: no I/O, the input is never mutated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sft.convert.canonical import Message, ToolCall, Trajectory
+
+# A tool result with one of these prefixes is a failed call even if the adapter did not set is_error
+# (the markers the reference claude-code / open-code converters look for).
+TOOL_ERROR_PREFIXES = ("<tool_use_error>", "The arguments provided to the tool are invalid")
+EMPTY_TOOL_OUTPUT = "(empty)"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def issue_code(issue: str) -> str:
+    """The machine-friendly code of an issue string (the text before the first ``:``)."""
+    return issue.split(":", 1)[0].strip()
+
+
+def is_repair(issue: str) -> bool:
+    """True for notes about a repair made (the trajectory was kept), False for rejection reasons."""
+    return issue_code(issue).startswith("repair_")
+
+
+def is_tool_error(message: Message) -> bool:
+    """A tool result that reports a failure (flag set by the adapter, or a known error prefix)."""
+    if message.role != "tool":
+        return False
+    return message.is_error or message.content.lstrip().startswith(TOOL_ERROR_PREFIXES)
+
+
+# --------------------------------------------------------------------------------------------------
+# lone surrogates
+# --------------------------------------------------------------------------------------------------
+
+
+def replace_lone_surrogates(text: str) -> tuple[str, int]:
+    """Replace unpaired UTF-16 surrogates (which cannot be encoded as UTF-8) with U+FFFD.
+
+    ``json.loads`` turns an escaped lone ``\\ud83d`` into a str that crashes every UTF-8 writer (and
+    PyArrow). A valid pair is already one code point in a Python str, so any surrogate left is lone.
+    """
+    if not _SURROGATE.search(text):
+        return text, 0
+    return _SURROGATE.subn(_REPLACEMENT, text)
+
+
+def _clean_value(value: Any, counter: list[int]) -> Any:
+    """Recursively replace lone surrogates in strings (and dict keys) of a JSON-like value."""
+    if isinstance(value, str):
+        fixed, n = replace_lone_surrogates(value)
+        counter[0] += n
+        return fixed
+    if isinstance(value, dict):
+        return {_clean_value(k, counter): _clean_value(v, counter) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_value(v, counter) for v in value]
+    return value
+
+
+def _sanitize_surrogates(traj: Trajectory) -> int:
+    """Fix lone surrogates in place over messages, tool calls and tool schemas; returns the count."""
+    counter = [0]
+    for message in traj.messages:
+        message.content = _clean_value(message.content, counter)
+        message.reasoning_content = _clean_value(message.reasoning_content, counter)
+        for call in message.tool_calls:
+            call.name = _clean_value(call.name, counter)
+            call.arguments = _clean_value(call.arguments, counter)
+    traj.tools = _clean_value(traj.tools, counter)
+    return counter[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# repairs
+# --------------------------------------------------------------------------------------------------
+
+
+def _following_tool_block(messages: list[Message], start: int) -> list[Message]:
+    """The run of tool messages right after index ``start - 1``."""
+    block: list[Message] = []
+    for message in messages[start:]:
+        if message.role != "tool":
+            break
+        block.append(message)
+    return block
+
+
+def _fill_tool_call_ids(traj: Trajectory) -> int:
+    """Give every call an id and every following result the id of its call; returns calls filled.
+
+    New ids are ``call_000001``, ``call_000002``, ... in conversation order, skipping ids already used.
+    A call without id adopts the id of the result at the same position when that result names no other
+    call of the turn. Results without id are matched to the turn's unanswered calls in order.
+    """
+    used = {c.id for m in traj.messages for c in m.tool_calls if c.id}
+    used |= {m.tool_call_id for m in traj.messages if m.tool_call_id}
+    next_number = 1
+    filled = 0
+    for index, message in enumerate(traj.messages):
+        if message.role != "assistant" or not message.tool_calls:
+            continue
+        block = _following_tool_block(traj.messages, index + 1)
+        turn_ids = {c.id for c in message.tool_calls if c.id}
+        for position, call in enumerate(message.tool_calls):
+            if call.id:
+                continue
+            candidate = block[position].tool_call_id if position < len(block) else None
+            if candidate and candidate not in turn_ids:
+                call.id = candidate
+            else:
+                while f"call_{next_number:06d}" in used:
+                    next_number += 1
+                call.id = f"call_{next_number:06d}"
+                used.add(call.id)
+            turn_ids.add(call.id)
+            filled += 1
+        answered = {m.tool_call_id for m in block if m.tool_call_id}
+        unanswered = [c.id for c in message.tool_calls if c.id not in answered]
+        for result in block:
+            if not result.tool_call_id and unanswered:
+                result.tool_call_id = unanswered.pop(0)
+    return filled
+
+
+def _reorder_results(traj: Trajectory) -> int:
+    """Put the results of parallel calls in call order when they are a permutation of the calls."""
+    reordered = 0
+    index = 0
+    messages = traj.messages
+    while index < len(messages):
+        message = messages[index]
+        if message.role == "assistant" and len(message.tool_calls) > 1:
+            block = _following_tool_block(messages, index + 1)
+            call_ids = [c.id for c in message.tool_calls]
+            result_ids = [m.tool_call_id for m in block]
+            unique = len(set(call_ids)) == len(call_ids)
+            if unique and result_ids != call_ids and sorted(map(str, result_ids)) == sorted(call_ids):
+                by_id = {m.tool_call_id: m for m in block}
+                messages[index + 1 : index + 1 + len(block)] = [by_id[i] for i in call_ids]
+                reordered += 1
+        index += 1
+    return reordered
+
+
+def _blank_empty_tool_outputs(traj: Trajectory) -> int:
+    """``(empty)`` is a scaffold placeholder, not tool output: the model saw nothing."""
+    count = 0
+    for message in traj.messages:
+        if message.role == "tool" and message.content.strip() == EMPTY_TOOL_OUTPUT:
+            message.content = ""
+            count += 1
+    return count
+
+
+def _drop_failed_calls(traj: Trajectory) -> int:
+    """Remove each failed call together with its result; a turn left without calls goes entirely.
+
+    Only results that can be paired with a call of the assistant turn right before their block are
+    touched; anything else is left for validation to report.
+    """
+    dropped = 0
+    kept: list[Message] = []
+    index = 0
+    messages = traj.messages
+    while index < len(messages):
+        message = messages[index]
+        if message.role != "assistant" or not message.tool_calls:
+            kept.append(message)
+            index += 1
+            continue
+        block = _following_tool_block(messages, index + 1)
+        failed_ids = {m.tool_call_id for m in block if is_tool_error(m) and m.tool_call_id}
+        failed_ids &= {c.id for c in message.tool_calls}
+        if not failed_ids:
+            kept.append(message)
+            index += 1
+            continue
+        dropped += len(failed_ids)
+        remaining_calls = [c for c in message.tool_calls if c.id not in failed_ids]
+        remaining_results = [m for m in block if m.tool_call_id not in failed_ids]
+        if remaining_calls:
+            kept.append(message.model_copy(update={"tool_calls": remaining_calls}))
+            kept.extend(remaining_results)
+        index += 1 + len(block)
+    traj.messages = kept
+    return dropped
+
+
+def _trim_tail(traj: Trajectory) -> int:
+    """A sample must end on an assistant turn: drop trailing tool and user messages."""
+    trimmed = 0
+    while traj.messages and traj.messages[-1].role in ("tool", "user"):
+        traj.messages.pop()
+        trimmed += 1
+    return trimmed
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_call(call: ToolCall, where: str) -> list[str]:
+    problems = []
+    if not call.name or not call.name.strip():
+        problems.append(f"empty_tool_name: {where} has a tool call without a name; fix the adapter")
+    if not isinstance(call.arguments, dict):
+        problems.append(
+            f"non_object_arguments: {where} call {call.id!r} ({call.name}) has arguments of type "
+            f"{type(call.arguments).__name__}: {_preview(call.arguments)}; LLaMA-Factory needs a JSON object"
+        )
+    return problems
+
+
+def _check_tool_block(message: Message, block: list[Message], index: int, is_last_turn: bool) -> list[str]:
+    """The results after an assistant turn must answer its calls one by one, in order."""
+    call_ids = [c.id for c in message.tool_calls]
+    result_ids = [m.tool_call_id for m in block]
+    if len(set(call_ids)) != len(call_ids):
+        return [f"duplicate_tool_call_id: message {index} uses the same id for several calls {call_ids}"]
+    if not message.tool_calls:
+        if not block:
+            return []
+        return [f"orphan_tool_result: message {index + 1} answers {result_ids[0]!r} but the assistant turn "
+                f"at message {index} made no call"]
+    if not block and is_last_turn:
+        return []  # the trailing results were trimmed: the sample ends on the call
+    if result_ids == call_ids:
+        return []
+    missing = [i for i in call_ids if i not in result_ids]
+    extra = [i for i in result_ids if i not in call_ids]
+    if extra:
+        return [f"orphan_tool_result: results {extra} after message {index} match no call of that turn "
+                f"(calls {call_ids})"]
+    if missing:
+        return [f"unanswered_tool_call: calls {missing} of message {index} have no result"]
+    return [f"tool_result_order: results after message {index} are {result_ids}, calls were {call_ids}"]
+
+
+def _check_structure(messages: list[Message]) -> list[str]:
+    """Role order, call/result pairing, argument types and non-empty assistant turns."""
+    if not messages:
+        return ["empty_conversation: no messages left (after trimming the trailing tool/user tail)"]
+    problems: list[str] = []
+    start = 1 if messages[0].role == "system" else 0
+    for index, message in enumerate(messages):
+        if message.role == "system" and index != 0:
+            problems.append(f"misplaced_system: message {index} is a system message; only the first may be")
+    if start >= len(messages) or messages[start].role != "user":
+        found = messages[start].role if start < len(messages) else "nothing"
+        problems.append(f"no_user_first: message {start} must be the user task, found {found}")
+        return problems
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    index = start
+    while index < len(messages):
+        message = messages[index]
+        previous = messages[index - 1] if index > start else None
+        if message.role == "user" and previous is not None and previous.role == "user":
+            problems.append(f"consecutive_user: messages {index - 1} and {index} are both user turns")
+        elif message.role == "user" and previous is not None and previous.role == "tool":
+            problems.append(f"user_after_tool: message {index} is a user turn right after a tool result")
+        elif message.role == "assistant":
+            if previous is not None and previous.role == "assistant":
+                problems.append(f"consecutive_assistant: messages {index - 1} and {index} are both assistant "
+                                "turns without a tool result or user turn between them")
+            if not (message.content.strip() or message.reasoning_content.strip() or message.tool_calls):
+                problems.append(f"empty_assistant_turn: message {index} has no content, reasoning or call")
+            for call in message.tool_calls:
+                problems.extend(_check_call(call, f"message {index}"))
+            block = _following_tool_block(messages, index + 1)
+            problems.extend(_check_tool_block(message, block, index, index == last_assistant))
+            index += 1 + len(block)
+            continue
+        elif message.role == "tool":
+            problems.append(f"orphan_tool_result: message {index} (tool_call_id {message.tool_call_id!r}) "
+                            "does not follow an assistant turn with calls")
+        index += 1
+    if messages[-1].role != "assistant":
+        problems.append(f"no_final_assistant: the last message is {messages[-1].role}")
+    return problems
+
+
+def first_untrainable_assistant(messages: list[Message]) -> int | None:
+    """Index of the first assistant turn marked ``trainable=False``, or None."""
+    for index, message in enumerate(messages):
+        if message.role == "assistant" and not message.trainable:
+            return index
+    return None
+
+
+def _check_trainable(messages: list[Message]) -> list[str]:
+    """The renderer cuts a sample before its first untrainable turn, so a trainable turn must precede it."""
+    cut = first_untrainable_assistant(messages)
+    head = messages if cut is None else messages[:cut]
+    if any(m.role == "assistant" and m.trainable for m in head):
+        return []
+    if cut is None:
+        return ["no_trainable_turn: the conversation has no trainable assistant turn"]
+    return [f"no_trainable_prefix: message {cut} is the first assistant turn and it is not trainable "
+            "(copied context / deterministic dispatch); LLaMA-Factory would train it, so nothing is left"]
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Trajectory | None, list[str]]:
+    """Return ``(repaired copy, repair notes)`` or ``(None, reasons)``.
+
+    Repairs, in order: lone surrogates -> U+FFFD; missing tool-call ids filled and matched; parallel
+    results reordered to call order; ``(empty)`` outputs blanked; failed calls dropped with their results
+    (``drop_tool_errors``); trailing tool/user messages trimmed. Then the structural checks run.
+    """
+    fixed = traj.model_copy(deep=True)
+    notes: list[str] = []
+    repairs = (
+        ("repair_lone_surrogates", _sanitize_surrogates, "lone UTF-16 surrogates replaced with U+FFFD"),
+        ("repair_filled_tool_call_ids", _fill_tool_call_ids, "tool calls without id got call_NNNNNN ids"),
+        ("repair_reordered_tool_results", _reorder_results, "parallel results put in call order"),
+        ("repair_empty_tool_output", _blank_empty_tool_outputs, "'(empty)' tool outputs set to ''"),
+    )
+    for code, repair, what in repairs:
+        count = repair(fixed)
+        if count:
+            notes.append(f"{code}: {count} ({what})")
+    if drop_tool_errors:
+        count = _drop_failed_calls(fixed)
+        if count:
+            notes.append(f"repair_dropped_tool_errors: {count} failed call(s) removed with their results")
+    count = _trim_tail(fixed)
+    if count:
+        notes.append(f"repair_trimmed_tail: {count} trailing tool/user message(s) removed")
+    problems = _check_structure(fixed.messages)
+    if not problems:
+        problems = _check_trainable(fixed.messages)
+    if problems:
+        return None, problems
+    return fixed, notes
