@@ -1,0 +1,892 @@
+"""The trajgen LiteLLM trajectory log (``agent/litellm-trajectory.jsonl``): reading, normalising, dedup.
+
+One JSON object per LLM call (docs/input-formats.md §8). The log is cumulative: every call repeats the
+whole conversation so far, so a trial with N calls holds O(N^2) messages. Everything here is therefore
+built to be linear in the size of the log:
+
+* lines are parsed with orjson; the slow paths (invalid UTF-8, lone surrogate escapes) only run for the
+  lines that need them;
+* ``dedup_conversations`` hashes the raw message dicts (never pydantic objects) once each, keeps rolling
+  prefix hashes and decides with set lookups which calls are prefixes of others;
+* ``normalize_request`` / ``normalize_response`` (the expensive pydantic conversion) run only for the
+  survivors.
+
+Requests and responses come in three shapes: OpenAI chat completions, Anthropic messages (top-level
+``system``, content blocks, ``response_body.content``) and, for completeness, the OpenAI Responses API
+(``input`` items, ``response_body.output``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sft.convert.canonical import Message, ToolCall
+
+logger = logging.getLogger(__name__)
+
+TOOL_USE_ERROR_PREFIX = "<tool_use_error>"
+INVALID_ARGUMENTS_PREFIX = "The arguments provided to the tool are invalid"
+_STRIP_KEYS = frozenset({"cache_control", "signature", "generation"})
+# Keys and block types ignored when comparing conversations: per-request cache markers, signatures and
+# reasoning that scaffolds echo back inconsistently (or not at all) on later calls.
+_HASH_DROP_KEYS = _STRIP_KEYS | {
+    "reasoning_content",
+    "reasoning",
+    "thinking_blocks",
+    "provider_specific_fields",
+}
+_HASH_DROP_BLOCK_TYPES = frozenset({"thinking", "redacted_thinking", "reasoning"})
+_SLOW_PATH_MARKERS = (
+    b"cache_control",
+    b"signature",
+    b'"generation"',
+    b"thinking",
+    b"reasoning",
+    b"provider_specific",
+)
+_CCH_RE = re.compile(rb"cch=[0-9A-Fa-f]*;")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "summary_text", "reasoning_text"})
+
+
+class LogShapeError(ValueError):
+    """A record whose request or response has none of the supported shapes."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class LogReadResult:
+    """The usable records of a log (success != false, in file order) and what was wrong with the rest."""
+
+    records: list[dict[str, Any]]
+    problems: list[str] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)  # 1-based line of each record
+    failed_dropped: int = 0  # success == false
+    invalid_lines: int = 0  # not JSON / not an object / truncated
+    n_lines: int = 0
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """Replace lone UTF-16 surrogates (from ``\\ud800`` escapes) with U+FFFD so the text can be encoded."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def loads_lenient(raw: bytes, where: str, problems: list[str]) -> Any:
+    """Parse JSON that orjson refuses: invalid UTF-8 bytes, lone surrogate escapes, NaN/Infinity literals.
+
+    Each repair is recorded in ``problems`` (prefixed with ``where``); raises ValueError when the text is
+    not JSON at all (e.g. a truncated line).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        problems.append(f"{where}: invalid UTF-8 bytes replaced with U+FFFD")
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    value = json.loads(text)  # accepts lone surrogate escapes and NaN; raises ValueError when truly invalid
+    cleaned = _replace_surrogates(value)
+    if _SURROGATE_ESCAPE_RE.search(text):
+        problems.append(f"{where}: lone UTF-16 surrogate escape(s) replaced with U+FFFD")
+    else:
+        problems.append(f"{where}: parsed with the lenient JSON parser (non-standard literals such as NaN)")
+    return cleaned
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects (parsed JSON).
+
+    Without this, allocation-triggered collections rescan every record parsed so far and parsing a large
+    log runs ~3x slower; parsed JSON holds no reference cycles, so nothing is leaked.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def is_failed(record: dict[str, Any]) -> bool:
+    """``success`` false (HTTP failure, timeout, rejection). Older loggers omit the key: missing = success."""
+    success = record.get("success", True)
+    return success is False or (isinstance(success, str) and success.strip().lower() == "false")
+
+
+def read_log(path: str | Path) -> LogReadResult:
+    """Read a LiteLLM trajectory log; never raises for bad content, only for an unreadable file.
+
+    Tolerates a truncated last line (the proxy was still writing), invalid lines, invalid UTF-8 and lone
+    surrogate escapes; each is recorded in ``problems`` with its line number. Records with
+    ``success: false`` are dropped and counted.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    with gc_paused():
+        return _read_lines(path, data)
+
+
+def _read_lines(path: Path, data: bytes) -> LogReadResult:
+    result = LogReadResult(records=[])
+    lines = data.split(b"\n")
+    last_content_index = max((i for i, line in enumerate(lines) if line and not line.isspace()), default=-1)
+    for index, raw in enumerate(lines):
+        if not raw or raw.isspace():
+            continue
+        result.n_lines += 1
+        where = f"{path}:{index + 1}"
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            try:
+                record = loads_lenient(raw, where, result.problems)
+            except ValueError as exc:
+                result.invalid_lines += 1
+                if index == last_content_index and not data.endswith(b"\n"):
+                    result.problems.append(
+                        f"{where}: truncated last line ignored (the log was still being written)"
+                    )
+                else:
+                    result.problems.append(f"{where}: invalid JSON ignored ({exc})")
+                continue
+        if not isinstance(record, dict):
+            result.invalid_lines += 1
+            result.problems.append(f"{where}: a JSON {type(record).__name__}, expected an object; ignored")
+            continue
+        if is_failed(record):
+            result.failed_dropped += 1
+            continue
+        result.records.append(record)
+        result.line_numbers.append(index + 1)
+    if result.failed_dropped:
+        result.problems.append(f"{path}: {result.failed_dropped} failed request(s) (success: false) dropped")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# raw record access (no pydantic)
+
+
+def request_body(record: dict[str, Any]) -> dict[str, Any]:
+    body = record.get("request_body")
+    return body if isinstance(body, dict) else {}
+
+
+def response_body(record: dict[str, Any]) -> dict[str, Any]:
+    body = record.get("response_body")
+    return body if isinstance(body, dict) else {}
+
+
+def request_input(record: dict[str, Any]) -> list[Any]:
+    """The conversation sent: ``request_body.input``, else ``extra_params.input``, else ``messages``."""
+    body = request_body(record)
+    for candidate in (
+        body.get("input"),
+        _as_dict(record.get("extra_params")).get("input"),
+        body.get("messages"),
+    ):
+        if isinstance(candidate, list):
+            return candidate
+        if isinstance(candidate, str) and candidate:
+            return [{"role": "user", "content": candidate}]
+    return []
+
+
+def request_system(record: dict[str, Any]) -> Any:
+    """The out-of-band system prompt: Anthropic ``system`` or Responses ``instructions``; None if absent."""
+    body = request_body(record)
+    system = body.get("system")
+    if system not in (None, "", []):
+        return system
+    instructions = body.get("instructions")
+    return instructions if isinstance(instructions, str) and instructions else None
+
+
+def request_tools(record: dict[str, Any]) -> list[Any]:
+    tools = request_body(record).get("tools")
+    return tools if isinstance(tools, list) else []
+
+
+def request_time(record: dict[str, Any]) -> float | None:
+    value = record.get("request_time")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def sort_by_request_time(records: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices in ``request_time`` order; records without one keep their place after their predecessor."""
+    keys: list[tuple[float, int]] = []
+    last = float("-inf")
+    for index, record in enumerate(records):
+        value = request_time(record)
+        if value is not None:
+            last = value
+        keys.append((last, index))
+    return [index for _, index in sorted(keys)]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# prefix deduplication
+
+
+def _clean_block(block: Any) -> Any:
+    if (
+        type(block) is not dict
+        or _HASH_DROP_KEYS.isdisjoint(block)
+        and type(block.get("content")) is not list
+    ):
+        return block
+    cleaned = {k: v for k, v in block.items() if k not in _HASH_DROP_KEYS}
+    inner = cleaned.get("content")
+    if type(inner) is list:  # tool_result blocks nest their own text blocks
+        cleaned["content"] = [
+            {k: v for k, v in b.items() if k not in _HASH_DROP_KEYS} if type(b) is dict else b for b in inner
+        ]
+    return cleaned
+
+
+def _strip_for_hash(message: dict[str, Any]) -> dict[str, Any]:
+    """Copy without cache markers, signatures, reasoning keys and thinking blocks.
+
+    Scope: the message's own keys, its content blocks and the blocks nested in tool_result content
+    (exactly what ``_needs_strip`` inspects, so equal messages always normalise equally). Tool-call
+    arguments are user data and are never touched.
+    """
+    cleaned = {k: v for k, v in message.items() if k not in _HASH_DROP_KEYS}
+    content = cleaned.get("content")
+    if type(content) is list:
+        cleaned["content"] = [
+            _clean_block(block)
+            for block in content
+            if not (type(block) is dict and block.get("type") in _HASH_DROP_BLOCK_TYPES)
+        ]
+    return cleaned
+
+
+def _flatten_first_user(message: dict[str, Any]) -> dict[str, Any]:
+    """The first user message with its content blocks joined into one text (scaffolds re-split it)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        message = dict(message)
+        message["content"] = content_text(content)
+    return message
+
+
+def _needs_strip(message: dict[str, Any]) -> bool:
+    """Whether ``_strip_for_hash`` would change a raw message. Structural (keys, block types), so its cost
+    does not grow with the text length: it runs once per message of every logged call."""
+    drop_keys = _HASH_DROP_KEYS
+    if not drop_keys.isdisjoint(message):
+        return True
+    content = message.get("content")
+    if type(content) is not list:
+        return False
+    for block in content:
+        if type(block) is not dict:
+            continue
+        if not drop_keys.isdisjoint(block) or block.get("type") in _HASH_DROP_BLOCK_TYPES:
+            return True
+        inner = block.get("content")
+        if type(inner) is list:
+            for item in inner:
+                if type(item) is dict and not drop_keys.isdisjoint(item):
+                    return True
+    return False
+
+
+def message_digest(message: Any, *, first_user: bool = False) -> int:
+    """Hash of a raw message's normalised form (sorted-key JSON, markers stripped, ``cch=<hex>;`` blanked).
+
+    The checks are structural (dict keys, block types), so their cost does not grow with the text length;
+    the per-request ``cch=`` token only occurs in system prompts, so only those are scanned for it.
+    """
+    if isinstance(message, dict):
+        if first_user and isinstance(message.get("content"), list):
+            message = _flatten_first_user(_strip_for_hash(message))
+        elif _needs_strip(message):
+            message = _strip_for_hash(message)
+        encoded = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+        if message.get("role") == "system" and b"cch=" in encoded:
+            encoded = _CCH_RE.sub(b"cch=;", encoded)
+        return hash(encoded)
+    return hash(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
+
+
+def _is_user(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "user"
+
+
+def rolling_hashes(conversation: Sequence[Any]) -> list[int]:
+    """``h[k]`` = hash of the first k messages (k = 0..n); equal prefixes give equal hashes."""
+    hashes = [0]
+    current = 0
+    seen_user = False
+    for message in conversation:
+        if seen_user:
+            digest = message_digest(message)
+        else:
+            seen_user = _is_user(message)
+            digest = message_digest(message, first_user=seen_user)
+        current = hash((current, digest))
+        hashes.append(current)
+    return hashes
+
+
+@dataclass
+class DedupResult:
+    """Which conversations survive prefix deduplication, and why the others did not."""
+
+    kept: list[int]
+    full_hashes: list[int]
+    prefix_dropped: int = 0
+    short_dropped: int = 0
+    exact_dropped: int = 0
+
+
+def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[int], set[int]]:
+    """Full hash of every conversation, and the set of all their proper-prefix hashes."""
+    full_hashes: list[int] = []
+    proper_prefixes: set[int] = set()
+    add_prefix = proper_prefixes.add
+    for conversation in conversations:
+        current = 0
+        seen_user = False
+        for position, message in enumerate(conversation):
+            if position:
+                add_prefix(current)
+            if seen_user:
+                digest = message_digest(message)
+            else:
+                seen_user = _is_user(message)
+                digest = message_digest(message, first_user=seen_user)
+            current = hash((current, digest))
+        full_hashes.append(current)
+    return full_hashes, proper_prefixes
+
+
+def dedup_conversations(
+    conversations: Sequence[Sequence[Any]],
+    *,
+    min_messages: int = 3,
+    lengths: Sequence[int] | None = None,
+) -> DedupResult:
+    """Keep conversations that are not a proper prefix of another, have >= ``min_messages``, and are unique.
+
+    Linear in the total number of messages: each message is hashed once, every proper-prefix hash goes into
+    one set, and a conversation survives iff its full hash is not in that set. Exact duplicates keep the
+    **last** occurrence (a retried call whose earlier answer the client never used). ``lengths`` overrides
+    the message count used for the ``min_messages`` rule (the reference counts the request's own
+    ``messages`` list, without an out-of-band system prompt).
+    """
+    with gc_paused():
+        full_hashes, proper_prefixes = _hash_conversations(conversations)
+    result = DedupResult(kept=[], full_hashes=full_hashes)
+    kept_hashes: set[int] = set()
+    for index in reversed(range(len(conversations))):
+        full = full_hashes[index]
+        size = lengths[index] if lengths is not None else len(conversations[index])
+        if full in proper_prefixes:
+            result.prefix_dropped += 1
+        elif size < min_messages:
+            result.short_dropped += 1
+        elif full in kept_hashes:
+            result.exact_dropped += 1
+        else:
+            kept_hashes.add(full)
+            result.kept.append(index)
+    result.kept.reverse()
+    return result
+
+
+def prefix_dedup(conversations: Sequence[Sequence[Any]], min_messages: int = 3) -> list[int]:
+    """Indices (ascending) of the conversations that survive ``dedup_conversations``."""
+    return dedup_conversations(conversations, min_messages=min_messages).kept
+
+
+def hashing_view(record: dict[str, Any]) -> list[Any]:
+    """The record's input as compared by dedup: an out-of-band system prompt counts as message 0."""
+    messages = request_input(record)
+    system = request_system(record)
+    if system is None:
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# normalisation to canonical messages
+
+
+def content_text(content: Any, problems: list[str] | None = None) -> str:
+    """Text of a string or a list of content parts/blocks (text parts joined with newlines)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return str(content)
+    texts: list[str] = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            kind = part.get("type")
+            if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
+                texts.append(str(part.get("text") or ""))
+            elif kind == "tool_result":
+                texts.append(content_text(part.get("content"), problems))
+            elif kind in _HASH_DROP_BLOCK_TYPES:
+                continue
+            elif problems is not None:
+                problems.append(f"content part of type {kind!r} has no text; dropped")
+    return "\n".join(texts)
+
+
+def parse_arguments(arguments: Any) -> Any:
+    """Tool-call arguments as an object: JSON strings are parsed; unparsable strings are kept verbatim.
+
+    An empty string means "no arguments" (some providers send it for parameterless calls) and becomes {}.
+    """
+    if isinstance(arguments, str):
+        if not arguments.strip():
+            return {}
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            try:
+                parsed = json.loads(arguments)
+            except ValueError:
+                return arguments
+            parsed = _replace_surrogates(parsed)
+        return parsed
+    if arguments is None:
+        return {}
+    return arguments
+
+
+def is_error_text(text: str) -> bool:
+    stripped = text.lstrip()
+    return stripped.startswith(TOOL_USE_ERROR_PREFIX) or stripped.startswith(INVALID_ARGUMENTS_PREFIX)
+
+
+def _split_inline_think(content: str) -> tuple[str, str]:
+    """``<think>r</think>c`` -> (r, c) for providers that inline reasoning in the content."""
+    stripped = content.lstrip()
+    if not stripped.startswith("<think>"):
+        return "", content
+    end = stripped.find("</think>")
+    if end < 0:
+        return "", content
+    return stripped[len("<think>") : end].strip("\n"), stripped[end + len("</think>") :].lstrip("\n")
+
+
+def _reasoning_of(message: dict[str, Any]) -> str:
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    blocks = message.get("thinking_blocks")
+    if isinstance(blocks, list):
+        texts = [str(b.get("thinking") or "") for b in blocks if isinstance(b, dict) and b.get("thinking")]
+        if texts:
+            return "\n".join(texts)
+    return ""
+
+
+def _openai_tool_call(call: dict[str, Any]) -> ToolCall:
+    function = _as_dict(call.get("function"))
+    name = function.get("name") if function else call.get("name")
+    arguments = function.get("arguments") if function else call.get("arguments", call.get("input"))
+    return ToolCall(
+        id=str(call.get("id") or call.get("call_id") or ""),
+        name=str(name or ""),
+        arguments=parse_arguments(arguments),
+    )
+
+
+def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> Message:
+    """OpenAI or Anthropic assistant message (string content or thinking/text/tool_use blocks)."""
+    texts: list[str] = []
+    reasoning: list[str] = []
+    tool_calls: list[ToolCall] = []
+    content = message.get("content")
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, str):
+                texts.append(block)
+                continue
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            if kind in _TEXT_PART_TYPES:
+                texts.append(str(block.get("text") or ""))
+            elif kind == "thinking":
+                if block.get("thinking"):
+                    reasoning.append(str(block["thinking"]))
+            elif kind == "redacted_thinking":
+                continue
+            elif kind in ("tool_use", "server_tool_use"):
+                tool_calls.append(
+                    ToolCall(
+                        id=str(block.get("id") or ""),
+                        name=str(block.get("name") or ""),
+                        arguments=parse_arguments(block.get("input")),
+                    )
+                )
+            elif problems is not None:
+                problems.append(f"assistant content block of type {kind!r} dropped")
+    elif content is not None:
+        texts.append(content if isinstance(content, str) else content_text(content, problems))
+    for call in message.get("tool_calls") or []:
+        if isinstance(call, dict):
+            tool_calls.append(_openai_tool_call(call))
+    reasoning_text = _reasoning_of(message) or "\n".join(reasoning)
+    text = "\n".join(texts)
+    if not reasoning_text:
+        reasoning_text, text = _split_inline_think(text)
+    return Message(role="assistant", content=text, reasoning_content=reasoning_text, tool_calls=tool_calls)
+
+
+def _tool_message(tool_call_id: Any, content: Any, is_error: Any, problems: list[str] | None) -> Message:
+    text = content_text(content, problems)
+    return Message(
+        role="tool",
+        content=text,
+        tool_call_id=str(tool_call_id) if tool_call_id is not None else None,
+        is_error=bool(is_error) or is_error_text(text),
+    )
+
+
+def _user_messages(message: dict[str, Any], problems: list[str] | None) -> list[Message]:
+    """A user message; Anthropic tool_result blocks become tool messages, in block order."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return [Message(role="user", content=content_text(content, problems))]
+    out: list[Message] = []
+    pending_text: list[Any] = []
+
+    def flush() -> None:
+        if pending_text:
+            out.append(Message(role="user", content=content_text(pending_text, problems)))
+            pending_text.clear()
+
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            flush()
+            out.append(
+                _tool_message(block.get("tool_use_id"), block.get("content"), block.get("is_error"), problems)
+            )
+        else:
+            pending_text.append(block)
+    flush()
+    return out
+
+
+def _responses_items(items: Iterable[Any], problems: list[str] | None) -> list[Message]:
+    """OpenAI Responses API items (message / function_call / function_call_output / reasoning)."""
+    out: list[Message] = []
+    pending_reasoning: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "reasoning":
+            summary = content_text(item.get("summary"), None) or content_text(item.get("content"), None)
+            if summary:
+                pending_reasoning.append(summary)
+        elif kind == "function_call":
+            call = ToolCall(
+                id=str(item.get("call_id") or item.get("id") or ""),
+                name=str(item.get("name") or ""),
+                arguments=parse_arguments(item.get("arguments")),
+            )
+            if out and out[-1].role == "assistant" and not (out[-1].tool_calls and pending_reasoning):
+                out[-1].tool_calls.append(call)
+            else:
+                out.append(
+                    Message(
+                        role="assistant", tool_calls=[call], reasoning_content="\n".join(pending_reasoning)
+                    )
+                )
+                pending_reasoning.clear()
+        elif kind == "function_call_output":
+            out.append(_tool_message(item.get("call_id"), item.get("output"), False, problems))
+        elif kind in (None, "message"):
+            role = item.get("role")
+            if role == "assistant":
+                message = _assistant_message(item, problems)
+                if pending_reasoning and not message.reasoning_content:
+                    message.reasoning_content = "\n".join(pending_reasoning)
+                pending_reasoning.clear()
+                out.append(message)
+            else:
+                out.extend(convert_message(item, problems))
+        elif problems is not None:
+            problems.append(f"Responses API item of type {kind!r} dropped")
+    return out
+
+
+_RESPONSES_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+
+
+def is_responses_input(items: Sequence[Any]) -> bool:
+    """OpenAI Responses API input (typed items) rather than chat/Anthropic role messages."""
+    return any(isinstance(item, dict) and item.get("type") in _RESPONSES_ITEM_TYPES for item in items)
+
+
+def convert_message(message: Any, problems: list[str] | None = None) -> list[Message]:
+    """One raw request message (OpenAI or Anthropic) -> one or more canonical messages."""
+    if not isinstance(message, dict):
+        if problems is not None:
+            problems.append(f"request message is a {type(message).__name__}, not an object; dropped")
+        return []
+    role = message.get("role")
+    if message.get("type") in ("function_call", "function_call_output", "reasoning"):
+        return _responses_items([message], problems)
+    if role in ("system", "developer"):
+        return [Message(role="system", content=content_text(message.get("content"), problems))]
+    if role == "user":
+        return _user_messages(message, problems)
+    if role == "assistant":
+        return [_assistant_message(message, problems)]
+    if role in ("tool", "function"):
+        return [
+            _tool_message(
+                message.get("tool_call_id"), message.get("content"), message.get("is_error"), problems
+            )
+        ]
+    if problems is not None:
+        problems.append(f"request message with role {role!r} dropped")
+    return []
+
+
+def _strip_markers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_markers(v) for k, v in value.items() if k not in _STRIP_KEYS}
+    if isinstance(value, list):
+        return [_strip_markers(v) for v in value]
+    return value
+
+
+def normalize_tools(tools: Any, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Tool schemas in OpenAI form ``{type: function, function: {name, description, parameters}}``.
+
+    Accepts OpenAI chat tools, Anthropic ``{name, description, input_schema}`` and Responses API flat
+    function tools; ``cache_control`` markers are removed. Anthropic server tools (no schema) are dropped.
+    """
+    out: list[dict[str, Any]] = []
+    if not isinstance(tools, list):
+        return out
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        tool = _strip_markers(tool)
+        if isinstance(tool.get("function"), dict):
+            out.append({"type": "function", "function": tool["function"]})
+        elif "input_schema" in tool or ("name" in tool and tool.get("type") in (None, "custom")):
+            function: dict[str, Any] = {"name": tool.get("name", "")}
+            if tool.get("description") is not None:
+                function["description"] = tool["description"]
+            function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+            out.append({"type": "function", "function": function})
+        elif tool.get("type") == "function" and "name" in tool:
+            function = {k: v for k, v in tool.items() if k != "type"}
+            out.append({"type": "function", "function": function})
+        elif problems is not None:
+            problems.append(f"tool {tool.get('name') or tool.get('type')!r} has no function schema; dropped")
+    return out
+
+
+def normalize_request(
+    record: dict[str, Any], problems: list[str] | None = None
+) -> tuple[list[Message], list[dict[str, Any]]]:
+    """The messages (system first) and tool schemas a logged request sent, in canonical form."""
+    messages: list[Message] = []
+    system = request_system(record)
+    if system is not None:
+        messages.append(Message(role="system", content=content_text(system, problems)))
+    items = request_input(record)
+    if is_responses_input(items):
+        messages.extend(_responses_items(items, problems))
+    else:
+        for raw in items:
+            messages.extend(convert_message(raw, problems))
+    return messages, normalize_tools(request_tools(record), problems)
+
+
+def normalize_response(record: dict[str, Any], problems: list[str] | None = None) -> Message:
+    """The assistant message a logged call returned (OpenAI ``choices``, Anthropic ``content``, Responses ``output``).
+
+    Raises LogShapeError when the response has none of these shapes (e.g. an error body).
+    """
+    body = response_body(record)
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices:
+        first = choices[0] if isinstance(choices[0], dict) else {}
+        message = first.get("message")
+        if isinstance(message, dict):
+            return _assistant_message(message, problems)
+        raise LogShapeError("response_body.choices[0] has no message object")
+    if isinstance(body.get("content"), list) and body.get("type", "message") == "message":
+        return _assistant_message({"content": body["content"]}, problems)
+    output = body.get("output")
+    if isinstance(output, list):
+        converted = [m for m in _responses_items(output, problems) if m.role == "assistant"]
+        if not converted:
+            return Message(role="assistant")
+        merged = converted[0]
+        for extra in converted[1:]:
+            merged.content = "\n".join(t for t in (merged.content, extra.content) if t)
+            merged.tool_calls.extend(extra.tool_calls)
+            merged.reasoning_content = merged.reasoning_content or extra.reasoning_content
+        return merged
+    keys = sorted(body)[:8]
+    raise LogShapeError(f"response_body has neither choices, content blocks nor output (keys: {keys})")
+
+
+@dataclass
+class BuiltConversation:
+    """A surviving call turned into canonical form: its request messages followed by its response."""
+
+    messages: list[Message]
+    tools: list[dict[str, Any]]
+    assistant_at: dict[int, Message]  # hashing_view position -> the assistant message built from it
+    has_response: bool
+
+
+def build_conversation(record: dict[str, Any], problems: list[str] | None = None) -> BuiltConversation:
+    """Request messages + response message; the response is missing (and noted) when its shape is unknown."""
+    messages: list[Message] = []
+    assistant_at: dict[int, Message] = {}
+    position = 0
+    system = request_system(record)
+    if system is not None:
+        messages.append(Message(role="system", content=content_text(system, problems)))
+        position = 1
+    items = request_input(record)
+    if is_responses_input(items):  # items do not map 1:1 to messages; no per-turn reasoning recovery
+        messages.extend(_responses_items(items, problems))
+        items = []
+    for raw in items:
+        converted = convert_message(raw, problems)
+        if isinstance(raw, dict) and raw.get("role") == "assistant" and len(converted) == 1:
+            assistant_at[position] = converted[0]
+        messages.extend(converted)
+        position += 1
+    has_response = True
+    try:
+        messages.append(normalize_response(record, problems))
+    except LogShapeError as exc:
+        has_response = False
+        if problems is not None:
+            problems.append(f"response missing: {exc}")
+    return BuiltConversation(
+        messages, normalize_tools(request_tools(record), problems), assistant_at, has_response
+    )
+
+
+def _same_turn(a: Message, b: Message) -> bool:
+    if a.content.strip() != b.content.strip() or len(a.tool_calls) != len(b.tool_calls):
+        return False
+    for x, y in zip(a.tool_calls, b.tool_calls, strict=True):
+        if x.name != y.name or (x.id and y.id and x.id != y.id):
+            return False
+    return True
+
+
+def recover_reasoning(
+    view: Sequence[Any],
+    built: BuiltConversation,
+    producer_of: dict[int, dict[str, Any]],
+) -> int:
+    """Fill reasoning that later requests did not echo back, from the response of the call that produced it.
+
+    The assistant message at view position j was produced by the call whose input was ``view[:j]``; its
+    hash is looked up in ``producer_of`` (full input hash -> record). Only filled when that response has
+    the same text and tool calls, and the message has no reasoning of its own. Returns how many turns.
+    """
+    if not built.assistant_at:
+        return 0
+    prefix_hashes = rolling_hashes(view)
+    recovered = 0
+    for position, message in built.assistant_at.items():
+        if message.reasoning_content:
+            continue
+        producer = producer_of.get(prefix_hashes[position])
+        if producer is None:
+            continue
+        try:
+            produced = normalize_response(producer)
+        except LogShapeError:
+            continue
+        if produced.reasoning_content and _same_turn(message, produced):
+            message.reasoning_content = produced.reasoning_content
+            recovered += 1
+    return recovered
+
+
+GEN_PARAM_KEYS = (
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "reasoning_effort",
+    "thinking",
+)
+
+
+def gen_params(record: dict[str, Any]) -> dict[str, Any]:
+    """Sampling parameters of the request (model, max_tokens, temperature, top_p, ...), as sent."""
+    body = request_body(record)
+    return {key: body[key] for key in GEN_PARAM_KEYS if key in body and body[key] is not None}
+
+
+def response_model(record: dict[str, Any]) -> str | None:
+    """The model that answered (response), else the model requested."""
+    for value in (response_body(record).get("model"), request_body(record).get("model")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def record_usage(record: dict[str, Any]) -> dict[str, Any]:
+    usage = record.get("usage")
+    if isinstance(usage, dict):
+        return usage
+    usage = response_body(record).get("usage")
+    return usage if isinstance(usage, dict) else {}

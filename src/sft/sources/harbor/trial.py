@@ -1,0 +1,246 @@
+"""One trial dir -> its canonical trajectories, or rejects that say exactly why not.
+
+``extract_trial`` never raises: every failure (no result.json, corrupt files, the wrong scaffold, a log
+whose shape no adapter understands) becomes a Reject naming the file, so one bad trial never stops a job.
+Source choice per agent dir: ``auto`` prefers the LiteLLM proxy log (exact prompts, tool schemas,
+reasoning) and falls back to ATIF ``trajectory.json``; ``litellm`` and ``atif`` force one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sft.convert.canonical import Reject, Trajectory
+from sft.sources.harbor.atif import AtifError
+from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
+from sft.sources.harbor.litellm import LogShapeError, read_log
+from sft.sources.scaffolds import (
+    AdapterReport,
+    ScaffoldAdapter,
+    ScaffoldMismatchError,
+    UnknownScaffoldError,
+    get_adapter,
+)
+from sft.sources.scaffolds.base import relative_source
+
+logger = logging.getLogger(__name__)
+
+LITELLM_LOG = "litellm-trajectory.jsonl"
+ATIF_MAIN = "trajectory.json"
+TRAJECTORY_SOURCES = ("auto", "litellm", "atif")
+
+
+class TrialExtraction(BaseModel):
+    """Everything one trial yielded."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    info: TrialInfo | None = None
+    trajectories: list[Trajectory] = Field(default_factory=list)
+    rejects: list[Reject] = Field(default_factory=list)
+    source_used: str | None = None  # litellm | atif | mixed (multi-step trials read per step)
+    problems: list[str] = Field(default_factory=list)
+    counters: dict[str, int] = Field(default_factory=dict)
+
+
+class _TrialRejected(Exception):
+    def __init__(self, stage: str, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.stage, self.reason, self.detail = stage, reason, detail
+
+
+def _reject(trial_dir: Path, info: TrialInfo | None, stage: str, reason: str, detail: str) -> Reject:
+    return Reject(
+        trial_name=trial_dir.name,
+        instance_id=info.instance_id if info else None,
+        stage=stage,
+        reason=reason,
+        detail=detail,
+    )
+
+
+def _check_agent_name(adapter: ScaffoldAdapter, info: TrialInfo, scaffold: str) -> None:
+    if info.agent_name and not adapter.accepts_agent_name(info.agent_name):
+        raise _TrialRejected(
+            "scaffold",
+            "scaffold_mismatch",
+            f"{info.trial_dir / 'result.json'}: agent_info.name is {info.agent_name!r} but the configured scaffold "
+            f"is {scaffold!r} (expects agent {', '.join(adapter.harbor_agent_names)}); "
+            "set source.scaffold to match the job",
+        )
+
+
+def _from_litellm(
+    adapter: ScaffoldAdapter, log_path: Path, info: TrialInfo, job_dir: Path, report: AdapterReport
+) -> list[Trajectory]:
+    try:
+        read = read_log(log_path)
+    except OSError as exc:
+        raise _TrialRejected("parse", "unreadable_litellm_log", f"{log_path}: cannot read ({exc})") from exc
+    report.problems.extend(read.problems)
+    report.counters["failed_requests_dropped"] += read.failed_dropped
+    report.counters["invalid_log_lines"] += read.invalid_lines
+    report.counters["log_records"] += len(read.records)
+    if not read.records:
+        raise _TrialRejected(
+            "parse",
+            "empty_litellm_log",
+            f"{log_path}: no usable call ({read.n_lines} lines, {read.failed_dropped} failed)",
+        )
+    return adapter.from_litellm(
+        read.records, info, source_file=relative_source(log_path, job_dir), report=report
+    )
+
+
+def _extract_agent_dir(
+    adapter: ScaffoldAdapter,
+    agent_dir: Path,
+    info: TrialInfo,
+    job_dir: Path,
+    trajectory_source: str,
+    include_subagents: bool,
+    report: AdapterReport,
+) -> tuple[list[Trajectory], str]:
+    log_path = agent_dir / LITELLM_LOG
+    atif_path = agent_dir / ATIF_MAIN
+    use_log = trajectory_source == "litellm" or (trajectory_source == "auto" and log_path.is_file())
+    if use_log:
+        if not log_path.is_file():
+            raise _TrialRejected(
+                "parse",
+                "no_litellm_log",
+                f"{log_path} does not exist (trajectory_source is 'litellm'; use 'auto' to fall back to ATIF)",
+            )
+        try:
+            return _from_litellm(adapter, log_path, info, job_dir, report), "litellm"
+        except _TrialRejected as exc:
+            if trajectory_source != "auto" or exc.reason != "empty_litellm_log" or not atif_path.is_file():
+                raise
+            report.problems.append(f"{exc.detail}; falling back to {atif_path.name}")
+            report.counters["atif_fallbacks"] += 1
+    if not atif_path.is_file():
+        if trajectory_source == "atif":
+            detail = f"{atif_path} does not exist (required by trajectory_source 'atif')"
+        else:
+            detail = f"{agent_dir}: neither {LITELLM_LOG} nor {ATIF_MAIN} exists"
+        raise _TrialRejected("parse", "no_trajectory_source", detail)
+    try:
+        trajectories = adapter.from_atif(
+            agent_dir, info, job_dir=job_dir, report=report, include_subagents=include_subagents
+        )
+    except AtifError as exc:
+        raise _TrialRejected("parse", "invalid_atif", str(exc)) from exc
+    return trajectories, "atif"
+
+
+def _run(
+    extraction: TrialExtraction,
+    trial_dir: Path,
+    job_dir: Path,
+    scaffold: str,
+    trajectory_source: str,
+    include_subagents: bool,
+) -> None:
+    if trajectory_source not in TRAJECTORY_SOURCES:
+        raise _TrialRejected(
+            "parse",
+            "bad_trajectory_source",
+            f"trajectory_source {trajectory_source!r}; valid: {', '.join(TRAJECTORY_SOURCES)}",
+        )
+    try:
+        adapter = get_adapter(scaffold)
+    except UnknownScaffoldError as exc:
+        raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
+    try:
+        info = read_trial_info(trial_dir)
+    except TrialError as exc:
+        stage = "discover" if exc.reason_code == "no_result_json" else "parse"
+        raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
+    extraction.info = info
+    extraction.problems.extend(info.problems)
+    _check_agent_name(adapter, info, scaffold)
+    if not info.agent_dirs:
+        raise _TrialRejected(
+            "parse", "no_agent_dir", f"{trial_dir}: no agent/ (nor steps/*/agent/) directory"
+        )
+    report = AdapterReport()
+    trajectories: list[Trajectory] = []
+    sources: set[str] = set()
+    for agent_dir in info.agent_dirs:
+        found, source = _extract_agent_dir(
+            adapter, agent_dir, info, job_dir, trajectory_source, include_subagents, report
+        )
+        sources.add(source)
+        if info.is_multistep:
+            for trajectory in found:
+                trajectory.meta.extra["step"] = agent_dir.parent.name
+        trajectories.extend(found)
+    extraction.problems.extend(report.problems)
+    extraction.counters.update(report.counters)
+    if not include_subagents:
+        kept = [t for t in trajectories if t.meta.agent_type == "main"]
+        extraction.counters["subagents_skipped"] = len(trajectories) - len(kept)
+        trajectories = kept
+    for index, trajectory in enumerate(trajectories):
+        trajectory.meta.trajectory_index = index
+    extraction.source_used = sources.pop() if len(sources) == 1 else "mixed"
+    if not trajectories:
+        raise _TrialRejected(
+            "parse",
+            "no_trajectories",
+            f"{trial_dir}: no conversation could be recovered ({', '.join(extraction.problems[-3:]) or 'no problems recorded'})",
+        )
+    extraction.trajectories = trajectories
+
+
+def extract_trial(
+    trial_dir: Path,
+    job_dir: Path,
+    scaffold: str,
+    trajectory_source: str = "auto",
+    include_subagents: bool = True,
+) -> TrialExtraction:
+    """Read one trial dir into canonical trajectories; every failure becomes a Reject, nothing raises."""
+    trial_dir, job_dir = Path(trial_dir), Path(job_dir)
+    extraction = TrialExtraction()
+    try:
+        _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents)
+    except _TrialRejected as exc:
+        extraction.trajectories = []
+        extraction.rejects.append(_reject(trial_dir, extraction.info, exc.stage, exc.reason, exc.detail))
+    except ScaffoldMismatchError as exc:
+        extraction.trajectories = []
+        extraction.rejects.append(
+            _reject(trial_dir, extraction.info, "scaffold", "scaffold_mismatch", exc.detail)
+        )
+    except LogShapeError as exc:
+        extraction.trajectories = []
+        extraction.rejects.append(
+            _reject(trial_dir, extraction.info, "parse", "unknown_log_shape", f"{trial_dir}: {exc}")
+        )
+    except Exception as exc:  # a bug or an unforeseen file shape must not stop the job
+        logger.exception("unexpected error while reading trial %s", trial_dir)
+        extraction.trajectories = []
+        extraction.rejects.append(
+            _reject(
+                trial_dir,
+                extraction.info,
+                "parse",
+                "unexpected_error",
+                f"{trial_dir}: {type(exc).__name__}: {exc}",
+            )
+        )
+    return extraction
+
+
+def merge_counters(extractions: list[TrialExtraction]) -> dict[str, Any]:
+    """Counters summed over trials (for the job report)."""
+    total: Counter[str] = Counter()
+    for extraction in extractions:
+        total.update(extraction.counters)
+    return dict(total)

@@ -1,0 +1,305 @@
+"""The one interface every scaffold adapter implements, and the helpers they share.
+
+An adapter turns either the LiteLLM proxy log records of one agent dir (``from_litellm``) or its ATIF
+files (``from_atif``) into canonical Trajectories with full provenance in ``meta``. Scaffold-specific
+rules (which calls are the conversation, main vs subagent, dropped side calls) live in the subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sft.convert.canonical import Message, Trajectory, TrajectoryMeta
+from sft.sources.harbor import litellm
+from sft.sources.harbor.atif import AtifConversation, AtifOptions, parse_agent_dir
+from sft.sources.harbor.job import TrialInfo
+
+logger = logging.getLogger(__name__)
+
+# Tool names that only a main coding agent holds (subagents are read-only or cannot spawn agents).
+EDIT_TOOL_NAMES = frozenset(
+    {"edit", "write", "multiedit", "apply_patch", "notebookedit", "str_replace_based_edit_tool"}
+)
+SPAWN_TOOL_NAMES = frozenset({"task", "agent"})
+
+
+class ScaffoldMismatchError(Exception):
+    """The files do not come from the scaffold the config names; ``detail`` names both."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass
+class AdapterReport:
+    """What an adapter noticed: human-readable problems and counters (summed into the trial's counters)."""
+
+    problems: list[str] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class LogConversation:
+    """One surviving call of a cumulative log, in canonical form."""
+
+    order: int  # position in request_time order (the survivor's final call)
+    record: dict[str, Any]
+    messages: list[Message]
+    tools: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(str(t.get("function", {}).get("name", "")) for t in self.tools)
+
+
+def relative_source(path: Path, job_dir: Path | None) -> str:
+    """``path`` relative to the job dir, POSIX style (falls back to the absolute path)."""
+    if job_dir is not None:
+        try:
+            return Path(os.path.relpath(path, job_dir)).as_posix()
+        except ValueError:
+            pass
+    return Path(path).as_posix()
+
+
+def classify_main(conversations: Sequence[LogConversation]) -> list[bool]:
+    """Which conversations are the main agent's.
+
+    The best candidate has edit tools (Edit/Write), can spawn subagents (Task/Agent), offers the most tools
+    and is the longest; every conversation with exactly its tool set is main too (the main agent after a
+    compaction keeps its tools), all others are subagents (read-only or non-spawning tool sets).
+    """
+    if not conversations:
+        return []
+
+    def rank(conv: LogConversation) -> tuple[bool, bool, int, int]:
+        names = {n.lower() for n in conv.tool_names()}
+        return (bool(names & EDIT_TOOL_NAMES), bool(names & SPAWN_TOOL_NAMES), len(names), len(conv.messages))
+
+    best = max(conversations, key=rank)
+    best_names = best.tool_names()
+    return [conv.tool_names() == best_names for conv in conversations]
+
+
+class ScaffoldAdapter(ABC):
+    """Turns one agent dir's raw files into canonical trajectories for one scaffold."""
+
+    name: ClassVar[str]
+    harbor_agent_names: ClassVar[tuple[str, ...]]
+    atif_options: ClassVar[AtifOptions] = AtifOptions()
+
+    # ------------------------------------------------------------------------------------------------------
+    # the interface
+
+    @abstractmethod
+    def from_litellm(
+        self,
+        records: list[dict[str, Any]],
+        info: TrialInfo,
+        *,
+        source_file: str | None = None,
+        report: AdapterReport | None = None,
+    ) -> list[Trajectory]:
+        """Trajectories from the (success-filtered) records of one ``litellm-trajectory.jsonl``."""
+
+    def from_atif(
+        self,
+        agent_dir: Path,
+        info: TrialInfo,
+        *,
+        job_dir: Path | None = None,
+        report: AdapterReport | None = None,
+        include_subagents: bool = True,
+    ) -> list[Trajectory]:
+        """Trajectories from ``agent_dir/trajectory.json`` (+ continuations and subagent files)."""
+        report = report if report is not None else AdapterReport()
+        job_dir = job_dir if job_dir is not None else info.trial_dir.parent
+        options = AtifOptions(
+            prefer_raw_tool_result=self.atif_options.prefer_raw_tool_result,
+            split_sidechains=self.atif_options.split_sidechains,
+            include_subagents=include_subagents,
+        )
+        parsed = parse_agent_dir(agent_dir, options)
+        report.problems.extend(parsed.problems)
+        main_agent = parsed.agent_names[0] if parsed.agent_names else ""
+        if main_agent and not self.accepts_agent_name(main_agent):
+            raise ScaffoldMismatchError(
+                f"{agent_dir / 'trajectory.json'} was written by agent {main_agent!r}, but the scaffold is "
+                f"{self.name!r} (expects {', '.join(self.harbor_agent_names)}); set source.scaffold to match the job"
+            )
+        trajectories = []
+        for conv in parsed.conversations:
+            trajectories.append(self.trajectory_from_atif(conv, info, job_dir))
+        report.counters["atif_conversations"] += len(trajectories)
+        return self.order_and_index(trajectories)
+
+    # ------------------------------------------------------------------------------------------------------
+    # shared helpers
+
+    @classmethod
+    def accepts_agent_name(cls, agent_name: str) -> bool:
+        """Harbor agent name (result.json agent_info.name or ATIF agent.name) belongs to this scaffold."""
+        return any(agent_name == n or agent_name.startswith(n + "-") for n in cls.harbor_agent_names)
+
+    def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
+        """Scaffold-specific notes for an ATIF-derived trajectory (subclasses add caveats)."""
+        return dict(conv.extra)
+
+    def trajectory_from_atif(self, conv: AtifConversation, info: TrialInfo, job_dir: Path) -> Trajectory:
+        return make_trajectory(
+            conv.messages,
+            conv.tools,
+            info,
+            scaffold=self.name,
+            source_kind="atif",
+            source_file=relative_source(conv.source_file, job_dir),
+            agent_type=conv.agent_type,
+            agent_id=conv.agent_id,
+            teacher_model=conv.model_name,
+            usage=conv.usage,
+            extra=self.atif_extra(conv),
+        )
+
+    @staticmethod
+    def order_and_index(trajectories: list[Trajectory]) -> list[Trajectory]:
+        """Main trajectories first, then subagents (stable), indexed 0..n-1."""
+        ordered = sorted(trajectories, key=lambda t: t.meta.agent_type != "main")
+        for index, trajectory in enumerate(ordered):
+            trajectory.meta.trajectory_index = index
+        return ordered
+
+    def cumulative_conversations(
+        self,
+        records: list[dict[str, Any]],
+        report: AdapterReport,
+        *,
+        side_call_reason: Callable[[dict[str, Any]], str | None] | None = None,
+        min_messages: int = 3,
+    ) -> list[LogConversation]:
+        """Prefix-deduplicated conversations of a cumulative log (docs/input-formats.md §9.2).
+
+        Sort by request_time, drop side calls, hash raw inputs, keep the calls that are no prefix of another,
+        and only then build canonical messages (plus reasoning recovered from earlier responses).
+        """
+        with litellm.gc_paused():
+            return self._cumulative_conversations(records, report, side_call_reason, min_messages)
+
+    def _cumulative_conversations(
+        self,
+        records: list[dict[str, Any]],
+        report: AdapterReport,
+        side_call_reason: Callable[[dict[str, Any]], str | None] | None,
+        min_messages: int,
+    ) -> list[LogConversation]:
+        order = litellm.sort_by_request_time(records)
+        ordered = [records[i] for i in order]
+        candidates: list[int] = []
+        for position, record in enumerate(ordered):
+            reason = side_call_reason(record) if side_call_reason else None
+            if reason:
+                report.counters["side_calls_dropped"] += 1
+                report.problems.append(
+                    f"call {position} (request_time {record.get('request_time')}) dropped: {reason}"
+                )
+                continue
+            candidates.append(position)
+        views = [litellm.hashing_view(ordered[p]) for p in candidates]
+        lengths = [len(litellm.request_input(ordered[p])) for p in candidates]
+        dedup = litellm.dedup_conversations(views, min_messages=min_messages, lengths=lengths)
+        report.counters["prefix_duplicates_dropped"] += dedup.prefix_dropped
+        report.counters["short_requests_dropped"] += dedup.short_dropped
+        report.counters["exact_duplicates_dropped"] += dedup.exact_dropped
+        producer_of = {full: ordered[candidates[i]] for i, full in enumerate(dedup.full_hashes)}
+        conversations: list[LogConversation] = []
+        for kept in dedup.kept:
+            record = ordered[candidates[kept]]
+            built = litellm.build_conversation(record, report.problems)
+            if not built.has_response:
+                report.counters["responses_missing"] += 1
+            recovered = litellm.recover_reasoning(views[kept], built, producer_of)
+            report.counters["reasoning_turns_recovered"] += recovered
+            extra: dict[str, Any] = {"reasoning_turns_recovered": recovered} if recovered else {}
+            conversations.append(
+                LogConversation(candidates[kept], record, built.messages, built.tools, extra)
+            )
+        return conversations
+
+    def trajectory_from_log(
+        self,
+        conv: LogConversation,
+        info: TrialInfo,
+        *,
+        source_file: str,
+        agent_type: str = "main",
+        agent_id: str | None = None,
+    ) -> Trajectory:
+        return make_trajectory(
+            conv.messages,
+            conv.tools,
+            info,
+            scaffold=self.name,
+            source_kind="litellm",
+            source_file=source_file,
+            agent_type=agent_type,
+            agent_id=agent_id,
+            teacher_model=litellm.response_model(conv.record),
+            usage=litellm.record_usage(conv.record),
+            gen_params=litellm.gen_params(conv.record),
+            extra=conv.extra,
+        )
+
+    @staticmethod
+    def default_log_source(info: TrialInfo) -> str:
+        return f"{info.trial_name}/agent/litellm-trajectory.jsonl"
+
+    def require_tools(self, records: list[dict[str, Any]], source_file: str) -> None:
+        """Tool-calling scaffolds send their tool schemas with every agent call; a log without any is foreign."""
+        if records and not any(litellm.request_tools(r) for r in records):
+            raise ScaffoldMismatchError(
+                f"{source_file}: none of the {len(records)} calls offers tools, but scaffold {self.name!r} always "
+                "sends its tool schemas (a text-protocol agent such as terminus-2 sends none); "
+                "set source.scaffold to the agent that produced the job"
+            )
+
+
+def make_trajectory(
+    messages: list[Message],
+    tools: list[dict[str, Any]],
+    info: TrialInfo,
+    *,
+    scaffold: str,
+    source_kind: str,
+    source_file: str,
+    agent_type: str = "main",
+    agent_id: str | None = None,
+    teacher_model: str | None = None,
+    usage: dict[str, Any] | None = None,
+    gen_params: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Trajectory:
+    """A Trajectory with the provenance every output row carries."""
+    meta = TrajectoryMeta(
+        instance_id=info.instance_id,
+        repo=info.repo,
+        trial_name=info.trial_name,
+        scaffold=scaffold,
+        agent_type=agent_type,  # type: ignore[arg-type]
+        agent_id=agent_id,
+        teacher_model=teacher_model or info.teacher_model,
+        reward=info.reward,
+        exception_type=info.exception_type,
+        source_kind=source_kind,  # type: ignore[arg-type]
+        source_file=source_file,
+        usage=dict(usage or {}),
+        gen_params=dict(gen_params or {}),
+        extra=dict(extra or {}),
+    )
+    return Trajectory(messages=messages, tools=tools, meta=meta)
