@@ -40,6 +40,7 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(PROJECT_ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
     (dest / "conf" / "local").mkdir(exist_ok=True)
+    (dest / "src").mkdir()  # bootstrap_project expects the source dir (the package itself is installed)
     (dest / "artifacts" / "data").mkdir(parents=True)
     excl = PROJECT_ROOT / "artifacts" / "data" / "excluded_repos.txt"
     if excl.exists():

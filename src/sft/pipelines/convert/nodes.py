@@ -43,8 +43,8 @@ def split_conversion_result(
     }
     funnel = result.funnel.get("funnel", {})
     logger.info(
-        "conversion: %s trial(s) found -> %s row(s) written, %s reject line(s)",
-        funnel.get("trials_found", "?"),
+        "conversion: %s trial(s)/row(s) found -> %s row(s) written, %s reject line(s)",
+        funnel.get("trials_found", funnel.get("rows_found", "?")),
         len(result.lf_rows),
         len(result.rejects),
     )
