@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from sft.pipelines.common import settings_node
 from sft.pipelines.convert.nodes import build_dataset, split_conversion_result
+from sft.pipelines.report.nodes import apply_length_policy
 
 
 def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
@@ -18,8 +19,15 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
                 tags=["convert"],
             ),
             Node(
+                apply_length_policy,
+                inputs=["conversion_result", "run_settings", "params:project_root"],
+                outputs="conversion_result_sized",
+                name="apply_length_policy_node",
+                tags=["convert"],
+            ),
+            Node(
                 split_conversion_result,
-                inputs="conversion_result",
+                inputs="conversion_result_sized",
                 outputs=["lf_dataset", "im_dataset", "conversion_rejects", "conversion_report", "lf_manifest"],
                 name="write_dataset_node",
                 tags=["convert"],

@@ -11,8 +11,18 @@ from sft.config.loader import load_selected_config
 from sft.config.schema import RuntimeInput
 
 
-def train_model(dataset_registration: dict[str, Any], settings: RuntimeInput, config_path: str, project_root: str) -> dict[str, Any]:
-    """Generate the LLaMA-Factory YAML, launch, and write runtime_info.output (only on success)."""
+def train_model(
+    dataset_registration: dict[str, Any],
+    data_check: dict[str, Any],
+    settings: RuntimeInput,
+    config_path: str,
+    project_root: str,
+) -> dict[str, Any]:
+    """Generate the LLaMA-Factory YAML, launch, and write runtime_info.output (only on success).
+
+    ``data_check`` exists only when the pre-training checks (template fidelity) passed: taking it as an
+    input makes training wait for them.
+    """
     from sft.train import run_training
 
     cfg = load_selected_config().model_copy(deep=True)

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
             settings_node(),
             Node(
                 train_model,
-                inputs=["dataset_registration", "run_settings", "params:config_path", "params:project_root"],
+                inputs=["dataset_registration", "data_check", "run_settings", "params:config_path", "params:project_root"],
                 outputs="training_run",
                 name="train_model_node",
                 tags=["train"],

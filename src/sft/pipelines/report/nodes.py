@@ -1,0 +1,222 @@
+"""Nodes of the report pipeline (and the over-length node the convert pipeline runs): thin calls into sft.report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from sft.config.schema import RuntimeInput
+from sft.convert.engine import ConversionResult
+from sft.report.card import build_stats, dryrun_lines, render_card
+from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
+from sft.report.overlength import apply_overlength_policy, overlength_summary
+from sft.report.plots import dataset_plots
+from sft.report.tokens import TokenizerLoad, counts_only_stats, lf_data_options, load_tokenizer, token_stats
+
+logger = logging.getLogger(__name__)
+
+FIDELITY_REPORT_FILE = "template_fidelity.json"  # conf/base/catalog_report.yml: template_fidelity_report
+
+
+def _tokenizer_path(settings: RuntimeInput, project_root: str | None) -> str:
+    """model.model_name_or_path; a relative path that exists under the project root is resolved there."""
+    raw = settings.model.model_name_or_path
+    if project_root and not Path(raw).is_absolute() and (Path(project_root) / raw).exists():
+        return str(Path(project_root) / raw)
+    return raw
+
+
+def _load_model_tokenizer(settings: RuntimeInput, project_root: str | None) -> TokenizerLoad:
+    loaded = load_tokenizer(_tokenizer_path(settings, project_root), trust_remote_code=settings.model.trust_remote_code)
+    if not loaded.ok:
+        logger.warning("WARN %s", loaded.error)
+    return loaded
+
+
+def _lf_options(settings: RuntimeInput) -> dict[str, Any]:
+    return lf_data_options(settings.training.extra_options)
+
+
+def _dataset_entry(conversion_report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The dataset_info.json entry the rows are registered with (ready-made data may use other columns / tags)."""
+    entry = ((conversion_report or {}).get("registration") or {}).get("entry")
+    return entry if isinstance(entry, dict) else None
+
+
+_HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "subset", "split", "folder")
+
+
+def _register_changed_copy(report: dict[str, Any], settings: RuntimeInput, project_root: str) -> None:
+    """Ready-made data registered as the original file / Hub id must now point at the written (changed) copy."""
+    registration = dict(report.get("registration") or {})
+    if registration.get("registered") not in ("original_file", "hub"):
+        return
+    from sft.sources.ready import lf_copy_path
+
+    copy = str(lf_copy_path(settings, Path(project_root)))
+    entry = {k: v for k, v in (registration.get("entry") or {}).items() if k not in _HUB_KEYS}
+    entry["file_name"] = copy
+    registration.update(entry=entry, registered="filtered_copy", file=copy,
+                        note=f"registered the copy {copy}: the over-length policy changed rows")
+    report["registration"] = registration
+
+
+def _report_dir(settings: RuntimeInput, project_root: str) -> Path:
+    """The catalog's ${cfg:paths.report_dir} (from the config file, as the catalog resolves it)."""
+    try:
+        from sft.config.kedro_bridge import derived_values
+        from sft.config.loader import load_selected_config
+
+        return Path(derived_values(load_selected_config(), Path(project_root))["paths"]["report_dir"])
+    except Exception:  # no config file selected (a test calling the node directly)
+        return Path(project_root) / "data" / "08_reporting" / settings.conversion.data_name
+
+
+# --------------------------------------------------------------------------------------------- convert side
+
+
+def _uid_of_im_row(im_row: dict[str, Any]) -> str:
+    meta = im_row.get("meta") or {}
+    return f"{meta.get('trial_name')}#{meta.get('trajectory_index', 0)}"
+
+
+def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeInput, project_root: str) -> ConversionResult:
+    """conversion.overlength applied to the converted rows before they are written (drop / truncate_turns / keep).
+
+    Dropped rows leave the LF rows, the IM rows and the kept trajectories and get a reject line (stage
+    ``overlength``); truncated rows are cut at the last whole assistant turn that fits; every decision is
+    counted in ``funnel["overlength"]``. Without a loadable tokenizer nothing can be measured: the rows pass
+    unchanged and the funnel says the policy was not applied.
+    """
+    policy = settings.conversion.overlength
+    cutoff = settings.training.cutoff_len
+    report = dict(conversion_result.funnel)
+    loaded = _load_model_tokenizer(settings, project_root)
+    if not loaded.ok:
+        report["overlength"] = {"policy": policy, "cutoff_len": cutoff, "applied": False, "reason": loaded.error}
+        logger.warning("WARN over-length policy %r NOT applied (no tokenizer): LLaMA-Factory will silently truncate "
+                       "rows over cutoff_len %s", policy, cutoff)
+        return dataclasses.replace(conversion_result, funnel=report)
+    rows = conversion_result.lf_rows
+    template = settings.training.template
+    entry = _dataset_entry(report)
+    per_sample, _ = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff, template=template,
+                                lf_options=_lf_options(settings), dataset_entry=entry)
+    kept_rows, new_rejects, decisions = apply_overlength_policy(
+        rows, per_sample, policy=policy, cutoff_len=cutoff, tokenizer=loaded.tokenizer, template=template,
+        lf_options=_lf_options(settings), dataset_entry=entry)
+    dropped = {d["uid"] for d in decisions if d["action"] == "dropped"}
+    im_rows = [r for r in conversion_result.im_rows if _uid_of_im_row(r) not in dropped]
+    kept = [t for t in conversion_result.kept if t.uid not in dropped]
+    rejects = list(conversion_result.rejects) + new_rejects
+    summary = overlength_summary(decisions, policy=policy, cutoff_len=cutoff)
+    summary["applied"] = True
+    if summary["dropped"] or summary["truncated"]:
+        _register_changed_copy(report, settings, project_root)
+    funnel = dict(report.get("funnel") or {})
+    funnel["rows_after_overlength"] = len(kept_rows)
+    funnel["rows_written"] = len(kept_rows)
+    funnel["instances_written"] = len({r.get("_instance_id") for r in kept_rows if r.get("_instance_id")})
+    report.update(
+        funnel=funnel,
+        overlength=summary,
+        rejects_by_stage=dict(Counter(r["stage"] for r in rejects)),
+        rejects_by_reason=dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
+    )
+    logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
+                policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
+                summary["kept_over_cutoff"])
+    return dataclasses.replace(conversion_result, lf_rows=kept_rows, im_rows=im_rows, rejects=rejects, funnel=report,
+                               kept=kept)
+
+
+# --------------------------------------------------------------------------------------------- report side
+
+
+def compute_token_statistics(
+    lf_dataset: list[dict[str, Any]], conversion_report: dict[str, Any], settings: RuntimeInput, project_root: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer."""
+    cutoff = settings.training.cutoff_len
+    entry = _dataset_entry(conversion_report)
+    loaded = _load_model_tokenizer(settings, project_root)
+    if not loaded.ok:
+        return counts_only_stats(lf_dataset, cutoff_len=cutoff, reason=loaded.error,
+                                 template=settings.training.template, dataset_entry=entry)
+    per_sample, summary = token_stats(lf_dataset, loaded.tokenizer, cutoff_len=cutoff,
+                                      template=settings.training.template, lf_options=_lf_options(settings),
+                                      dataset_entry=entry)
+    logger.info("token statistics: %s samples, %s tokens in %.1f s (%s tokens/s)", summary["samples"],
+                summary["tokens"]["total"], summary["elapsed_s"], summary["tokens_per_s"])
+    return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
+
+
+def check_fidelity(lf_dataset: list[dict[str, Any]], conversion_report: dict[str, Any], settings: RuntimeInput,
+                   project_root: str) -> dict[str, Any]:
+    """The template fidelity report (never raises; ``enforce_data_checks`` decides)."""
+    template = settings.training.template
+    threshold = settings.conversion.max_template_mismatch
+    path = _tokenizer_path(settings, project_root)
+    loaded = _load_model_tokenizer(settings, project_root)
+    if not loaded.ok:
+        return skipped_report(loaded.error, template=template, max_mismatch=threshold)
+    return check_template_fidelity(lf_dataset, path, template=template, lf_options=_lf_options(settings),
+                                   dataset_entry=_dataset_entry(conversion_report), max_mismatch=threshold,
+                                   trust_remote_code=settings.model.trust_remote_code)
+
+
+def enforce_data_checks(template_fidelity_report: dict[str, Any], dataset_token_summary: dict[str, Any],
+                        settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+    """Fail before training when the fidelity check fails (the message names the report file).
+
+    Returns the record the train pipeline can depend on, so that training waits for (and only follows)
+    passed checks.
+    """
+    report_path = str(_report_dir(settings, project_root) / FIDELITY_REPORT_FILE)
+    enforce_fidelity(template_fidelity_report, report_path=report_path,
+                     max_mismatch=settings.conversion.max_template_mismatch)
+    over = dataset_token_summary.get("over_cutoff") or {}
+    return {
+        "passed": True,
+        "template": settings.training.template,
+        "fidelity_skipped": bool(template_fidelity_report.get("skipped")),
+        "fidelity_summary": template_fidelity_report.get("summary", {}),
+        "fidelity_report": report_path,
+        "tokens_skipped": dataset_token_summary.get("tokens_skipped"),
+        "over_cutoff_in_written_rows": over.get("samples"),
+        "tokens_lf_will_cut": over.get("tokens_cut_by_lf"),
+    }
+
+
+def build_dataset_stats(
+    lf_dataset: list[dict[str, Any]],
+    dataset_sample_stats: list[dict[str, Any]],
+    dataset_token_summary: dict[str, Any],
+    conversion_report: dict[str, Any],
+    conversion_rejects: list[dict[str, Any]],
+    template_fidelity_report: dict[str, Any],
+    settings: RuntimeInput,
+    project_root: str,
+) -> dict[str, Any]:
+    """The machine-readable ``<data_name>.stats.json``."""
+    stats = build_stats(rows=lf_dataset, per_sample=dataset_sample_stats, token_summary=dataset_token_summary,
+                        settings=settings, conversion_report=conversion_report, rejects=conversion_rejects,
+                        fidelity_report=template_fidelity_report, project_root=project_root)
+    for line in dryrun_lines(stats):
+        (logger.warning if line.startswith("WARN") else logger.info)("%s", line)
+    return stats
+
+
+def render_dataset_card(dataset_stats: dict[str, Any]) -> str:
+    """The Markdown dataset card next to the dataset."""
+    return render_card(dataset_stats)
+
+
+def plot_dataset(dataset_sample_stats: list[dict[str, Any]], dataset_stats: dict[str, Any]) -> dict[str, Figure]:
+    """Token lengths vs cutoff, turns, tool calls per turn, rows per repository."""
+    return dataset_plots(dataset_sample_stats, dataset_stats)

@@ -1,0 +1,372 @@
+"""Template fidelity: does LLaMA-Factory train on the same token ids the model's chat template shows at inference?
+
+Training side: each row goes through LLaMA-Factory 0.9.5's own code, exactly as ``llamafactory-cli train``
+does: ``SharegptDatasetConverter`` (the aligned format) and ``SupervisedDatasetProcessor`` with the template
+from ``get_template_and_fix_tokenizer`` (``training.template`` and the LLaMA-Factory data options), without a
+cutoff (truncation is the over-length policy's business, not a template difference).
+
+Inference side: the same conversation as OpenAI-style messages (``reasoning_content`` split off the
+``<think>`` block the way Qwen3's own parser does, ``tool_calls`` parsed from the ``function_call`` value,
+one ``tool`` message per parallel result), rendered by ``tokenizer.apply_chat_template(messages,
+tools=..., tokenize=True)`` on an unmodified copy of the model's tokenizer.
+
+Per row the ids are compared; a difference is classified:
+
+- ``equal``;
+- ``by_design:empty_think`` — the sequences are equal once empty ``<think>\\n\\n</think>\\n\\n`` blocks are
+  removed on both sides. ``qwen3`` (a ReasoningTemplate, ``enable_thinking`` true) inserts a *trained*
+  empty think block into every assistant turn that has no reasoning; Qwen3's chat template shows an empty
+  block only on the final assistant turn. With ``qwen3_nothink`` it is the other way round: the chat
+  template opens the final turn with an empty block, LLaMA-Factory renders the turn verbatim.
+- ``by_design:history_reasoning`` — equal once all think blocks are removed, and LLaMA-Factory has more
+  non-empty think blocks than the chat template: Qwen3's chat template drops the reasoning of assistant
+  turns before the last real user message; LLaMA-Factory trains it (llamafactory-notes.md §5.2).
+- ``mismatch`` — anything else; the first differing position and the decoded context of both sides are
+  reported.
+
+Rows LLaMA-Factory would skip (``drop:...``) or abort the run on (``abort:...``) and rows the chat template
+cannot render are listed separately.
+
+**Counting choice.** The mismatch rate that ``conversion.max_template_mismatch`` limits is
+``(mismatch + drop + abort + inference render errors) / rows checked``. By-design differences are reported
+with their explanation but do not count: they are the documented behaviour of the chosen LLaMA-Factory
+template and the same for every row of a dataset, so counting them would make ``qwen3`` fail on any turn
+without reasoning, and the remedy is a template choice, not a data fix. Any ``abort`` row fails the check
+whatever the threshold, because it would kill the training run anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sft.report.tokens import (
+    OBSERVATION_SEPARATOR,
+    THINK_CLOSE_TOKEN,
+    THINK_OPEN_TOKEN,
+    AlignedRow,
+    align_row,
+    dataset_converter,
+    lf_data_args,
+    lf_template,
+    load_tokenizer,
+    parse_function_call,
+    quiet_llamafactory,
+    row_identity,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_TOKENS = 12
+MAX_LISTED = 50  # rows listed per category in the report
+BY_DESIGN_EXPLANATIONS: dict[str, str] = {
+    "empty_think": (
+        "Equal once empty <think>\\n\\n</think>\\n\\n blocks are ignored. qwen3 (ReasoningTemplate, "
+        "enable_thinking true) inserts a TRAINED empty think block into every assistant turn without "
+        "reasoning, while Qwen3's chat template shows an empty block only on the final assistant turn (the "
+        "model learns to open each intermediate turn with an empty thought, which inference then strips from "
+        "history). With qwen3_nothink the chat template opens the final turn with an empty block that "
+        "LLaMA-Factory does not render (the model never sees the empty block the enable_thinking=false "
+        "generation prompt adds; harmless for *-Instruct-2507 models, whose template has no think block)."
+    ),
+    "history_reasoning": (
+        "Equal once think blocks are ignored, and LLaMA-Factory keeps more reasoning: Qwen3's chat template "
+        "drops reasoning_content from assistant turns before the last real user message, LLaMA-Factory "
+        "trains every turn's reasoning (no mask_history). The model learns reasoning it will not see in its "
+        "own history at inference; usual for multi-query agent SFT."
+    ),
+}
+_FUNCTION_TOOL = "function"
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(content, reasoning) the way Qwen3's chat template / reasoning parser splits a ``</think>`` block."""
+    if THINK_CLOSE_TOKEN not in text:
+        return text, None
+    reasoning = text.split(THINK_CLOSE_TOKEN)[0].rstrip("\n").split(THINK_OPEN_TOKEN)[-1].lstrip("\n")
+    content = text.split(THINK_CLOSE_TOKEN)[-1].lstrip("\n")
+    return content, reasoning
+
+
+def _function_call_message(value: str) -> dict[str, Any]:
+    calls = parse_function_call(value) or []
+    match = re.search(r"<tool_call>(.*?)</tool_call>", value, re.DOTALL)
+    if match is not None:
+        prose = value.replace(match.group(0), "")
+    else:
+        thought = re.search(r"<think>\n(.*?)\n</think>\n\n", value, re.DOTALL)
+        prose = thought.group(0) if thought else ""
+    content, reasoning = split_reasoning(prose)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content.rstrip("\n"),  # the template puts "\n" between content and the first <tool_call>
+        "tool_calls": [
+            {"type": _FUNCTION_TOOL, "function": {"name": c.get("name"), "arguments": c.get("arguments", {})}}
+            for c in calls
+        ],
+    }
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return message
+
+
+def to_openai_messages(aligned: AlignedRow) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The row (as LLaMA-Factory aligned it) as the OpenAI-style messages and tools an inference server passes."""
+    messages: list[dict[str, Any]] = []
+    if aligned.system:
+        messages.append({"role": "system", "content": aligned.system})
+    for turn in aligned.messages:
+        role, value = turn["role"], turn["content"] or ""
+        if role == "user":
+            messages.append({"role": "user", "content": value})
+        elif role == "observation":
+            messages.extend({"role": "tool", "content": part} for part in value.split(OBSERVATION_SEPARATOR))
+        elif role == "function":
+            messages.append(_function_call_message(value))
+        elif role == "assistant":
+            content, reasoning = split_reasoning(value)
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if reasoning is not None:
+                message["reasoning_content"] = reasoning
+            messages.append(message)
+    tools = json.loads(aligned.tools) if aligned.tools else None
+    if isinstance(tools, list):  # OpenAI-compatible servers always pass the wrapped form
+        tools = [t if t.get("type") == _FUNCTION_TOOL else {"type": _FUNCTION_TOOL, "function": t} for t in tools]
+    return messages, tools
+
+
+# --------------------------------------------------------------------------------------------- comparison
+
+
+def _newline_ids(tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for count in range(1, 5):
+        encoded = tokenizer.encode("\n" * count, add_special_tokens=False)
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+    return ids
+
+
+def strip_think_blocks(ids: list[int], open_id: int, close_id: int, newline_ids: set[int], *,
+                       only_empty: bool) -> tuple[list[int], int]:
+    """Remove ``<think>...</think>`` spans (and the newlines after them); returns (ids, non-empty blocks seen)."""
+    out: list[int] = []
+    pos = non_empty = 0
+    while True:
+        try:
+            start = ids.index(open_id, pos)
+            end = ids.index(close_id, start + 1)
+        except ValueError:
+            out.extend(ids[pos:])
+            return out, non_empty
+        inner_blank = all(i in newline_ids for i in ids[start + 1 : end])
+        non_empty += not inner_blank
+        if only_empty and not inner_blank:
+            out.extend(ids[pos : end + 1])
+            pos = end + 1
+            continue
+        out.extend(ids[pos:start])
+        pos = end + 1
+        while pos < len(ids) and ids[pos] in newline_ids:
+            pos += 1
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing id (or the shorter length), None if equal."""
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return index
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def classify(lf_ids: list[int], hf_ids: list[int], tokenizer: Any) -> str:
+    """``equal`` | ``by_design:empty_think`` | ``by_design:history_reasoning`` | ``mismatch``."""
+    if lf_ids == hf_ids:
+        return "equal"
+    open_id = tokenizer.convert_tokens_to_ids(THINK_OPEN_TOKEN)
+    close_id = tokenizer.convert_tokens_to_ids(THINK_CLOSE_TOKEN)
+    if not isinstance(open_id, int) or not isinstance(close_id, int) or open_id == tokenizer.unk_token_id:
+        return "mismatch"
+    newlines = _newline_ids(tokenizer)
+    lf_a, _ = strip_think_blocks(lf_ids, open_id, close_id, newlines, only_empty=True)
+    hf_a, _ = strip_think_blocks(hf_ids, open_id, close_id, newlines, only_empty=True)
+    if lf_a == hf_a:
+        return "by_design:empty_think"
+    lf_b, lf_blocks = strip_think_blocks(lf_ids, open_id, close_id, newlines, only_empty=False)
+    hf_b, hf_blocks = strip_think_blocks(hf_ids, open_id, close_id, newlines, only_empty=False)
+    if lf_b == hf_b and lf_blocks > hf_blocks:
+        return "by_design:history_reasoning"
+    return "mismatch"
+
+
+def _context(tokenizer: Any, ids: list[int], position: int) -> str:
+    start = max(0, position - CONTEXT_TOKENS)
+    before = tokenizer.decode(ids[start:position], skip_special_tokens=False)
+    after = tokenizer.decode(ids[position : position + CONTEXT_TOKENS], skip_special_tokens=False)
+    return f"{before}⟦{after}"
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+def _load(tokenizer_dir_or_tokenizer: Any, trust_remote_code: bool) -> tuple[Any, Any, str]:
+    """Two tokenizers: one LLaMA-Factory may fix, and an untouched one for the chat template."""
+    if isinstance(tokenizer_dir_or_tokenizer, str | bytes) or hasattr(tokenizer_dir_or_tokenizer, "__fspath__"):
+        source = str(tokenizer_dir_or_tokenizer)
+        lf_load = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        hf_load = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        if not lf_load.ok:
+            return None, None, lf_load.error
+        return lf_load.tokenizer, hf_load.tokenizer, ""
+    import copy
+
+    return copy.deepcopy(tokenizer_dir_or_tokenizer), tokenizer_dir_or_tokenizer, ""
+
+
+def skipped_report(reason: str, *, template: str, max_mismatch: float | None = None) -> dict[str, Any]:
+    """The report when the check cannot run (no tokenizer, no chat template): it says so, loudly."""
+    return {"skipped": True, "reason": reason, "template": template, "max_template_mismatch": max_mismatch,
+            "summary": {"checked": 0}, "passed": None}
+
+
+def check_template_fidelity(
+    rows: list[dict[str, Any]],
+    tokenizer_dir_or_tokenizer: Any,
+    *,
+    template: str,
+    max_rows: int | None = None,
+    lf_options: dict[str, Any] | None = None,
+    dataset_entry: Mapping[str, Any] | None = None,
+    max_mismatch: float = 0.0,
+    trust_remote_code: bool = True,
+) -> dict[str, Any]:
+    """Compare LLaMA-Factory's training ids with the chat template's inference ids, row by row.
+
+    ``max_rows`` checks the first N rows (None = all); ``dataset_entry`` is the rows' dataset_info.json entry. The report's ``passed`` applies ``max_mismatch``
+    with the counting rule in the module docstring; ``enforce_fidelity`` raises on it.
+    """
+    started = time.perf_counter()
+    lf_tok, hf_tok, error = _load(tokenizer_dir_or_tokenizer, trust_remote_code)
+    if lf_tok is None:
+        return skipped_report(error, template=template, max_mismatch=max_mismatch)
+    if not getattr(hf_tok, "chat_template", None):
+        return skipped_report(f"{getattr(hf_tok, 'name_or_path', '?')}: the tokenizer has no chat_template to compare "
+                              "with (a base model?); nothing to check", template=template, max_mismatch=max_mismatch)
+    from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
+
+    data_args = lf_data_args(template, options=lf_options)
+    tpl = lf_template(lf_tok, data_args)
+    converter = dataset_converter(data_args, dataset_entry)
+    processor = SupervisedDatasetProcessor(template=tpl, tokenizer=lf_tok, processor=None, data_args=data_args)
+    selected = rows if max_rows is None else rows[:max_rows]
+    samples = [_check_row(row, index, converter, processor, hf_tok) for index, row in enumerate(selected)]
+    report = _summarize(samples, template=template, max_mismatch=max_mismatch, total_rows=len(rows))
+    report["lf_options"] = dict(lf_options or {})
+    report["tokenizer"] = getattr(hf_tok, "name_or_path", "")
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, hf_tok: Any) -> dict[str, Any]:
+    sample = {k: v for k, v in row_identity(row, index).items() if k in ("index", "uid")}
+    aligned = align_row(row, converter)
+    if aligned.status != "ok":
+        sample.update(status=aligned.status, detail=aligned.detail)
+        return sample
+    try:
+        with quiet_llamafactory():
+            encoded = processor.preprocess_dataset({
+                "_prompt": [aligned.prompt], "_response": [aligned.response], "_system": [aligned.system],
+                "_tools": [aligned.tools], "_images": [None], "_videos": [None], "_audios": [None],
+            })
+    except RuntimeError as exc:  # "Invalid JSON format in function message / tool description"
+        sample.update(status="abort:invalid_json", detail=str(exc)[:300])
+        return sample
+    except (KeyError, TypeError, ValueError) as exc:
+        sample.update(status="abort:bad_function_call", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return sample
+    lf_ids = list(encoded["input_ids"][0])
+    try:
+        messages, tools = to_openai_messages(aligned)
+        hf_ids = list(hf_tok.apply_chat_template(messages, tools=tools, tokenize=True))
+    except Exception as exc:  # a jinja error, bad tools JSON: the row cannot be served as-is
+        sample.update(status="inference_render_error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return sample
+    status = classify(lf_ids, hf_ids, hf_tok)
+    sample.update(status=status, lf_tokens=len(lf_ids), chat_template_tokens=len(hf_ids))
+    if status != "equal":
+        position = first_difference(lf_ids, hf_ids)
+        assert position is not None
+        sample.update(first_diff=position, lf_context=_context(hf_tok, lf_ids, position),
+                      chat_template_context=_context(hf_tok, hf_ids, position))
+    return sample
+
+
+def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: float, total_rows: int) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample["status"]] = counts.get(sample["status"], 0) + 1
+    failing = [s for s in samples if _counts_as_failure(s["status"])]
+    aborts = [s for s in samples if s["status"].startswith("abort:")]
+    by_design = sorted({s["status"].split(":", 1)[1] for s in samples if s["status"].startswith("by_design:")})
+    rate = len(failing) / len(samples) if samples else 0.0
+    passed = rate <= max_mismatch and not aborts
+    return {
+        "skipped": False,
+        "template": template,
+        "max_template_mismatch": max_mismatch,
+        "counting_rule": ("mismatch rate = (mismatch + LLaMA-Factory drop/abort + chat-template render errors) / "
+                          "rows checked; by-design differences are explained, not counted; any abort fails"),
+        "summary": {
+            "rows": total_rows,
+            "checked": len(samples),
+            "statuses": dict(sorted(counts.items())),
+            "failing": len(failing),
+            "mismatch_rate": round(rate, 6),
+        },
+        "passed": passed,
+        "by_design": {name: BY_DESIGN_EXPLANATIONS[name] for name in by_design},
+        "mismatches": [s for s in samples if s["status"] in ("mismatch", "inference_render_error")][:MAX_LISTED],
+        "lf_drops": [s for s in samples if s["status"].startswith("drop:")][:MAX_LISTED],
+        "lf_aborts": aborts[:MAX_LISTED],
+        "by_design_examples": [s for s in samples if s["status"].startswith("by_design:")][:5],
+        "samples": [{k: s[k] for k in ("index", "uid", "status") if k in s} for s in samples],
+    }
+
+
+def _counts_as_failure(status: str) -> bool:
+    return status == "mismatch" or status == "inference_render_error" or status.startswith(("drop:", "abort:"))
+
+
+class TemplateFidelityError(RuntimeError):
+    """The template fidelity check failed; the message names the report file."""
+
+
+def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: float) -> None:
+    """Raise before training when the report fails; log loudly when the check was skipped."""
+    if report.get("skipped"):
+        logger.warning("template fidelity check SKIPPED (conversion.max_template_mismatch=%s not enforced): %s; "
+                       "report: %s", max_mismatch, report.get("reason"), report_path)
+        return
+    summary = report.get("summary", {})
+    aborts = summary.get("statuses", {})
+    n_abort = sum(v for k, v in aborts.items() if k.startswith("abort:"))
+    rate = float(summary.get("mismatch_rate", 0.0))
+    if n_abort or rate > max_mismatch:
+        raise TemplateFidelityError(
+            f"template fidelity check failed for training.template={report.get('template')!r}: "
+            f"{summary.get('failing')} of {summary.get('checked')} rows differ or fail in LLaMA-Factory "
+            f"(rate {rate:.4f} > conversion.max_template_mismatch {max_mismatch}; {n_abort} row(s) would abort "
+            f"the run). See {report_path} for the first differing token of each row. Fix the rows or the "
+            "template, or raise conversion.max_template_mismatch if the difference is intended."
+        )
+    logger.info("template fidelity: %s of %s rows equal or by-design (rate %.4f <= %s); report: %s",
+                summary.get("checked", 0) - summary.get("failing", 0), summary.get("checked"), rate, max_mismatch,
+                report_path)

@@ -1,0 +1,635 @@
+"""Token statistics of LLaMA-Factory rows, counted the way LLaMA-Factory 0.9.5 will feed them.
+
+Why not just tokenize the text: LLaMA-Factory builds each sample from template slots (``<|im_start|>``
+headers, the tools block in the system turn, the qwen function formatter that re-serialises every call,
+the empty ``<think>`` blocks the ``qwen3`` template inserts) and tokenizes every slot element *separately*.
+A plain ``tokenizer(text)`` over the chat-template text is off by those pieces and by the merges across
+slot boundaries, and cannot tell which tokens are trained.
+
+How it stays exact and fast: each row goes through LLaMA-Factory's own ``SharegptDatasetConverter`` and
+``Template.encode_multiturn`` (so reasoning removal, the empty thought words, the tool and function
+formatters are LLaMA-Factory's code, not a copy), but with a *recording* tokenizer that only collects the
+strings LLaMA-Factory wants encoded. The collected strings (de-duplicated: the tools block is the same in
+every row of a job) are then encoded in large batches by the fast tokenizer's Rust backend, which runs on
+all cores. Since LLaMA-Factory concatenates the per-element ids, the per-turn lengths are exact; the
+truncation LLaMA-Factory will apply at ``cutoff_len`` is then simulated with its own ``infer_seqlen``.
+
+Per sample: total tokens, supervised tokens (the labels LLaMA-Factory trains: ``gpt`` and
+``function_call`` bodies, their ``<|im_end|>\\n`` and any trained empty think block), reasoning tokens
+(tokens strictly between ``<think>`` and ``</think>`` of non-empty thought blocks in trained turns),
+tool-output tokens (tokens between the first ``<tool_response>`` and the last ``</tool_response>`` of
+observation turns; the whole observation turn for templates without those tags), turns, tool calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# LLaMA-Factory data arguments that change what a row renders to; taken from training.* when present.
+LF_DATA_OPTION_KEYS: tuple[str, ...] = (
+    "enable_thinking",
+    "preserve_thinking",
+    "mask_history",
+    "train_on_prompt",
+    "default_system",
+    "tool_format",
+)
+THINK_OPEN_TOKEN = "<think>"
+THINK_CLOSE_TOKEN = "</think>"
+TOOL_RESPONSE_OPEN_TOKEN = "<tool_response>"
+TOOL_RESPONSE_CLOSE_TOKEN = "</tool_response>"
+OBSERVATION_SEPARATOR = "\n</tool_response>\n<tool_response>\n"
+TOOL_ERROR_PREFIXES: tuple[str, ...] = ("<tool_use_error>", "The arguments provided to the tool are invalid")
+BATCH_CHARS = 8_000_000  # characters of unique element text per tokenizer batch (bounded memory)
+NO_CUTOFF = 2**31 - 1
+DISTRIBUTION_METRICS: tuple[str, ...] = (
+    "total_tokens",
+    "supervised_tokens",
+    "reasoning_tokens",
+    "tool_output_tokens",
+    "turns",
+    "assistant_turns",
+    "tool_calls",
+)
+DEFAULT_DATASET_ENTRY: dict[str, Any] = {
+    "formatting": "sharegpt",
+    "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+}
+_THOUGHT_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class TokenizerLoad:
+    """A tokenizer, or why there is none (so callers degrade with a clear warning instead of crashing)."""
+
+    tokenizer: Any | None
+    source: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.tokenizer is not None
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = True) -> TokenizerLoad:
+    """Load the model's tokenizer offline; never raises (the error text says what to fix)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # missing dir, no network, a broken tokenizer.json: all mean "no counts"
+        return TokenizerLoad(
+            None,
+            name_or_path,
+            f"model.model_name_or_path={name_or_path!r}: tokenizer could not be loaded offline "
+            f"({type(exc).__name__}: {str(exc)[:300]}). Point model.model_name_or_path at a local model "
+            "directory holding tokenizer.json / tokenizer_config.json to get token counts.",
+        )
+    return TokenizerLoad(tokenizer, name_or_path)
+
+
+def lf_data_options(training_options: dict[str, Any]) -> dict[str, Any]:
+    """The LLaMA-Factory data arguments among the training block's options (unset ones are left out)."""
+    return {k: training_options[k] for k in LF_DATA_OPTION_KEYS if training_options.get(k) is not None}
+
+
+def lf_data_args(template: str, *, cutoff_len: int = NO_CUTOFF, options: dict[str, Any] | None = None) -> Any:
+    """LLaMA-Factory ``DataArguments`` for rendering rows with ``template``."""
+    from llamafactory.hparams import DataArguments
+
+    return DataArguments(template=template, cutoff_len=cutoff_len, **(options or {}))
+
+
+def lf_template(tokenizer: Any, data_args: Any) -> Any:
+    """LLaMA-Factory's template object, with the tokenizer fixed exactly as training fixes it."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+
+    with quiet_llamafactory():
+        return get_template_and_fix_tokenizer(tokenizer, data_args)
+
+
+@contextlib.contextmanager
+def quiet_llamafactory(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence LLaMA-Factory's per-row warnings (we count the same events and report them once)."""
+    names = ("llamafactory.data.converter", "llamafactory.data.template", "llamafactory.data.processor.supervised")
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, previous, strict=True):
+            lg.setLevel(old)
+
+
+# --------------------------------------------------------------------------------------------- alignment
+
+
+@dataclass
+class AlignedRow:
+    """A row after LLaMA-Factory's converter, or the reason LLaMA-Factory will not train it."""
+
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    response: list[dict[str, str]] = field(default_factory=list)
+    system: str = ""
+    tools: str = ""
+    status: str = "ok"  # ok | drop:<code> | abort:<code>
+    detail: str = ""
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return self.prompt + self.response
+
+
+def dataset_converter(data_args: Any, entry: Mapping[str, Any] | None = None) -> Any:
+    """LLaMA-Factory's converter for a ``dataset_info.json`` entry (default: ours, render.dataset_info_entry).
+
+    ``DatasetAttr.join`` is LLaMA-Factory's own parsing of the entry, so ready-made data registered with
+    other columns / tags / ``formatting: openai`` is read exactly as training will read it.
+    """
+    from llamafactory.data.converter import get_dataset_converter
+    from llamafactory.data.parser import DatasetAttr
+
+    attr = DatasetAttr("file", "sft_report")
+    attr.join(dict(entry or DEFAULT_DATASET_ENTRY))
+    return get_dataset_converter(attr.formatting, attr, data_args)
+
+
+def sharegpt_converter(data_args: Any) -> Any:
+    """The converter for rows written by render_lf_row (conversations/from/value, system, tools)."""
+    return dataset_converter(data_args, None)
+
+
+def align_row(row: dict[str, Any], converter: Any) -> AlignedRow:
+    """Run LLaMA-Factory's converter on one row; a row it skips comes back with status ``drop:...``."""
+    attr = converter.dataset_attr
+    example = dict(row)
+    for column in (attr.system, attr.tools):
+        if column and column not in example:
+            example[column] = None  # a column the file does not have reads as null
+    tools = example.get(attr.tools) if attr.tools else None
+    if tools is not None and not isinstance(tools, str):
+        return AlignedRow(status="abort:tools_not_a_string",
+                          detail=f"tools is a {type(tools).__name__}; LLaMA-Factory needs a JSON string")
+    try:
+        with quiet_llamafactory():
+            aligned = converter(example)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        return AlignedRow(status="drop:malformed_row", detail=f"{type(exc).__name__}: {exc}")
+    prompt, response = aligned["_prompt"], aligned["_response"]
+    if not prompt and not response:
+        return AlignedRow(status="drop:invalid_role_order_or_count",
+                          detail="LLaMA-Factory's converter skips it ('Skipping this abnormal example')")
+    if len(prompt) % 2 != 1 or len(response) != 1:
+        return AlignedRow(status="drop:invalid_example", detail="the supervised processor drops it")
+    return AlignedRow(prompt=prompt, response=response, system=aligned["_system"] or "", tools=aligned["_tools"] or "")
+
+
+# --------------------------------------------------------------------------------------------- recording
+
+
+class RecordingTokenizer:
+    """Stands in for the tokenizer inside LLaMA-Factory's template: remembers what it is asked to encode.
+
+    ``encode`` returns one negative marker per string; special-token lookups and BOS/EOS ids are real,
+    so the template's id lists come back as markers (strings) and real ids (single tokens).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.bos_token_id = tokenizer.bos_token_id
+        self.eos_token_id = tokenizer.eos_token_id
+        self.texts: list[str] = []
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:  # noqa: ARG002 (LF's call shape)
+        self.texts.append(text)
+        return [-len(self.texts)]
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self._tokenizer.convert_tokens_to_ids(token)
+
+
+@dataclass
+class RenderedRow:
+    """A row as LLaMA-Factory's template pieces: per (prompt, response) pair the element markers."""
+
+    aligned: AlignedRow
+    pairs: list[tuple[list[int], list[int]]] = field(default_factory=list)
+
+
+def render_row(aligned: AlignedRow, template: Any, recorder: RecordingTokenizer, data_args: Any) -> RenderedRow:
+    """``Template.encode_multiturn`` with the recording tokenizer (LLaMA-Factory's code, no tokenizing)."""
+    if aligned.status != "ok":
+        return RenderedRow(aligned)
+    discarding_history_cot = bool(data_args.mask_history) and not template.preserve_thinking
+    try:
+        pairs = template.encode_multiturn(recorder, aligned.messages, aligned.system, aligned.tools,
+                                          discarding_history_cot)
+    except RuntimeError as exc:  # FunctionFormatter / ToolFormatter: "Invalid JSON format in ..."
+        aligned.status, aligned.detail = "abort:invalid_json", str(exc)[:300]
+        return RenderedRow(aligned)
+    except (KeyError, TypeError, ValueError) as exc:  # e.g. a call object without "name"/"arguments"
+        aligned.status, aligned.detail = "abort:bad_function_call", f"{type(exc).__name__}: {str(exc)[:300]}"
+        return RenderedRow(aligned)
+    return RenderedRow(aligned, [(list(src), list(tgt)) for src, tgt in pairs])
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodedTexts:
+    """Token lengths (and ids where needed) of unique element strings."""
+
+    lengths: dict[str, int]
+    ids: dict[str, list[int]]
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], need_ids: set[str]) -> EncodedTexts:
+    """Batch-encode unique strings with the fast tokenizer (Rust, all cores); ids only where asked."""
+    unique = list(dict.fromkeys(texts))
+    lengths: dict[str, int] = {}
+    ids: dict[str, list[int]] = {}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    start = 0
+    while start < len(unique):
+        size, end = 0, start
+        while end < len(unique) and (size < BATCH_CHARS or end == start):
+            size += len(unique[end])
+            end += 1
+        batch = unique[start:end]
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            encodings = backend.encode_batch_fast(batch, add_special_tokens=False)
+            for text, enc in zip(batch, encodings, strict=True):
+                lengths[text] = len(enc)
+                if text in need_ids:
+                    ids[text] = enc.ids
+        else:  # a slow tokenizer: correct, only slower
+            for text, token_ids in zip(batch, tokenizer(batch, add_special_tokens=False)["input_ids"], strict=True):
+                lengths[text] = len(token_ids)
+                if text in need_ids:
+                    ids[text] = list(token_ids)
+        start = end
+    return EncodedTexts(lengths, ids)
+
+
+# --------------------------------------------------------------------------------------------- per sample
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    think_open: int | None
+    think_close: int | None
+    response_open: int | None
+    response_close: int | None
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> SpecialIds:
+        def single(token: str) -> int | None:
+            ids = tokenizer.encode(token, add_special_tokens=False)
+            return ids[0] if len(ids) == 1 else None
+
+        return cls(single(THINK_OPEN_TOKEN), single(THINK_CLOSE_TOKEN), single(TOOL_RESPONSE_OPEN_TOKEN),
+                   single(TOOL_RESPONSE_CLOSE_TOKEN))
+
+
+def reasoning_token_count(text: str, ids: list[int] | None, special: SpecialIds) -> int:
+    """Tokens strictly between ``<think>`` and ``</think>`` of the non-empty thought blocks of one element."""
+    if ids is None or special.think_open is None or special.think_close is None:
+        return 0
+    blank = [not m.group(1).strip() for m in _THOUGHT_RE.finditer(text)]
+    count, pos, block = 0, 0, 0
+    while True:
+        try:
+            open_at = ids.index(special.think_open, pos)
+            close_at = ids.index(special.think_close, open_at + 1)
+        except ValueError:
+            return count
+        if not (block < len(blank) and blank[block]):
+            count += close_at - open_at - 1
+        block += 1
+        pos = close_at + 1
+
+
+def tool_output_token_count(ids: list[int] | None, length: int, special: SpecialIds) -> int:
+    """Tokens between the first ``<tool_response>`` and the last ``</tool_response>`` of an observation."""
+    if ids is None or special.response_open is None or special.response_close is None:
+        return length
+    try:
+        first = ids.index(special.response_open)
+        last = len(ids) - 1 - ids[::-1].index(special.response_close)
+    except ValueError:
+        return length
+    return max(0, last - first - 1)
+
+
+def parse_function_call(value: str) -> list[dict[str, Any]] | None:
+    """The calls of a ``function_call`` value, parsed as LLaMA-Factory's FunctionFormatter does; None if invalid."""
+    match = re.search(r"<tool_call>(.*?)</tool_call>", value, re.DOTALL)
+    if match is not None:
+        payload = match.group(1)
+    else:
+        thought = re.search(r"<think>\n(.*?)\n</think>\n\n", value, re.DOTALL)
+        payload = value.replace(thought.group(0), "") if thought else value
+    try:
+        calls = json.loads(payload)
+    except json.JSONDecodeError:
+        return None
+    calls = calls if isinstance(calls, list) else [calls]
+    return [c for c in calls if isinstance(c, dict)]
+
+
+def conversation_counts(aligned: AlignedRow) -> dict[str, Any]:
+    """Turn and tool-call counts of a row as LLaMA-Factory aligned it (no tokenizer needed)."""
+    roles = [m["role"] for m in aligned.messages]
+    calls_per_turn: list[int] = []
+    tool_errors = 0
+    for message in aligned.messages:
+        content = message["content"] if isinstance(message["content"], str) else ""
+        if message["role"] == "function":
+            calls = parse_function_call(content)
+            calls_per_turn.append(len(calls) if calls is not None else 0)
+        elif message["role"] == "observation":
+            tool_errors += sum(part.lstrip().startswith(TOOL_ERROR_PREFIXES)
+                               for part in content.split(OBSERVATION_SEPARATOR))
+    return {
+        "turns": len(roles),
+        "assistant_turns": sum(r in ("assistant", "function") for r in roles),
+        "tool_call_turns": len(calls_per_turn),
+        "tool_calls": sum(calls_per_turn),
+        "tool_calls_per_turn": calls_per_turn,
+        "tool_errors": tool_errors,
+    }
+
+
+def row_identity(row: dict[str, Any], index: int) -> dict[str, Any]:
+    """uid / instance / repo of a row from its ``_uid``, ``_instance_id`` and ``_meta`` columns."""
+    meta = parse_meta(row)
+    return {
+        "index": index,
+        "uid": row.get("_uid") or f"row#{index}",
+        "instance_id": row.get("_instance_id") or meta.get("instance_id"),
+        "repo": meta.get("repo"),
+        "agent_type": row.get("_agent_type") or meta.get("agent_type"),
+    }
+
+
+def parse_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's ``_meta`` (a JSON string written by render_lf_row, or a dict); {} when absent or bad."""
+    meta = row.get("_meta")
+    if isinstance(meta, dict):
+        return meta
+    if isinstance(meta, str) and meta:
+        try:
+            parsed = json.loads(meta)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """LLaMA-Factory's own truncation rule (data/processor/processor_utils.py)."""
+    from llamafactory.data.processor.processor_utils import infer_seqlen as lf_infer_seqlen
+
+    return lf_infer_seqlen(source_len, target_len, cutoff_len)
+
+
+def simulate_truncation(pairs: list[tuple[int, int]], cutoff_len: int, *, mask_history: bool = False,
+                        train_on_prompt: bool = False) -> tuple[int, int]:
+    """(tokens kept, supervised tokens kept) after the supervised processor's cutoff loop."""
+    order = pairs[::-1] if mask_history else pairs
+    total = supervised = 0
+    for turn, (src, tgt) in enumerate(order):
+        if total >= cutoff_len:
+            break
+        src_len, tgt_len = infer_seqlen(src, tgt, cutoff_len - total)
+        total += src_len + tgt_len
+        if train_on_prompt:
+            supervised += src_len + tgt_len
+        elif not (mask_history and turn != 0):
+            supervised += tgt_len
+    return total, supervised
+
+
+@dataclass
+class _Context:
+    tokenizer: Any
+    template: Any
+    data_args: Any
+    special: SpecialIds
+    cutoff_len: int
+
+
+def _marker_len(marker: int, texts: list[str], encoded: EncodedTexts) -> int:
+    return encoded.lengths[texts[-marker - 1]] if marker < 0 else 1
+
+
+def _sample_tokens(rendered: RenderedRow, texts: list[str], encoded: EncodedTexts, ctx: _Context) -> dict[str, Any]:
+    """Exact per-sample numbers from the encoded element strings."""
+    data_args = ctx.data_args
+    messages = rendered.aligned.messages
+    pair_lengths: list[tuple[int, int]] = []
+    reasoning = tool_output = 0
+    for turn, (src, tgt) in enumerate(rendered.pairs):
+        pair_lengths.append((sum(_marker_len(m, texts, encoded) for m in src),
+                             sum(_marker_len(m, texts, encoded) for m in tgt)))
+        for marker in tgt:
+            if marker < 0:
+                text = texts[-marker - 1]
+                reasoning += reasoning_token_count(text, encoded.ids.get(text), ctx.special)
+        query = messages[2 * turn]
+        if query["role"] == "observation":
+            for marker in src:
+                text = texts[-marker - 1] if marker < 0 else ""
+                if text and query["content"] in text:  # the observation slot, not the system / thought pieces
+                    tool_output += tool_output_token_count(encoded.ids.get(text), encoded.lengths[text], ctx.special)
+    eos_extra = 1 if ctx.template.efficient_eos else 0
+    total = sum(s + t for s, t in pair_lengths) + eos_extra
+    if data_args.train_on_prompt:
+        supervised = total
+    elif data_args.mask_history:
+        supervised = (pair_lengths[-1][1] if pair_lengths else 0) + eos_extra
+    else:
+        supervised = sum(t for _, t in pair_lengths) + eos_extra
+    kept, supervised_kept = simulate_truncation(pair_lengths, ctx.cutoff_len, mask_history=bool(data_args.mask_history),
+                                                train_on_prompt=bool(data_args.train_on_prompt))
+    kept += eos_extra
+    supervised_kept += eos_extra
+    last_target = pair_lengths[-1][1] if pair_lengths else 0
+    return {
+        "total_tokens": total,
+        "supervised_tokens": supervised,
+        "reasoning_tokens": reasoning,
+        "tool_output_tokens": tool_output,
+        "pair_lengths": pair_lengths,
+        "over_cutoff": total > ctx.cutoff_len,
+        "tokens_after_lf_cutoff": kept,
+        "tokens_cut_by_lf": total - kept,
+        "supervised_tokens_cut_by_lf": supervised - supervised_kept,
+        # the final response loses its end-of-turn token when anything of it is cut
+        "loses_final_eos": total > ctx.cutoff_len and not data_args.mask_history and last_target > 0,
+    }
+
+
+def _needs_ids(rendered: RenderedRow, texts: list[str]) -> set[str]:
+    """Element strings whose ids we must look into: thought blocks in responses, observation slots."""
+    wanted: set[str] = set()
+    messages = rendered.aligned.messages
+    for turn, (src, tgt) in enumerate(rendered.pairs):
+        for marker in tgt:
+            if marker < 0 and THINK_OPEN_TOKEN in texts[-marker - 1]:
+                wanted.add(texts[-marker - 1])
+        if messages[2 * turn]["role"] == "observation":
+            wanted.update(texts[-m - 1] for m in src if m < 0)
+    return wanted
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+def token_stats(
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    cutoff_len: int,
+    template: str,
+    lf_options: dict[str, Any] | None = None,
+    dataset_entry: Mapping[str, Any] | None = None,
+    chunk_rows: int = 256,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-sample token numbers and their dataset summary, as LLaMA-Factory will train on the rows.
+
+    ``lf_options`` are LLaMA-Factory data arguments that change the rendering (``enable_thinking``,
+    ``mask_history``, ``train_on_prompt``, ``default_system``, ``tool_format``, ``preserve_thinking``).
+    ``dataset_entry`` is the rows' ``dataset_info.json`` entry (formatting / columns / tags; default ours).
+    Rows LLaMA-Factory would skip or abort on get ``lf_status`` ``drop:...`` / ``abort:...`` and no counts.
+    """
+    started = time.perf_counter()
+    data_args = lf_data_args(template, options=lf_options)
+    tpl = lf_template(tokenizer, data_args)
+    converter = dataset_converter(data_args, dataset_entry)
+    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len)
+    per_sample: list[dict[str, Any]] = []
+    for chunk_start in range(0, len(rows), chunk_rows):
+        chunk = rows[chunk_start : chunk_start + chunk_rows]
+        recorder = RecordingTokenizer(tokenizer)
+        rendered = [render_row(align_row(row, converter), tpl, recorder, data_args) for row in chunk]
+        need: set[str] = set()
+        for item in rendered:
+            need |= _needs_ids(item, recorder.texts)
+        encoded = encode_texts(tokenizer, recorder.texts, need)
+        for offset, (row, item) in enumerate(zip(chunk, rendered, strict=True)):
+            sample = row_identity(row, chunk_start + offset)
+            sample.update(conversation_counts(item.aligned))
+            sample["lf_status"] = item.aligned.status
+            if item.aligned.status == "ok":
+                sample.update(_sample_tokens(item, recorder.texts, encoded, ctx))
+            else:
+                sample["lf_detail"] = item.aligned.detail
+            per_sample.append(sample)
+    elapsed = time.perf_counter() - started
+    summary = summarize(per_sample, cutoff_len=cutoff_len)
+    summary.update({
+        "template": template,
+        "lf_options": dict(lf_options or {}),
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "elapsed_s": round(elapsed, 3),
+        "tokens_per_s": round(summary["tokens"]["total"] / elapsed) if elapsed > 0 else None,
+    })
+    return per_sample, summary
+
+
+def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
+    """min / mean / p50 / p90 / p99 / max / sum (numpy linear percentiles); None fields when empty."""
+    if not values:
+        return {"count": 0, "min": None, "mean": None, "p50": None, "p90": None, "p99": None, "max": None, "sum": 0}
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+
+    def clean(x: float) -> float | int:
+        return int(x) if float(x).is_integer() else round(float(x), 3)
+
+    return {"count": int(arr.size), "min": clean(arr.min()), "mean": round(float(arr.mean()), 3), "p50": clean(p50),
+            "p90": clean(p90), "p99": clean(p99), "max": clean(arr.max()), "sum": clean(arr.sum())}
+
+
+def summarize(per_sample: list[dict[str, Any]], *, cutoff_len: int) -> dict[str, Any]:
+    """Dataset-level distributions, shares and the cutoff picture from the per-sample numbers."""
+    counted = [s for s in per_sample if s.get("lf_status") == "ok"]
+    total = sum(s["total_tokens"] for s in counted)
+    supervised = sum(s["supervised_tokens"] for s in counted)
+    reasoning = sum(s["reasoning_tokens"] for s in counted)
+    tool_output = sum(s["tool_output_tokens"] for s in counted)
+    over = [s for s in counted if s["over_cutoff"]]
+    statuses: dict[str, int] = {}
+    for sample in per_sample:
+        statuses[sample.get("lf_status", "ok")] = statuses.get(sample.get("lf_status", "ok"), 0) + 1
+    calls_per_turn = [n for s in per_sample for n in s.get("tool_calls_per_turn", [])]
+
+    def share(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
+    return {
+        "samples": len(per_sample),
+        "samples_counted": len(counted),
+        "lf_status": statuses,
+        "cutoff_len": cutoff_len,
+        "distributions": {
+            metric: distribution([s[metric] for s in (counted if metric.endswith("_tokens") else per_sample)])
+            for metric in DISTRIBUTION_METRICS
+        },
+        "tool_calls_per_turn": distribution(calls_per_turn),
+        "tokens": {"total": total, "supervised": supervised, "reasoning": reasoning, "tool_output": tool_output},
+        "shares": {
+            "supervised_of_total": share(supervised, total),
+            "reasoning_of_total": share(reasoning, total),
+            "reasoning_of_supervised": share(reasoning, supervised),
+            "tool_output_of_total": share(tool_output, total),
+        },
+        "rows_with_reasoning": sum(1 for s in counted if s["reasoning_tokens"] > 0),
+        "tool_errors": sum(s.get("tool_errors", 0) for s in per_sample),
+        "over_cutoff": {
+            "samples": len(over),
+            "tokens_cut_by_lf": sum(s["tokens_cut_by_lf"] for s in over),
+            "supervised_tokens_cut_by_lf": sum(s["supervised_tokens_cut_by_lf"] for s in over),
+            "samples_losing_final_eos": sum(1 for s in over if s["loses_final_eos"]),
+        },
+    }
+
+
+def counts_only_stats(
+    rows: list[dict[str, Any]],
+    *,
+    cutoff_len: int,
+    reason: str,
+    template: str = "qwen3",
+    dataset_entry: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Stats without a tokenizer: turns and tool calls only, with the reason the token counts are missing."""
+    converter = dataset_converter(lf_data_args(template), dataset_entry)
+    per_sample = []
+    for index, row in enumerate(rows):
+        aligned = align_row(row, converter)
+        sample = row_identity(row, index)
+        sample.update(conversation_counts(aligned))
+        sample["lf_status"] = "not_tokenized" if aligned.status == "ok" else aligned.status
+        per_sample.append(sample)
+    summary = summarize(per_sample, cutoff_len=cutoff_len)
+    summary["tokens_skipped"] = reason
+    return per_sample, summary
