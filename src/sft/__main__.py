@@ -16,6 +16,10 @@ def main(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         from sft.cli.dryrun import main as dryrun_main
 
         sys.exit(dryrun_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["dashboard"]:
+        from sft.dashboard.cli import main as dashboard_main
+
+        sys.exit(dashboard_main(sys.argv[2:]))
     run = find_run_command(package_name)
     run(*args, **kwargs)
 
