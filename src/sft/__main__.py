@@ -13,7 +13,7 @@ def main(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
     package_name = Path(__file__).parent.name
     configure_project(package_name)
     if sys.argv[1:2] == ["dryrun"]:
-        from sft.cli.dryrun import main as dryrun_main
+        from sft.preflight.dryrun import main as dryrun_main
 
         sys.exit(dryrun_main(sys.argv[2:]))
     if sys.argv[1:2] == ["dashboard"]:

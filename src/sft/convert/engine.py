@@ -1,8 +1,11 @@
 """The conversion engine: a Harbor job in, LLaMA-Factory rows + rejects + funnel out.
 
-Per trial (in a process pool, one trial in memory per worker): extract canonical trajectories
-(``sft.sources.harbor.trial``), apply the outcome and repo-exclusion filters, scrub secrets, repair and
-validate. In the parent, in trial-name order so that any worker count gives the same bytes: seeded
+Per trial (in a process pool, one trial in memory per worker): read the trial metadata and apply the
+outcome and repo-exclusion filters first (the reference order, docs/input-formats.md §9.1; a filtered
+trial's logs are never parsed), then extract canonical trajectories (``sft.sources.harbor.trial``),
+scrub secrets, repair and validate. Each trial's outcome is cached under its content hash and the
+conversion settings, so a re-run only converts new or changed trials (the funnel counts cache hits and
+misses). In the parent, in trial-name order so that any worker count gives the same bytes: seeded
 instance selection, the per-instance cap, exact de-duplication, scoring and rendering.
 
 Every trial ends up either in the output or in the rejects with a reason; the funnel counts each stage.
@@ -31,13 +34,13 @@ from sft.convert.score import rule_score, scaffold_median_steps
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
-from sft.sources.harbor.job import TrialError, discover_trials, read_trial_info
+from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import ADAPTERS
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: outcome/exclusion filters run before extraction
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,10 @@ class TrialOutcome:
     parsed: bool = False
     outcome_kept: bool = False
     repo_excluded: bool = False
+    cache_hit: bool = False  # set by process_trial, never stored in the cache entry
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        return orjson.dumps({k: v for k, v in self.__dict__.items() if k != "cache_hit"})
 
     @classmethod
     def from_json(cls, raw: bytes) -> TrialOutcome:
@@ -104,13 +108,15 @@ class ConversionResult:
 
 # --------------------------------------------------------------------------------------------- worker
 
-_EXCLUSIONS: dict[str, ExclusionList | None] = {}
+_EXCLUSIONS: dict[tuple[str, str], ExclusionList | None] = {}
 
 
-def _exclusions(path: str) -> ExclusionList | None:
-    if path not in _EXCLUSIONS:
-        _EXCLUSIONS[path] = ExclusionList.load(Path(path)) if path else None
-    return _EXCLUSIONS[path]
+def _exclusions(path: str, sha256: str) -> ExclusionList | None:
+    """The exclusion list, loaded once per process and per content (an edited list is never stale)."""
+    key = (path, sha256)
+    if key not in _EXCLUSIONS:
+        _EXCLUSIONS[key] = ExclusionList.load(Path(path)) if path else None
+    return _EXCLUSIONS[key]
 
 
 def trial_content_hash(trial_dir: Path) -> str:
@@ -147,16 +153,55 @@ def _reject(outcome: TrialOutcome, stage: str, reason: str, detail: str, traject
     )
 
 
-def scaffold_of_trial(trial_dir: Path) -> str | None:
-    """``source.scaffold: auto``: the adapter whose Harbor agent names include result.json's agent."""
+def _trial_info_or_none(trial_dir: Path) -> TrialInfo | None:
+    """result.json + config.json, or None when unreadable (extraction then records the precise reject)."""
     try:
-        agent = read_trial_info(trial_dir).agent_name or ""
+        return read_trial_info(trial_dir)
     except (TrialError, OSError, ValueError):
         return None
+
+
+def _scaffold_of_agent(agent_name: str | None) -> str | None:
     for name, cls in ADAPTERS.items():
-        if cls.accepts_agent_name(agent):
+        if cls.accepts_agent_name(agent_name or ""):
             return name
     return None
+
+
+def scaffold_of_trial(trial_dir: Path) -> str | None:
+    """``source.scaffold: auto``: the adapter whose Harbor agent names include result.json's agent."""
+    info = _trial_info_or_none(trial_dir)
+    return None if info is None else _scaffold_of_agent(info.agent_name)
+
+
+def _passes_trial_filters(outcome: TrialOutcome, info: TrialInfo, settings: WorkerSettings) -> bool:
+    """Outcome (reward/exception) and repo-exclusion filters; a failing trial gets its reject line here.
+
+    Why before extraction: both decisions need only result.json/config.json, and parsing the proxy log
+    of a trial that is dropped anyway is most of the work on a typical job (unresolved + SWE-bench repos).
+    """
+    outcome.instance_id = info.instance_id
+    outcome.repo = info.repo
+    outcome.scaffold_seen = info.agent_name
+    keep, why = outcome_keep(
+        info.reward,
+        info.exception_type,
+        instance_status=settings.instance_status,
+        resolved_threshold=settings.resolved_threshold,
+        keep_exception_trials=settings.keep_exception_trials,
+    )
+    if not keep:
+        _reject(outcome, "outcome", why, f"reward={info.reward} exception={info.exception_type}")
+        return False
+    outcome.outcome_kept = True
+    exclusions = _exclusions(settings.exclude_repos_file, settings.exclusion_sha256)
+    if exclusions is not None:
+        hit = exclusions.match(info.instance_id)
+        if hit:
+            outcome.repo_excluded = True
+            _reject(outcome, "repo_exclusion", "excluded_repo", f"{info.instance_id} matches '{hit}' in the exclusion list")
+            return False
+    return True
 
 
 def process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
@@ -179,6 +224,7 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
             try:
                 cached = TrialOutcome.from_json(cache_file.read_bytes())
                 if cached.trial_name == trial_dir.name:
+                    cached.cache_hit = True
                     return cached
             except (orjson.JSONDecodeError, TypeError):
                 pass  # a damaged cache entry is simply recomputed
@@ -190,9 +236,16 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
 
 def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     outcome = TrialOutcome(trial_name=trial_dir.name)
+    try:
+        info = read_trial_info(trial_dir)
+    except TrialError as exc:  # the same reject extraction would give, without touching the logs
+        _reject(outcome, "discover" if exc.reason_code == "no_result_json" else "parse", exc.reason_code, exc.detail)
+        return outcome
+    if not _passes_trial_filters(outcome, info, settings):
+        return outcome  # filtered on result.json alone: the (large) logs are never read
     scaffold = settings.scaffold
     if scaffold == "auto":
-        scaffold = scaffold_of_trial(trial_dir)
+        scaffold = _scaffold_of_agent(info.agent_name)
         if scaffold is None:
             _reject(outcome, "scaffold", "unknown_agent",
                     f"{trial_dir / 'result.json'}: agent_info.name is not one of the supported scaffolds "
@@ -205,42 +258,15 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         trajectory_source=settings.trajectory_source,
         include_subagents=settings.include_subagents,
     )
-    info = extraction.info
     outcome.counters.update(extraction.counters)
     outcome.problems.extend(extraction.problems)
     outcome.source_used = extraction.source_used
-    if info is not None:
-        outcome.instance_id = info.instance_id
-        outcome.repo = info.repo
-        outcome.scaffold_seen = info.agent_name
-    if extraction.rejects and not extraction.trajectories:
-        outcome.rejects.extend(r.model_dump() for r in extraction.rejects)
+    outcome.rejects.extend(r.model_dump() for r in extraction.rejects)  # trial or per-trajectory rejects
+    if not extraction.trajectories:
+        if not extraction.rejects:
+            _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
         return outcome
-    outcome.rejects.extend(r.model_dump() for r in extraction.rejects)  # per-trajectory rejects
     outcome.parsed = True
-    if info is None:  # defensive: extraction must give info with trajectories
-        _reject(outcome, "parse", "no_trial_info", f"{trial_dir}: trial metadata could not be read")
-        return outcome
-
-    keep, why = outcome_keep(
-        info.reward,
-        info.exception_type,
-        instance_status=settings.instance_status,
-        resolved_threshold=settings.resolved_threshold,
-        keep_exception_trials=settings.keep_exception_trials,
-    )
-    if not keep:
-        _reject(outcome, "outcome", why, f"reward={info.reward} exception={info.exception_type}")
-        return outcome
-    outcome.outcome_kept = True
-
-    exclusions = _exclusions(settings.exclude_repos_file)
-    if exclusions is not None:
-        hit = exclusions.match(info.instance_id)
-        if hit:
-            outcome.repo_excluded = True
-            _reject(outcome, "repo_exclusion", "excluded_repo", f"{info.instance_id} matches '{hit}' in the exclusion list")
-            return outcome
 
     scrubber = SecretScrubber(list(settings.secret_values)) if settings.scrub_secrets else None
     for traj in extraction.trajectories:
@@ -318,7 +344,11 @@ def convert_job(
     conv = cfg.conversion
     workers = num_workers if num_workers is not None else (conv.num_workers or os.cpu_count() or 1)
     trials = discover_trials(job_dir)
-    funnel: Counter[str] = Counter(trials_found=len(trials))
+    # Stage order = the order the worker applies them (result.json filters before parsing any log).
+    funnel: Counter[str] = Counter(
+        trials_found=len(trials), trials_outcome_kept=0, trials_repo_excluded=0, trials_parsed=0
+    )
+    cache: Counter[str] = Counter(hits=0, misses=0)
     per_scaffold: Counter[str] = Counter()
     sources_used: Counter[str] = Counter()
     scrub_counts: Counter[str] = Counter()
@@ -329,6 +359,8 @@ def convert_job(
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
     for outcome in _run_workers(trials, settings, workers):
         bar.update(1)
+        if settings.cache_dir:
+            cache["hits" if outcome.cache_hit else "misses"] += 1
         rejects.extend(outcome.rejects)
         extraction_counters.update(outcome.counters)
         scrub_counts.update(outcome.scrub_counts)
@@ -418,6 +450,7 @@ def convert_job(
                       "instances": sorted(chosen_set)},
         "exclusion": {"file": settings.exclude_repos_file, "sha256": settings.exclusion_sha256},
         "workers": workers,
+        "cache": {"enabled": bool(settings.cache_dir), **cache},
     }
     _check_accounting(trials, kept, rejects)
     return ConversionResult(lf_rows=lf_rows, im_rows=im_rows, rejects=rejects, funnel=report, kept=kept)

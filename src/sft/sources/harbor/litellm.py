@@ -54,7 +54,9 @@ _SLOW_PATH_MARKERS = (
     b"reasoning",
     b"provider_specific",
 )
-_CCH_RE = re.compile(rb"cch=[0-9A-Fa-f]*;")
+# Per-request values in Claude Code's billing header (``cc_version=<v>.<hash>; ... cch=<hex>;``) would
+# otherwise make every call look like a new conversation.
+_CCH_RE = re.compile(rb"\b(cch|cc_version)=[^;\"\\]*;")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "summary_text", "reasoning_text"})
@@ -256,6 +258,13 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def block_type(block: dict[str, Any]) -> Any:
+    """``block["type"]``, safe to look up in a set: a damaged log can hold a list or an object there, and
+    ``[...] in frozenset(...)`` raises TypeError; such a value becomes its (short) repr instead."""
+    kind = block.get("type")
+    return repr(kind)[:40] if isinstance(kind, dict | list) else kind
+
+
 # ----------------------------------------------------------------------------------------------------------
 # prefix deduplication
 
@@ -289,7 +298,7 @@ def _strip_for_hash(message: dict[str, Any]) -> dict[str, Any]:
         cleaned["content"] = [
             _clean_block(block)
             for block in content
-            if not (type(block) is dict and block.get("type") in _HASH_DROP_BLOCK_TYPES)
+            if not (type(block) is dict and block_type(block) in _HASH_DROP_BLOCK_TYPES)
         ]
     return cleaned
 
@@ -315,7 +324,7 @@ def _needs_strip(message: dict[str, Any]) -> bool:
     for block in content:
         if type(block) is not dict:
             continue
-        if not drop_keys.isdisjoint(block) or block.get("type") in _HASH_DROP_BLOCK_TYPES:
+        if not drop_keys.isdisjoint(block) or block_type(block) in _HASH_DROP_BLOCK_TYPES:
             return True
         inner = block.get("content")
         if type(inner) is list:
@@ -338,7 +347,7 @@ def message_digest(message: Any, *, first_user: bool = False) -> int:
             message = _strip_for_hash(message)
         encoded = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
         if message.get("role") == "system" and b"cch=" in encoded:
-            encoded = _CCH_RE.sub(b"cch=;", encoded)
+            encoded = _CCH_RE.sub(rb"\1=;", encoded)
         return hash(encoded)
     return hash(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
 
@@ -462,7 +471,7 @@ def content_text(content: Any, problems: list[str] | None = None) -> str:
         if isinstance(part, str):
             texts.append(part)
         elif isinstance(part, dict):
-            kind = part.get("type")
+            kind = block_type(part)
             if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
                 texts.append(str(part.get("text") or ""))
             elif kind == "tool_result":
@@ -549,7 +558,7 @@ def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> M
                 continue
             if not isinstance(block, dict):
                 continue
-            kind = block.get("type")
+            kind = block_type(block)
             if kind in _TEXT_PART_TYPES:
                 texts.append(str(block.get("text") or ""))
             elif kind == "thinking":
@@ -663,7 +672,7 @@ _RESPONSES_ITEM_TYPES = frozenset({"message", "function_call", "function_call_ou
 
 def is_responses_input(items: Sequence[Any]) -> bool:
     """OpenAI Responses API input (typed items) rather than chat/Anthropic role messages."""
-    return any(isinstance(item, dict) and item.get("type") in _RESPONSES_ITEM_TYPES for item in items)
+    return any(isinstance(item, dict) and block_type(item) in _RESPONSES_ITEM_TYPES for item in items)
 
 
 def convert_message(message: Any, problems: list[str] | None = None) -> list[Message]:
