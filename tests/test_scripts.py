@@ -11,8 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
+def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 300,
+         unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -25,6 +26,7 @@ def test_install_env_refuses_paths_outside_artifacts_env(target: str) -> None:
 
 
 def test_install_env_is_idempotent() -> None:
+    _run(["bash", "scripts/install_env.sh"], timeout=900)  # brings the env up to date if it is not
     proc = _run(["bash", "scripts/install_env.sh"])
     assert proc.returncode == 0, proc.stderr
     assert "is up to date" in proc.stdout
@@ -32,8 +34,8 @@ def test_install_env_is_idempotent() -> None:
 
 def _dryrun(config: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {"SFT_CONFIG": config, **(extra_env or {})}
-    env.pop("SFT_ALLOW_OVERWRITE_OUTPUT", None)
-    return _run(["bash", "scripts/dryrun.sh"], env)
+    unset = () if "SFT_ALLOW_OVERWRITE_OUTPUT" in env else ("SFT_ALLOW_OVERWRITE_OUTPUT",)
+    return _run(["bash", "scripts/dryrun.sh"], env, unset=unset)
 
 
 def test_dryrun_active_config_fails_on_model_and_gpus() -> None:

@@ -45,7 +45,7 @@ def test_viz_build_graph_is_connected(demo_project: Path) -> None:
     edges = [(e["source"], e["target"]) for e in main["edges"]]
     assert _connected(list(names), edges)
     layers = set(main["layers"])
-    assert {"raw", "model_input", "reporting"} <= layers
+    assert {"raw", "intermediate", "primary", "model_input", "feature", "models", "reporting"} <= layers
     # every dataset carries a layer
     assert all(n.get("layer") for n in main["nodes"] if n["type"] == "data" and not n["name"].startswith("params"))
 
