@@ -30,9 +30,11 @@ _E = r"(?![A-Za-z0-9_\-])"  # right boundary
 # name -> (regex with an optional (?P<keep_...>) prefix group to keep, literal anchors for the pre-check)
 PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "private_key": (
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-        r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[A-Za-z0-9+/=\s:,\-]*)",
-        ("PRIVATE KEY-----",),
+        # PEM / OpenSSH / PGP blocks; a block cut off before its END line is removed to the end of the
+        # base64 (backslashes included: a key inside a JSON string shows its newlines as ``\n``).
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-\\]*)",
+        ("PRIVATE KEY-----", "PRIVATE KEY BLOCK-----"),
     ),
     "anthropic": (_B + r"sk-ant-[A-Za-z0-9_\-]{20,}", ("sk-ant-",)),
     "openai": (_B + r"sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}|[A-Za-z0-9]{32,})" + _E, ("sk-",)),
@@ -41,7 +43,9 @@ PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
                ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
     "aws_access_key_id": (r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])", ("AKIA", "ASIA")),
     "aws_secret_access_key": (
-        r"(?P<keep_aws>(?i:aws_secret_access_key)[\"']?\s*[=:]\s*[\"']?)[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])",
+        # Labelled, so any base64-ish value is the secret (real ones are 40 characters; a pasted one may
+        # carry a stray character, and it must not survive because of it).
+        r"(?P<keep_aws>(?i:aws_secret_access_key)[\"']?\s*[=:]\s*[\"']?)[A-Za-z0-9/+=]{16,}",
         ("ecret_access_key", "ECRET_ACCESS_KEY"),
     ),
     "slack": (_B + r"xox[abprs]-[A-Za-z0-9\-]{10,}", ("xox",)),
@@ -50,6 +54,10 @@ PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("uthorization", "UTHORIZATION"),
     ),
 }
+
+
+# Dict keys whose value is a secret by label (the context patterns above), e.g. headers and env dumps.
+_LABEL_KEY = re.compile(r"(?i)authorization|aws_secret_access_key")
 
 
 class SecretScrubber:
@@ -86,18 +94,37 @@ class SecretScrubber:
         return self._regex.sub(self._replace, text)
 
     def scrub_value(self, value: Any) -> Any:
-        """Scrub every string inside a JSON-like value (dict values, list items)."""
+        """Scrub every string inside a JSON-like value (dict keys and values, list items).
+
+        A dict value is scrubbed together with its key when the key is a label that marks it as secret
+        (``{"Authorization": "Bearer ..."}``, ``{"AWS_SECRET_ACCESS_KEY": "..."}``): alone, the value has
+        none of the shapes the patterns look for.
+        """
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, dict):
-            return {key: self.scrub_value(item) for key, item in value.items()}
+            return {
+                self.scrub(key) if isinstance(key, str) else key: self._scrub_item(key, item)
+                for key, item in value.items()
+            }
         if isinstance(value, list):
             return [self.scrub_value(item) for item in value]
         return value
 
+    def _scrub_item(self, key: Any, item: Any) -> Any:
+        if not (isinstance(key, str) and isinstance(item, str) and _LABEL_KEY.search(key)):
+            return self.scrub_value(item)
+        prefix = f"{key}: "
+        scrubbed = self.scrub(prefix + item)
+        if scrubbed.startswith(prefix):
+            return scrubbed[len(prefix):]
+        return self.scrub(item)  # the key itself held a secret; it is scrubbed on its own above
+
 
 def scrub_trajectory(traj: Trajectory, scrubber: SecretScrubber) -> Trajectory:
-    """A copy with contents, reasoning, tool arguments and tool outputs scrubbed (tool schemas untouched)."""
+    """A copy with contents, reasoning, tool arguments and tool outputs scrubbed, and the strings of the
+    tool schemas and ``meta.extra`` too (both are written to the dataset; a scaffold can put anything
+    there). Numbers, ids and the rest of the metadata are untouched."""
     messages = []
     for message in traj.messages:
         calls = [call.model_copy(update={"arguments": scrubber.scrub_value(call.arguments)})
@@ -107,4 +134,5 @@ def scrub_trajectory(traj: Trajectory, scrubber: SecretScrubber) -> Trajectory:
             "reasoning_content": scrubber.scrub(message.reasoning_content),
             "tool_calls": calls,
         }))
-    return traj.model_copy(update={"messages": messages})
+    meta = traj.meta.model_copy(update={"extra": scrubber.scrub_value(traj.meta.extra)})
+    return traj.model_copy(update={"messages": messages, "tools": scrubber.scrub_value(traj.tools), "meta": meta})

@@ -153,6 +153,7 @@ def build_stats(
                                         for row, m in zip(rows, metas, strict=True)).most_common()),
         },
         "funnel": report.get("funnel", {}),
+        "secrets_redacted": dict(report.get("secrets_redacted") or {}),
         "rejects": {
             "total": len(reject_list),
             "by_stage": dict(Counter(r.get("stage", "?") for r in reject_list).most_common()),
@@ -308,6 +309,9 @@ def render_card(stats: dict[str, Any]) -> str:
     by_stage = (stats.get("rejects") or {}).get("by_stage") or {}
     if by_stage:
         lines += ["", "Rejects by stage: " + ", ".join(f"{k} {v}" for k, v in by_stage.items()) + "."]
+    redacted = stats.get("secrets_redacted") or {}
+    lines += ["", "Secrets redacted (per pattern): "
+              + (", ".join(f"{k} {v}" for k, v in sorted(redacted.items())) if redacted else "none found") + "."]
     excl = settings.get("exclusion") or {}
     lines += ["", "## Settings", ""]
     lines += _table(["setting", "value"], [

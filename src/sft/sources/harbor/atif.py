@@ -69,6 +69,12 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A damaged file can hold any JSON value where a list belongs; ``value or []`` would iterate a
+    number (TypeError), a string (characters) or an object (its keys)."""
+    return value if isinstance(value, list) else []
+
+
 def load_document(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
     """Parse one ATIF file (lenient about bad UTF-8 and lone surrogates); AtifError names the file."""
     try:
@@ -90,7 +96,7 @@ def load_document(path: Path, problems: list[str] | None = None) -> dict[str, An
 
 def _check_version(doc: dict[str, Any], where: str, problems: list[str]) -> None:
     version = doc.get("schema_version")
-    if version not in KNOWN_VERSIONS:
+    if not isinstance(version, str) or version not in KNOWN_VERSIONS:  # a damaged file may hold a list
         problems.append(
             f"{where}: unknown schema_version {version!r} (known ATIF-v1.0..v1.8); parsed as v1.8"
         )
@@ -130,7 +136,7 @@ def _tool_call(call: dict[str, Any]) -> ToolCall:
 
 
 def _agent_step_messages(step: dict[str, Any], prefer_raw: bool, problems: list[str]) -> list[Message]:
-    calls = [c for c in step.get("tool_calls") or [] if isinstance(c, dict)]
+    calls = [c for c in _as_list(step.get("tool_calls")) if isinstance(c, dict)]
     assistant = Message(
         role="assistant",
         content=content_text(step.get("message"), problems),
@@ -144,7 +150,7 @@ def _agent_step_messages(step: dict[str, Any], prefer_raw: bool, problems: list[
     }
     tool_messages: list[tuple[int, int, Message]] = []
     loose_texts: list[str] = []
-    results = _as_dict(step.get("observation")).get("results") or []
+    results = _as_list(_as_dict(step.get("observation")).get("results"))
     for order, result in enumerate(r for r in results if isinstance(r, dict)):
         call_id = result.get("source_call_id")
         if call_id is None and not result.get("content") and result.get("subagent_trajectory_ref"):
@@ -187,7 +193,7 @@ def _boundary_context(step: dict[str, Any], problems: list[str]) -> list[Message
     """What later steps see after a replace boundary: the boundary step's observation text, as user input."""
     texts = [
         content_text(r.get("content"), problems)
-        for r in _as_dict(step.get("observation")).get("results") or []
+        for r in _as_list(_as_dict(step.get("observation")).get("results"))
         if isinstance(r, dict) and r.get("content")
     ]
     return [Message(role="user", content="\n".join(texts))] if texts else []
@@ -197,7 +203,7 @@ def _step_key(step: dict[str, Any]) -> bytes:
     """Identity of a step for matching copied context against the steps it was copied from."""
     calls = [
         (c.get("function_name"), c.get("arguments"))
-        for c in step.get("tool_calls") or []
+        for c in _as_list(step.get("tool_calls"))
         if isinstance(c, dict)
     ]
     return orjson.dumps([step.get("source"), step.get("message"), calls], option=orjson.OPT_SORT_KEYS)
@@ -259,7 +265,7 @@ def _sample_messages(sample: _Sample, prefer_raw: bool, problems: list[str]) -> 
 
 
 def _all_steps(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in doc.get("steps") or [] if isinstance(s, dict)]
+    return [s for s in _as_list(doc.get("steps")) if isinstance(s, dict)]
 
 
 def _main_steps(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -307,8 +313,8 @@ def _subagent_refs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     refs: list[dict[str, Any]] = []
     for doc in docs:
         for step in _all_steps(doc):
-            for result in _as_dict(step.get("observation")).get("results") or []:
-                for ref in _as_dict(result).get("subagent_trajectory_ref") or []:
+            for result in _as_list(_as_dict(step.get("observation")).get("results")):
+                for ref in _as_list(_as_dict(result).get("subagent_trajectory_ref")):
                     if isinstance(ref, dict):
                         refs.append(ref)
     return refs
@@ -433,7 +439,7 @@ def _embedded_subagents(
 ) -> tuple[list[AtifConversation], set[str]]:
     out: list[AtifConversation] = []
     ids: set[str] = set()
-    for index, sub in enumerate(doc.get("subagent_trajectories") or []):
+    for index, sub in enumerate(_as_list(doc.get("subagent_trajectories"))):
         if not isinstance(sub, dict) or not isinstance(sub.get("steps"), list):
             problems.append(f"{path}: subagent_trajectories[{index}] is not a trajectory object; skipped")
             continue

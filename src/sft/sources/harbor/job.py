@@ -138,11 +138,18 @@ def reward_from_rewards(rewards: dict[str, Any] | None) -> float | None:
 
 
 def _looks_like_trial(path: Path) -> bool:
-    return (path / "result.json").is_file() or (path / "agent").is_dir() or (path / "config.json").is_file()
+    """result.json, config.json, agent/ or (multi-step) steps/: any one of them makes a dir a trial, so a
+    trial that is still running or half-copied is reported (rejected), never silently skipped."""
+    return (
+        (path / "result.json").is_file()
+        or (path / "agent").is_dir()
+        or (path / "config.json").is_file()
+        or (path / "steps").is_dir()
+    )
 
 
 def discover_trials(job_dir: Path) -> list[Path]:
-    """Immediate subdirs of ``job_dir`` that look like trials (result.json, agent/ or config.json), by name.
+    """Immediate subdirs of ``job_dir`` that look like trials (result.json, config.json, agent/ or steps/).
 
     Dot-dirs (``.sources``) are skipped. A symlinked trial dir is accepted once, but never one that points
     back at the job dir or above it (a symlink loop would otherwise make the job contain itself).

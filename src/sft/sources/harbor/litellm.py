@@ -578,7 +578,8 @@ def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> M
                 problems.append(f"assistant content block of type {kind!r} dropped")
     elif content is not None:
         texts.append(content if isinstance(content, str) else content_text(content, problems))
-    for call in message.get("tool_calls") or []:
+    tool_calls_raw = message.get("tool_calls")
+    for call in tool_calls_raw if isinstance(tool_calls_raw, list) else []:  # a damaged log may hold any value
         if isinstance(call, dict):
             tool_calls.append(_openai_tool_call(call))
     reasoning_text = _reasoning_of(message) or "\n".join(reasoning)
