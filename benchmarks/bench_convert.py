@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -374,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     results: dict[str, Any] = {"machine": machine(), "workers": workers, "sizes": [],
                                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                               "command": "python -m benchmarks.bench_convert " + " ".join(args.argv)}
+                               "command": "python -m benchmarks.bench_convert " + shlex.join(args.argv)}
     plan = [(f"{n} trials", n, 0) for n in args.sizes]
     if args.big_gb:
         from sft.demo.jobgen import payload_for_target

@@ -5,8 +5,13 @@ outcome and repo-exclusion filters first (the reference order, docs/input-format
 trial's logs are never parsed), then extract canonical trajectories (``sft.sources.harbor.trial``),
 scrub secrets, repair and validate. Each trial's outcome is cached under its content hash and the
 conversion settings, so a re-run only converts new or changed trials (the funnel counts cache hits and
-misses). In the parent, in trial-name order so that any worker count gives the same bytes: seeded
-instance selection, the per-instance cap, exact de-duplication, scoring and rendering.
+misses). The worker also does every per-trajectory step that needs no job-wide number: the exact-dedup
+content hash, the score features (``score_features``) and the LF row without its ``_meta`` column; all of
+it is cached with the trial. In the parent, in trial-name order so that any worker count gives the same
+bytes: seeded instance selection, the per-instance cap, exact de-duplication (by the worker's hash), the
+score's job-wide part (``finalize_score`` with the scaffold's median step count) and the ``_meta`` column.
+The parent keeps each candidate as the worker's JSON dict (which becomes the IM row) plus its LF row, and
+never builds pydantic objects (``ConversionResult.kept`` is a lazy view over the IM rows).
 
 Every trial ends up either in the output or in the rejects with a reason; the funnel counts each stage.
 """
@@ -17,20 +22,21 @@ import hashlib
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import orjson
 from tqdm.auto import tqdm
 
 from sft.config.schema import RuntimeInput
 from sft.convert.canonical import Reject, Trajectory
-from sft.convert.filters import ExclusionList, cap_per_instance, dedup_exact, outcome_keep, select_instances
-from sft.convert.render import RenderError, render_im_row, render_lf_row
-from sft.convert.score import rule_score, scaffold_median_steps
+from sft.convert.filters import ExclusionList, cap_per_instance, content_hash, outcome_keep, select_instances
+from sft.convert.render import RenderError, lf_meta_column, render_lf_body
+from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
@@ -40,7 +46,8 @@ from sft.sources.scaffolds import ADAPTERS
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = "2"  # 2: outcome/exclusion filters run before extraction
+# 2: outcome/exclusion filters run before extraction; 3: candidates carry hash, score features and LF body
+CACHE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,14 @@ class WorkerSettings:
     exclude_repos_file: str  # absolute path or ""
     exclusion_sha256: str
     cache_dir: str  # "" disables the cache
+    # How the worker renders the LF body. Not in the cache key: a cached entry rendered the other way is
+    # re-rendered from its stored trajectory (no re-extraction), so the setting stays parent-cheap.
+    keep_reasoning: bool = True
 
     def cache_fingerprint(self) -> str:
         # Secret values are part of what the output depends on, but must never be written anywhere:
         # only their hash enters the key.
-        parts = {k: v for k, v in self.__dict__.items() if k not in {"cache_dir", "secret_values"}}
+        parts = {k: v for k, v in self.__dict__.items() if k not in {"cache_dir", "secret_values", "keep_reasoning"}}
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
         return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
@@ -79,7 +89,10 @@ class TrialOutcome:
     repo: str | None = None
     scaffold_seen: str | None = None
     source_used: str | None = None
-    trajectories: list[dict[str, Any]] = field(default_factory=list)  # Trajectory.model_dump(mode="json")
+    # One per valid trajectory, see ``_candidate``: {"trajectory": Trajectory.model_dump(mode="json"),
+    # "content_hash", "features", "lf_body", "lf_error"}
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    rendered_with_reasoning: bool | None = None  # the keep_reasoning the lf_body values were rendered with
     rejects: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     scrub_counts: dict[str, int] = field(default_factory=dict)
@@ -97,13 +110,41 @@ class TrialOutcome:
         return cls(**orjson.loads(raw))
 
 
+class TrajectoryView(Sequence[Trajectory]):
+    """The IM rows as ``Trajectory`` objects, validated on access and never stored.
+
+    Why: an IM row is exactly ``Trajectory.model_dump(mode="json")``, so keeping a pydantic copy of every
+    written trajectory next to its LF and IM rows would be a third copy of all text in the parent.
+    """
+
+    def __init__(self, im_rows: list[dict[str, Any]]) -> None:
+        self._rows = im_rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Trajectory: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Trajectory]: ...
+
+    def __getitem__(self, index: int | slice) -> Trajectory | list[Trajectory]:
+        if isinstance(index, slice):
+            return [Trajectory.model_validate(row) for row in self._rows[index]]
+        return Trajectory.model_validate(self._rows[index])
+
+    def __repr__(self) -> str:
+        return f"TrajectoryView({len(self._rows)} trajectories)"
+
+
 @dataclass
 class ConversionResult:
     lf_rows: list[dict[str, Any]]
     im_rows: list[dict[str, Any]]
     rejects: list[dict[str, Any]]
     funnel: dict[str, Any]
-    kept: list[Trajectory]
+    kept: Sequence[Trajectory]  # the written trajectories (the engine gives a TrajectoryView of im_rows)
 
 
 # --------------------------------------------------------------------------------------------- worker
@@ -212,7 +253,17 @@ def process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         logger.exception("unexpected error converting %s", trial_dir)
         outcome = TrialOutcome(trial_name=trial_dir.name)
         _reject(outcome, "parse", "internal_error", f"{trial_dir}: {type(exc).__name__}: {exc}")
-        return outcome
+        return _scrub_rejects(outcome, settings)
+
+
+def _scrub_rejects(outcome: TrialOutcome, settings: WorkerSettings) -> TrialOutcome:
+    """Reject details quote exception messages (a pydantic error shows the offending value): scrub them
+    like the trajectories, so rejects.jsonl can never carry a key the dataset itself would not."""
+    if settings.scrub_secrets and outcome.rejects:
+        scrubber = SecretScrubber(list(settings.secret_values))
+        for reject in outcome.rejects:
+            reject["detail"] = scrubber.scrub(reject["detail"])
+    return outcome
 
 
 def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
@@ -223,15 +274,27 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         if cache_file.is_file():
             try:
                 cached = TrialOutcome.from_json(cache_file.read_bytes())
+                for candidate in cached.candidates:  # a damaged entry must fail here, not in the parent
+                    _ = candidate["trajectory"]["meta"]["instance_id"], candidate["trajectory"]["messages"]
                 if cached.trial_name == trial_dir.name:
+                    if cached.candidates and cached.rendered_with_reasoning != settings.keep_reasoning:
+                        _rerender(cached, settings.keep_reasoning)
+                        _write_cache_entry(cache_file, cached)
                     cached.cache_hit = True
                     return cached
-            except (orjson.JSONDecodeError, TypeError):
-                pass  # a damaged cache entry is simply recomputed
-    outcome = _convert_trial(trial_dir, settings)
+            except (OSError, ValueError, TypeError, KeyError):  # JSONDecodeError, ValidationError are ValueErrors
+                logger.warning("damaged conversion cache entry %s; recomputing it", cache_file)
+    outcome = _scrub_rejects(_convert_trial(trial_dir, settings), settings)
     if cache_file is not None:
-        atomic_write_bytes(cache_file, outcome.to_json())
+        _write_cache_entry(cache_file, outcome)
     return outcome
+
+
+def _write_cache_entry(cache_file: Path, outcome: TrialOutcome) -> None:
+    try:
+        atomic_write_bytes(cache_file, outcome.to_json())
+    except OSError as exc:  # a full or read-only cache dir costs speed, never a trial
+        logger.warning("cannot write conversion cache entry %s (%s); continuing without it", cache_file, exc)
 
 
 def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
@@ -274,14 +337,45 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
             traj = scrub_trajectory(traj, scrubber)
         repaired, issues = repair_and_validate(traj, drop_tool_errors=settings.drop_tool_errors)
         if repaired is None:
-            _reject(outcome, "validate", "invalid_trajectory", "; ".join(issues), trajectory=traj.uid)
+            _reject(outcome, "validate", "invalid_trajectory",
+                    f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues), trajectory=traj.uid)
             continue
-        outcome.trajectories.append(repaired.model_dump(mode="json"))
+        outcome.candidates.append(_candidate(repaired, settings.keep_reasoning))
+    outcome.rendered_with_reasoning = settings.keep_reasoning
     if scrubber is not None:
         outcome.scrub_counts = dict(scrubber.counts)
-    if not outcome.trajectories and not any(r["stage"] == "validate" for r in outcome.rejects):
+    if not outcome.candidates and not any(r["stage"] == "validate" for r in outcome.rejects):
         _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
     return outcome
+
+
+def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
+    """Everything the parent needs about one valid trajectory, as JSON (picklable, cacheable).
+
+    Why in the worker: hashing, scoring and rendering are per-trajectory work; done here they run on all
+    cores and are cached, so the parent (serial) and a cached re-run only do the job-wide steps.
+    """
+    return {
+        "trajectory": traj.model_dump(mode="json"),
+        "content_hash": content_hash(traj),
+        "features": score_features(traj),
+        **_render_body(traj, keep_reasoning),
+    }
+
+
+def _render_body(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
+    """The LF row without ``_meta``, or the reason it cannot be rendered (rejected in the parent, in order)."""
+    try:
+        return {"lf_body": render_lf_body(traj, keep_reasoning=keep_reasoning), "lf_error": None}
+    except RenderError as exc:
+        return {"lf_body": None, "lf_error": [exc.reason, exc.detail]}
+
+
+def _rerender(outcome: TrialOutcome, keep_reasoning: bool) -> None:
+    """Re-render a cached outcome's LF bodies for another ``keep_reasoning`` (no re-extraction)."""
+    for entry in outcome.candidates:
+        entry.update(_render_body(Trajectory.model_validate(entry["trajectory"]), keep_reasoning))
+    outcome.rendered_with_reasoning = keep_reasoning
 
 
 # --------------------------------------------------------------------------------------------- parent
@@ -293,9 +387,32 @@ def _run_workers(trials: list[Path], settings: WorkerSettings, num_workers: int)
             yield process_trial(trial, settings)
         return
     # Results come back in submission order, so the output never depends on the worker count.
-    with ProcessPoolExecutor(max_workers=num_workers) as pool:
-        chunksize = max(1, min(16, len(trials) // (num_workers * 8) or 1))
-        yield from pool.map(process_trial, trials, [settings] * len(trials), chunksize=chunksize)
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            chunksize = max(1, min(16, len(trials) // (num_workers * 8) or 1))
+            for outcome in pool.map(process_trial, trials, [settings] * len(trials), chunksize=chunksize):
+                done += 1
+                yield outcome
+    except BrokenProcessPool as exc:
+        logger.error("a conversion worker died (%s); converting the remaining %d trial(s) one per process to "
+                     "find the one that kills it", exc, len(trials) - done)
+        for trial in trials[done:]:
+            yield _process_trial_isolated(trial, settings)
+
+
+def _process_trial_isolated(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
+    """One trial in its own worker: if the worker dies (OOM killer, segfault), only this trial is lost,
+    and it gets a reject line instead of taking the run down."""
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(process_trial, trial_dir, settings).result()
+        except BrokenProcessPool as exc:
+            outcome = TrialOutcome(trial_name=trial_dir.name)
+            _reject(outcome, "parse", "worker_died",
+                    f"{trial_dir}: the conversion process died while reading this trial ({exc}); most likely "
+                    "killed for memory: check the size of its files, or lower conversion.num_workers")
+            return outcome
 
 
 def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values: Iterable[str]) -> WorkerSettings:
@@ -327,6 +444,7 @@ def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values:
         exclude_repos_file=exclude,
         exclusion_sha256=sha,
         cache_dir=cache_dir,
+        keep_reasoning=cfg.keeps_reasoning(),
     )
 
 
@@ -354,7 +472,7 @@ def convert_job(
     scrub_counts: Counter[str] = Counter()
     extraction_counters: Counter[str] = Counter()
     rejects: list[dict[str, Any]] = []
-    candidates: list[Trajectory] = []
+    candidates: list[_Candidate] = []
 
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
     for outcome in _run_workers(trials, settings, workers):
@@ -371,71 +489,78 @@ def convert_job(
             funnel["trials_outcome_kept"] += 1
         if outcome.repo_excluded:
             funnel["trials_repo_excluded"] += 1
-        for raw in outcome.trajectories:
-            traj = Trajectory.model_validate(raw)
-            per_scaffold[traj.meta.scaffold] += 1
-            candidates.append(traj)
+        for entry in outcome.candidates:
+            candidate = _Candidate.of(entry)
+            per_scaffold[candidate.meta.scaffold] += 1
+            candidates.append(candidate)
     bar.close()
     funnel["trajectories_valid"] = len(candidates)
 
     # max_instances: a seeded choice among instances that still have a valid trajectory.
-    by_instance: dict[str, list[Trajectory]] = defaultdict(list)
-    for traj in candidates:
-        by_instance[traj.meta.instance_id].append(traj)
-    repo_of = {iid: trajs[0].meta.repo or "" for iid, trajs in by_instance.items()}
+    by_instance: dict[str, list[_Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        by_instance[candidate.meta.instance_id].append(candidate)
+    del candidates
+    repo_of = {iid: items[0].meta.repo or "" for iid, items in by_instance.items()}
     chosen = select_instances(
         sorted(by_instance), conv.max_instances, conv.seed, conv.stratify_by_repo, lambda iid: repo_of[iid]
     )
     chosen_set = set(chosen)
-    selected: list[Trajectory] = []
+    selected: list[_Candidate] = []
     for iid in sorted(by_instance):
-        for traj in by_instance[iid]:
+        for candidate in by_instance[iid]:
             if iid in chosen_set:
-                selected.append(traj)
+                selected.append(candidate)
             else:
-                rejects.append(_traj_reject(traj, "max_instances", "not_selected", f"max_instances={conv.max_instances}, seed={conv.seed}"))
+                rejects.append(_traj_reject(candidate, "max_instances", "not_selected", f"max_instances={conv.max_instances}, seed={conv.seed}"))
     funnel["instances_available"] = len(by_instance)
     funnel["instances_selected"] = len(chosen_set)
+    del by_instance
 
-    capped, over_cap = cap_per_instance(selected, conv.max_trajectories_per_instance)
-    for traj in over_cap:
-        rejects.append(_traj_reject(traj, "per_instance_cap", "over_cap", f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"))
+    # cap_per_instance reads only ``.meta`` (instance, agent type, trial, index), which _Candidate carries.
+    capped_any, over_cap_any = cap_per_instance(cast(list[Trajectory], selected), conv.max_trajectories_per_instance)
+    capped, over_cap = cast(list[_Candidate], capped_any), cast(list[_Candidate], over_cap_any)
+    del selected
+    for candidate in over_cap:
+        rejects.append(_traj_reject(candidate, "per_instance_cap", "over_cap", f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"))
     funnel["trajectories_after_cap"] = len(capped)
 
     if conv.dedup:
-        kept, dupes = dedup_exact(capped)
-        for traj in dupes:
-            rejects.append(_traj_reject(traj, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
+        kept, dupes = _dedup_by_content_hash(capped)
+        for candidate in dupes:
+            rejects.append(_traj_reject(candidate, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
     else:
         kept = capped
+    del capped, over_cap
     funnel["trajectories_after_dedup"] = len(kept)
 
-    kept = _score_all(kept)
+    _score_all(kept)
     if conv.min_score is not None:
         passing = []
-        for traj in kept:
-            composite = (traj.meta.score or {}).get("composite_score")
-            if traj.meta.agent_type == "main" and composite is not None and composite < conv.min_score:
-                rejects.append(_traj_reject(traj, "min_score", "below_min_score", f"composite_score={composite:.3f} < {conv.min_score}"))
+        for candidate in kept:
+            composite = (candidate.score or {}).get("composite_score")
+            if candidate.meta.agent_type == "main" and composite is not None and composite < conv.min_score:
+                rejects.append(_traj_reject(candidate, "min_score", "below_min_score", f"composite_score={composite:.3f} < {conv.min_score}"))
             else:
-                passing.append(traj)
+                passing.append(candidate)
         kept = passing
     funnel["trajectories_after_score"] = len(kept)
 
-    keep_reasoning = cfg.keeps_reasoning()
+    keep_reasoning = settings.keep_reasoning
     lf_rows: list[dict[str, Any]] = []
-    rendered: list[Trajectory] = []
-    for traj in kept:
-        try:
-            lf_rows.append(render_lf_row(traj, keep_reasoning=keep_reasoning))
-        except RenderError as exc:
-            rejects.append(_traj_reject(traj, "lf_rules", exc.reason, exc.detail))
+    im_rows: list[dict[str, Any]] = []
+    written: list[_Candidate] = []
+    for candidate in kept:
+        if candidate.entry["lf_error"] is not None:
+            reason, detail = candidate.entry["lf_error"]
+            rejects.append(_traj_reject(candidate, "lf_rules", reason, detail))
             continue
-        rendered.append(traj)
-    kept = rendered
-    im_rows = [render_im_row(t) for t in kept]
+        lf_row, im_row = candidate.rows()
+        lf_rows.append(lf_row)
+        im_rows.append(im_row)
+        written.append(candidate)
     funnel["rows_written"] = len(lf_rows)
-    funnel["instances_written"] = len({t.meta.instance_id for t in kept})
+    funnel["instances_written"] = len({c.meta.instance_id for c in written})
 
     report = {
         "funnel": dict(funnel),
@@ -452,27 +577,94 @@ def convert_job(
         "workers": workers,
         "cache": {"enabled": bool(settings.cache_dir), **cache},
     }
-    _check_accounting(trials, kept, rejects)
-    return ConversionResult(lf_rows=lf_rows, im_rows=im_rows, rejects=rejects, funnel=report, kept=kept)
+    _check_accounting(trials, written, rejects)
+    return ConversionResult(lf_rows=lf_rows, im_rows=im_rows, rejects=rejects, funnel=report,
+                            kept=TrajectoryView(im_rows))
 
 
-def _traj_reject(traj: Trajectory, stage: str, reason: str, detail: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _CandidateMeta:
+    """The TrajectoryMeta fields selection, cap, dedup and rejects read (no pydantic object per row)."""
+
+    instance_id: str
+    repo: str | None
+    trial_name: str
+    scaffold: str
+    agent_type: str
+    trajectory_index: int
+
+
+@dataclass
+class _Candidate:
+    """A valid trajectory in the parent: the worker's candidate dict plus the light meta the parent reads."""
+
+    meta: _CandidateMeta
+    entry: dict[str, Any]
+    score: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> _Candidate:
+        meta = entry["trajectory"]["meta"]
+        return cls(
+            meta=_CandidateMeta(
+                instance_id=meta["instance_id"], repo=meta.get("repo"), trial_name=meta["trial_name"],
+                scaffold=meta["scaffold"], agent_type=meta.get("agent_type", "main"),
+                trajectory_index=meta.get("trajectory_index", 0),
+            ),
+            entry=entry,
+        )
+
+    @property
+    def uid(self) -> str:
+        """``Trajectory.uid``: ``<trial>#<index>``."""
+        return f"{self.meta.trial_name}#{self.meta.trajectory_index}"
+
+    def rows(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(LF row, IM row) with the score in the meta: the exact ``render_lf_row`` / ``render_im_row`` output.
+
+        The worker's dicts are reused, not copied (the IM row is the trajectory dump itself).
+        """
+        im_row: dict[str, Any] = self.entry["trajectory"]
+        im_row["meta"]["score"] = self.score
+        lf_row: dict[str, Any] = self.entry["lf_body"]
+        lf_row["_meta"] = lf_meta_column(im_row["meta"])
+        return lf_row, im_row
+
+
+def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) -> dict[str, Any]:
     return Reject(
-        trial_name=traj.meta.trial_name, instance_id=traj.meta.instance_id, trajectory=traj.uid,
+        trial_name=candidate.meta.trial_name, instance_id=candidate.meta.instance_id, trajectory=candidate.uid,
         stage=stage, reason=reason, detail=detail,
     ).model_dump()
 
 
-def _score_all(trajs: list[Trajectory]) -> list[Trajectory]:
-    medians = scaffold_median_steps(trajs)
-    scored = []
-    for traj in trajs:
-        score = rule_score(traj, median_steps=medians.get(traj.meta.scaffold))
-        scored.append(traj.model_copy(update={"meta": traj.meta.model_copy(update={"score": score})}))
-    return scored
+def _dedup_by_content_hash(items: list[_Candidate]) -> tuple[list[_Candidate], list[_Candidate]]:
+    """``filters.dedup_exact`` on the hash the worker computed with ``filters.content_hash`` (first one wins)."""
+    seen: set[str] = set()
+    kept: list[_Candidate] = []
+    dropped: list[_Candidate] = []
+    for item in items:
+        digest = item.entry["content_hash"]
+        if digest in seen:
+            dropped.append(item)
+        else:
+            seen.add(digest)
+            kept.append(item)
+    return kept, dropped
 
 
-def _check_accounting(trials: list[Path], kept: list[Trajectory], rejects: list[dict[str, Any]]) -> None:
+def _score_all(items: list[_Candidate]) -> None:
+    """The job-wide part of the score: the scaffold medians over these rows, then ``finalize_score``."""
+    medians = median_steps_by_scaffold(
+        (c.meta.scaffold, c.entry["features"]["assistant_turns"])
+        for c in items
+        if c.meta.agent_type == "main" and c.entry["features"] is not None
+    )
+    for item in items:
+        item.score = finalize_score(item.entry["features"], median_steps=medians.get(item.meta.scaffold))
+
+
+def _check_accounting(trials: list[Path], kept: list[_Candidate], rejects: list[dict[str, Any]]) -> None:
     """Every trial is in the output or in the rejects file; a gap is a bug, not a silent drop."""
     accounted = {t.meta.trial_name for t in kept} | {r["trial_name"] for r in rejects}
     missing = sorted(t.name for t in trials if t.name not in accounted)

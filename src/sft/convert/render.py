@@ -156,6 +156,18 @@ def render_lf_row(traj: Trajectory, *, keep_reasoning: bool) -> dict[str, str]:
     Metadata columns start with ``_`` (LLaMA-Factory ignores unmapped columns): ``_uid``,
     ``_instance_id``, ``_agent_type`` and ``_meta`` (the TrajectoryMeta as a JSON string).
     """
+    row = render_lf_body(traj, keep_reasoning=keep_reasoning)
+    row["_meta"] = lf_meta_column(traj.meta.model_dump(mode="json"))
+    return row
+
+
+def render_lf_body(traj: Trajectory, *, keep_reasoning: bool) -> dict[str, Any]:
+    """Every column of ``render_lf_row`` except ``_meta``, in the same order.
+
+    Why separate: the body depends on the trajectory and ``keep_reasoning`` only, so the conversion
+    worker renders it (in parallel, cached); ``_meta`` carries the job-wide score and is appended in the
+    parent with ``lf_meta_column`` once the score is known.
+    """
     return {
         "conversations": render_conversations(traj, keep_reasoning=keep_reasoning),
         "system": system_prompt(traj),
@@ -163,8 +175,12 @@ def render_lf_row(traj: Trajectory, *, keep_reasoning: bool) -> dict[str, str]:
         "_uid": traj.uid,
         "_instance_id": traj.meta.instance_id,
         "_agent_type": traj.meta.agent_type,
-        "_meta": json.dumps(traj.meta.model_dump(mode="json"), ensure_ascii=False, sort_keys=True),
     }
+
+
+def lf_meta_column(meta: dict[str, Any]) -> str:
+    """The ``_meta`` column from ``TrajectoryMeta.model_dump(mode="json")`` (sorted keys: order-independent)."""
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True)
 
 
 def render_im_row(traj: Trajectory) -> dict[str, Any]:

@@ -240,10 +240,15 @@ def action_diversity(calls: list[_Call], available: int) -> float:
     return clip(entropy / math.log2(n_available), 0.0, 1.0)
 
 
+# The head of a tool output is enough to find its most frequent words; scanning a 200 MB output word by
+# word in Python took 30 s (issue 8) for no change in the score.
+KEYWORD_SCAN_CHARS = 1_000_000
+
+
 def top_keywords(text: str, k: int = 10) -> list[str]:
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
-    for position, match in enumerate(_WORD.finditer(text)):
+    for position, match in enumerate(_WORD.finditer(text, 0, KEYWORD_SCAN_CHARS)):
         word = match.group(0).lower()
         if word in _STOP_WORDS:
             continue
@@ -313,55 +318,75 @@ def delete_then_modify(calls: list[_Call]) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def rule_score(traj: Trajectory, *, median_steps: float | None) -> dict[str, Any] | None:
-    """The ``_score`` dict of a main-agent trajectory (None for subagents); see the module doc."""
+def score_features(traj: Trajectory) -> dict[str, Any] | None:
+    """Everything of ``rule_score`` that depends on this trajectory alone (None for subagents).
+
+    Why split: only A2 needs a job-wide number (the scaffold's median step count), so the expensive part
+    runs once per trajectory in the conversion worker and is cached with the trial; the parent then only
+    calls ``finalize_score``. The values are JSON-safe and unrounded: ``finalize_score(score_features(t),
+    median_steps=m) == rule_score(t, median_steps=m)`` exactly, also after a JSON round trip.
+    """
     if traj.meta.agent_type == "subagent":
         return None
     messages = traj.messages
     calls = list(_iter_calls(messages))
-    assistant_turns = sum(1 for m in messages if m.role == "assistant")
     cycles = error_retry_cycles(calls)
-    a1 = 1.0 - clip(cycles / 10, 0.0, 1.0)
-    a2, ratio = step_ratio_score(assistant_turns, median_steps)
-    b1 = action_diversity(calls, len(traj.tools))
-    b2 = observation_utilization(messages)
-    c1 = tool_success_rate(messages)
-    c2 = tool_parallelism(messages)
-    d1 = submission_completeness(messages, traj.meta.exception_type)
     edits = [path for item in calls for path in edited_paths(item.call)]
     wrote_test = any(_TEST_PATH.search(path) for path in edits)
     tested = any(ran_tests(item.call) for item in calls)
-    d2 = 0.5 * wrote_test + 0.5 * tested
-    e1 = 1.0 - clip((len(edits) / len(set(edits)) - 1) / 4, 0.0, 1.0) if edits else 1.0
     dtm = delete_then_modify(calls)
-    e2 = 1.0 - clip(dtm / 3, 0.0, 1.0)
+    return {
+        "scaffold": traj.meta.scaffold,
+        "assistant_turns": sum(1 for m in messages if m.role == "assistant"),
+        "total_tool_calls": len(calls),
+        "error_retry_cycles": cycles,
+        "edited_files": len(set(edits)),
+        "delete_then_modify_count": dtm,
+        "a1": 1.0 - clip(cycles / 10, 0.0, 1.0),
+        "b1": action_diversity(calls, len(traj.tools)),
+        "b2": observation_utilization(messages),
+        "c1": tool_success_rate(messages),
+        "c2": tool_parallelism(messages),
+        "d1": submission_completeness(messages, traj.meta.exception_type),
+        "d2": 0.5 * wrote_test + 0.5 * tested,
+        "e1": 1.0 - clip((len(edits) / len(set(edits)) - 1) / 4, 0.0, 1.0) if edits else 1.0,
+        "e2": 1.0 - clip(dtm / 3, 0.0, 1.0),
+    }
+
+
+def finalize_score(features: dict[str, Any] | None, *, median_steps: float | None) -> dict[str, Any] | None:
+    """The ``_score`` dict from ``score_features`` and the scaffold's median step count (A2)."""
+    if features is None:
+        return None
+    f = features
+    a2, ratio = step_ratio_score(f["assistant_turns"], median_steps)
     dims = {
-        "efficiency": 0.8 * a1 + 0.2 * a2,
-        "style": 0.4 * b1 + 0.6 * b2,
-        "tool_mastery": 0.9 * c1 + 0.1 * c2,
-        "completion": 0.3 * d1 + 0.7 * d2,
-        "precision": 0.85 * e1 + 0.15 * e2,
+        "efficiency": 0.8 * f["a1"] + 0.2 * a2,
+        "style": 0.4 * f["b1"] + 0.6 * f["b2"],
+        "tool_mastery": 0.9 * f["c1"] + 0.1 * f["c2"],
+        "completion": 0.3 * f["d1"] + 0.7 * f["d2"],
+        "precision": 0.85 * f["e1"] + 0.15 * f["e2"],
     }
     composite = sum(WEIGHTS[name] * value for name, value in dims.items())
     score: dict[str, Any] = {
         "version": SCORE_VERSION,
-        "scaffold": traj.meta.scaffold,
-        "assistant_turns": assistant_turns,
-        "total_tool_calls": len(calls),
-        "error_retry_cycles": cycles,
+        "scaffold": f["scaffold"],
+        "assistant_turns": f["assistant_turns"],
+        "total_tool_calls": f["total_tool_calls"],
+        "error_retry_cycles": f["error_retry_cycles"],
         "step_ratio": ratio,
-        "edited_files": len(set(edits)),
-        "delete_then_modify_count": dtm,
-        "a1_error_retry": a1,
+        "edited_files": f["edited_files"],
+        "delete_then_modify_count": f["delete_then_modify_count"],
+        "a1_error_retry": f["a1"],
         "a2_step_count_ratio": a2,
-        "b1_action_diversity": b1,
-        "b2_observation_utilization": b2,
-        "c1_tool_success_rate": c1,
-        "c2_tool_parallelism": c2,
-        "d1_submission_completeness": d1,
-        "d2_test_verification": d2,
-        "e1_file_edit_concentration": e1,
-        "e2_delete_then_modify": e2,
+        "b1_action_diversity": f["b1"],
+        "b2_observation_utilization": f["b2"],
+        "c1_tool_success_rate": f["c1"],
+        "c2_tool_parallelism": f["c2"],
+        "d1_submission_completeness": f["d1"],
+        "d2_test_verification": f["d2"],
+        "e1_file_edit_concentration": f["e1"],
+        "e2_delete_then_modify": f["e2"],
         **{f"{name}_score": value for name, value in dims.items()},
         "composite_score_v3": sum(dims.values()) / len(dims),
         "composite_score_v4": composite,
@@ -370,10 +395,23 @@ def rule_score(traj: Trajectory, *, median_steps: float | None) -> dict[str, Any
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in score.items()}
 
 
+def rule_score(traj: Trajectory, *, median_steps: float | None) -> dict[str, Any] | None:
+    """The ``_score`` dict of a main-agent trajectory (None for subagents); see the module doc."""
+    return finalize_score(score_features(traj), median_steps=median_steps)
+
+
 def scaffold_median_steps(trajs: Iterable[Trajectory]) -> dict[str, float]:
     """Median assistant-turn count per scaffold over main-agent trajectories (the A2 reference)."""
-    steps: dict[str, list[int]] = {}
-    for traj in trajs:
-        if traj.meta.agent_type == "main":
-            steps.setdefault(traj.meta.scaffold, []).append(sum(1 for m in traj.messages if m.role == "assistant"))
-    return {scaffold: float(statistics.median(values)) for scaffold, values in steps.items()}
+    return median_steps_by_scaffold(
+        (traj.meta.scaffold, sum(1 for m in traj.messages if m.role == "assistant"))
+        for traj in trajs
+        if traj.meta.agent_type == "main"
+    )
+
+
+def median_steps_by_scaffold(steps: Iterable[tuple[str, int]]) -> dict[str, float]:
+    """Median of ``(scaffold, assistant turns)`` pairs per scaffold (the engine feeds it from score features)."""
+    grouped: dict[str, list[int]] = {}
+    for scaffold, turns in steps:
+        grouped.setdefault(scaffold, []).append(turns)
+    return {scaffold: float(statistics.median(values)) for scaffold, values in grouped.items()}

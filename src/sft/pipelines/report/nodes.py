@@ -11,7 +11,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from sft.config.schema import RuntimeInput
-from sft.convert.engine import ConversionResult
+from sft.convert.engine import ConversionResult, TrajectoryView
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
 from sft.report.overlength import apply_overlength_policy, overlength_summary
@@ -112,7 +112,7 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
         lf_options=_lf_options(settings), dataset_entry=entry)
     dropped = {d["uid"] for d in decisions if d["action"] == "dropped"}
     im_rows = [r for r in conversion_result.im_rows if _uid_of_im_row(r) not in dropped]
-    kept = [t for t in conversion_result.kept if t.uid not in dropped]
+    kept = TrajectoryView(im_rows)  # lazy: no third in-memory copy of every trajectory
     rejects = list(conversion_result.rejects) + new_rejects
     summary = overlength_summary(decisions, policy=policy, cutoff_len=cutoff)
     summary["applied"] = True
