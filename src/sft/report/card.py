@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sft.report.tokens import distribution, parse_meta
+from sft.versions import package_versions as versions_of
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,8 @@ VERSIONED_PACKAGES: tuple[str, ...] = ("sft", "llamafactory", "transformers", "t
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages that shape the data (None when not installed)."""
-    versions: dict[str, str | None] = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Installed versions of the packages that shape the output (None when not installed)."""
+    return versions_of(VERSIONED_PACKAGES)
 
 
 def harbor_version(job_dir: str | Path | None) -> str | None:

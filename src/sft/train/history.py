@@ -12,7 +12,6 @@ import logging
 import re
 import subprocess
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import yaml
 
 from sft.config.credentials import redact_mapping, redact_text
 from sft.io_utils import atomic_write_text, file_lock
+from sft.versions import package_versions as versions_of
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +61,8 @@ def next_run_id(runs: Iterable[Mapping[str, Any]]) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Installed versions of the packages that shape the output (None when not installed)."""
+    return versions_of(VERSIONED_PACKAGES)
 
 
 def git_commit(root: Path) -> dict[str, Any]:
