@@ -65,3 +65,4 @@ def test_dryrun_demo_profile_passes(tiny_model_dir: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].endswith("FAIL: 0")
     assert "CPU profile" in proc.stdout
+

@@ -146,12 +146,12 @@ def check_registration(cfg: SftConfig, root: Path, out: Checklist) -> None:
             data = json.loads(stats.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             data = {}
-        over = (data.get("overlength") or {})
-        fid = (data.get("template_fidelity") or {})
-        if over:
-            out.add("INFO", f"over-length: {json.dumps(over, sort_keys=True)[:300]}")
-        if fid:
-            out.add("INFO", f"template fidelity: {json.dumps(fid, sort_keys=True)[:300]}")
+        if data:
+            from sft.report.card import dryrun_lines
+
+            for line in dryrun_lines(data):
+                level = "WARN" if line.startswith("WARN ") or "FAILED" in line else "INFO"
+                out.add(level, line.removeprefix("WARN "))
 
 
 def _model_config(cfg: SftConfig, root: Path) -> dict | None:
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     out = run_checks(path)
     print(out.summary(), flush=True)
     if out.counts["FAIL"]:
-        print("Fix the above failures before running the training (bash scripts/start.sh / kedro run).", file=sys.stderr)
+        print("Fix the above failures before running the training (kedro run).", file=sys.stderr)
         return 1
     return 0
 
