@@ -183,3 +183,13 @@ def test_dedup_exact_ignores_provenance_only() -> None:
     assert content_hash(a) == content_hash(b) != content_hash(c)
     kept, dropped = dedup_exact([a, b, c])
     assert kept == [a, c] and dropped == [b]
+
+
+def test_swe_bench_pro_instance_ids_are_excluded() -> None:
+    excl = ExclusionList.from_text("ansible/ansible\nNodeBB/NodeBB\n")
+    pro = "instance_ansible__ansible-1a4644ff15355fd696ac5b9d074a566a80fe7ca3-v30a923fb5c164d6cd18280c02422f75e611e8fb2"
+    assert excl.match(pro) == "ansible/ansible"
+    assert excl.match("instance_NodeBB__NodeBB-04998908ba6721d64eba79ae3b65a351dcfbc5b5-vnan") == "NodeBB/NodeBB"
+    assert excl.match("ansible__ansible-12345") == "ansible/ansible"
+    assert excl.match("ansible__ansible-lint-12") is None
+    assert excl.match("instance_other__ansible-1a4644ff") is None

@@ -18,6 +18,7 @@ Every trial ends up either in the output or in the rejects with a reason; the fu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -50,6 +51,20 @@ logger = logging.getLogger(__name__)
 CACHE_VERSION = "3"
 
 
+@functools.cache
+def conversion_code_fingerprint() -> str:
+    """A hash of the code that shapes a trial's outcome (sft.sources, sft.convert).
+
+    Part of the cache key, so upgrading sft (a fixed parser, a new exclusion rule) never serves results
+    computed by the old code.
+    """
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "sources").rglob("*.py"), *(package / "convert").glob("*.py")]):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """The picklable subset of the config a worker needs (also the cache key's settings part)."""
@@ -77,6 +92,7 @@ class WorkerSettings:
         parts = {k: v for k, v in self.__dict__.items() if k not in {"cache_dir", "secret_values", "keep_reasoning"}}
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
+        parts["code"] = conversion_code_fingerprint()
         return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

@@ -67,9 +67,14 @@ def _fuzzy(part: str) -> str:
 
 
 def repo_pattern(repo: str) -> str:
-    """``owner/name`` -> ``owner__name-\\d+(__\\w+)?`` (the reference's rule, metacharacters escaped)."""
+    """``owner/name`` -> ``owner__name-\\d+(__\\w+)?`` (the reference's rule, metacharacters escaped).
+
+    Also SWE-bench Pro's ids, ``instance_owner__name-<commit sha>[-v<sha>|-vnan]``: the reference's rule misses
+    them, so the Pro repositories in the list would otherwise exclude nothing.
+    """
     owner, name = repo.split("/", 1)
-    return rf"{_fuzzy(owner)}__{_fuzzy(name)}-\d+(?:__\w+)?"
+    number_or_commit = r"(?:\d+|[0-9a-f]{7,40}(?:-v\w+)?)"  # Pro suffixes: -v<sha> or -vnan
+    return rf"(?:instance_)?{_fuzzy(owner)}__{_fuzzy(name)}-{number_or_commit}(?:__\w+)?"
 
 
 @dataclass(frozen=True)
