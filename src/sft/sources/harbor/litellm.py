@@ -6,8 +6,9 @@ built to be linear in the size of the log:
 
 * lines are parsed with orjson; the slow paths (invalid UTF-8, lone surrogate escapes) only run for the
   lines that need them;
-* ``dedup_conversations`` hashes the raw message dicts (never pydantic objects) once each, keeps rolling
-  prefix hashes and decides with set lookups which calls are prefixes of others;
+* ``dedup_conversations`` hashes the raw message dicts (never pydantic objects), each distinct message
+  once per log (memoised by its raw bytes: every call repeats the earlier ones), keeps rolling prefix
+  hashes and decides with set lookups which calls are prefixes of others;
 * ``normalize_request`` / ``normalize_response`` (the expensive pydantic conversion) run only for the
   survivors.
 
@@ -384,21 +385,38 @@ class DedupResult:
 
 
 def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[int], set[int]]:
-    """Full hash of every conversation, and the set of all their proper-prefix hashes."""
+    """Full hash of every conversation, and the set of all their proper-prefix hashes.
+
+    Each distinct raw message is normalised and hashed once per log (``message_digest`` is the costly
+    part): a cumulative log repeats the whole conversation in every request, so without the memo a message
+    is hashed once per later call. Each request line is parsed on its own, so the repeats are equal dicts,
+    never the same object: the memo is keyed by the message's plain ``orjson.dumps`` (C speed, no key
+    sorting, no normalisation). Equal bytes mean an identical value (types and key order included, unlike
+    ``==``, for which ``1 == 1.0 == True``), hence an identical digest.
+    """
     full_hashes: list[int] = []
     proper_prefixes: set[int] = set()
     add_prefix = proper_prefixes.add
+    memos: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})  # [first_user] -> raw bytes -> digest
+    dumps = orjson.dumps
     for conversation in conversations:
         current = 0
         seen_user = False
         for position, message in enumerate(conversation):
             if position:
                 add_prefix(current)
-            if seen_user:
-                digest = message_digest(message)
+            first_user = False
+            if not seen_user:
+                seen_user = first_user = _is_user(message)
+            try:
+                raw = dumps(message)
+            except orjson.JSONEncodeError:  # e.g. a lone surrogate the normalisation may strip: no memo
+                digest = message_digest(message, first_user=first_user)
             else:
-                seen_user = _is_user(message)
-                digest = message_digest(message, first_user=seen_user)
+                memo = memos[first_user]
+                digest = memo.get(raw)
+                if digest is None:
+                    digest = memo[raw] = message_digest(message, first_user=first_user)
             current = hash((current, digest))
         full_hashes.append(current)
     return full_hashes, proper_prefixes
