@@ -99,7 +99,6 @@ class ScaffoldAdapter(ABC):
     # ------------------------------------------------------------------------------------------------------
     # the interface
 
-    @abstractmethod
     def from_litellm(
         self,
         records: list[dict[str, Any]],
@@ -109,6 +108,20 @@ class ScaffoldAdapter(ABC):
         report: AdapterReport | None = None,
     ) -> list[Trajectory]:
         """Trajectories from the (success-filtered) records of one ``litellm-trajectory.jsonl``."""
+        report = report if report is not None else AdapterReport()
+        source_file = source_file or self.default_log_source(info)
+        self.check_log_shape(records, source_file)
+        return self.trajectories_from_log(records, info, source_file, report)
+
+    @abstractmethod
+    def trajectories_from_log(
+        self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
+    ) -> list[Trajectory]:
+        """The scaffold's own rules for turning a checked proxy log into trajectories."""
+
+    def check_log_shape(self, records: list[dict[str, Any]], source_file: str) -> None:
+        """Refuse a log another scaffold wrote. Default: tool-calling scaffolds send their tool schemas."""
+        self.require_tools(records, source_file)
 
     def from_atif(
         self,

@@ -42,17 +42,9 @@ class ClaudeCodeAdapter(ScaffoldAdapter):
     harbor_agent_names = ("claude-code",)
     atif_options = AtifOptions(prefer_raw_tool_result=True, split_sidechains=True)
 
-    def from_litellm(
-        self,
-        records: list[dict[str, Any]],
-        info: TrialInfo,
-        *,
-        source_file: str | None = None,
-        report: AdapterReport | None = None,
+    def trajectories_from_log(
+        self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
     ) -> list[Trajectory]:
-        report = report if report is not None else AdapterReport()
-        source_file = source_file or self.default_log_source(info)
-        self.require_tools(records, source_file)
         conversations = self.cumulative_conversations(records, report)
         return main_and_subagents(self, conversations, info, source_file)
 

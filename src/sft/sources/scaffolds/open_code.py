@@ -54,17 +54,9 @@ class OpenCodeAdapter(ScaffoldAdapter):
     name = "open-code"
     harbor_agent_names = ("opencode", "open-code", "opencode-v2")
 
-    def from_litellm(
-        self,
-        records: list[dict[str, Any]],
-        info: TrialInfo,
-        *,
-        source_file: str | None = None,
-        report: AdapterReport | None = None,
+    def trajectories_from_log(
+        self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
     ) -> list[Trajectory]:
-        report = report if report is not None else AdapterReport()
-        source_file = source_file or self.default_log_source(info)
-        self.require_tools(records, source_file)
         before = report.counters["side_calls_dropped"]
         conversations = self.cumulative_conversations(
             records, report, side_call_reason=title_generator_reason

@@ -19,17 +19,9 @@ class OpenHandsSdkAdapter(ScaffoldAdapter):
     name = "openhands-sdk"
     harbor_agent_names = ("openhands-sdk",)
 
-    def from_litellm(
-        self,
-        records: list[dict[str, Any]],
-        info: TrialInfo,
-        *,
-        source_file: str | None = None,
-        report: AdapterReport | None = None,
+    def trajectories_from_log(
+        self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
     ) -> list[Trajectory]:
-        report = report if report is not None else AdapterReport()
-        source_file = source_file or self.default_log_source(info)
-        self.require_tools(records, source_file)
         order = litellm.sort_by_request_time(records)
         for skipped, index in enumerate(reversed(order)):
             record = records[index]

@@ -43,22 +43,18 @@ class Terminus2Adapter(ScaffoldAdapter):
     name = "terminus2"
     harbor_agent_names = ("terminus-2", "terminus2", "terminus")
 
-    def from_litellm(
-        self,
-        records: list[dict[str, Any]],
-        info: TrialInfo,
-        *,
-        source_file: str | None = None,
-        report: AdapterReport | None = None,
-    ) -> list[Trajectory]:
-        report = report if report is not None else AdapterReport()
-        source_file = source_file or self.default_log_source(info)
+    def check_log_shape(self, records: list[dict[str, Any]], source_file: str) -> None:
+        """A text-protocol agent: a log where most calls offer native tools belongs to another scaffold."""
         with_tools = sum(1 for r in records if litellm.request_tools(r))
         if records and with_tools * 2 > len(records):
             raise ScaffoldMismatchError(
                 f"{source_file}: {with_tools} of {len(records)} calls offer native tools, but scaffold 'terminus2' "
                 "uses a text protocol without tools; set source.scaffold to the agent that produced the job"
             )
+
+    def trajectories_from_log(
+        self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
+    ) -> list[Trajectory]:
         conversations = self.cumulative_conversations(records, report)
         initial_prompt = self._initial_prompt(records)
         trajectories: list[Trajectory] = []
