@@ -28,14 +28,21 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast, overload
+from typing import Any, overload
 
 import orjson
 from tqdm.auto import tqdm
 
 from sft.config.schema import RuntimeInput
 from sft.convert.canonical import Reject, Trajectory
-from sft.convert.filters import ExclusionList, cap_per_instance, content_hash, outcome_keep, select_instances
+from sft.convert.filters import (
+    ExclusionList,
+    cap_per_instance,
+    content_hash,
+    dedup_exact,
+    outcome_keep,
+    select_instances,
+)
 from sft.convert.render import RenderError, lf_meta_column, render_lf_body
 from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
@@ -533,16 +540,14 @@ def convert_job(
     funnel["instances_selected"] = len(chosen_set)
     del by_instance
 
-    # cap_per_instance reads only ``.meta`` (instance, agent type, trial, index), which _Candidate carries.
-    capped_any, over_cap_any = cap_per_instance(cast(list[Trajectory], selected), conv.max_trajectories_per_instance)
-    capped, over_cap = cast(list[_Candidate], capped_any), cast(list[_Candidate], over_cap_any)
+    capped, over_cap = cap_per_instance(selected, conv.max_trajectories_per_instance)
     del selected
     for candidate in over_cap:
         rejects.append(_traj_reject(candidate, "per_instance_cap", "over_cap", f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"))
     funnel["trajectories_after_cap"] = len(capped)
 
     if conv.dedup:
-        kept, dupes = _dedup_by_content_hash(capped)
+        kept, dupes = dedup_exact(capped, key=lambda c: c.entry["content_hash"])
         for candidate in dupes:
             rejects.append(_traj_reject(candidate, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
     else:
@@ -652,21 +657,6 @@ def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) ->
         trial_name=candidate.meta.trial_name, instance_id=candidate.meta.instance_id, trajectory=candidate.uid,
         stage=stage, reason=reason, detail=detail,
     ).model_dump()
-
-
-def _dedup_by_content_hash(items: list[_Candidate]) -> tuple[list[_Candidate], list[_Candidate]]:
-    """``filters.dedup_exact`` on the hash the worker computed with ``filters.content_hash`` (first one wins)."""
-    seen: set[str] = set()
-    kept: list[_Candidate] = []
-    dropped: list[_Candidate] = []
-    for item in items:
-        digest = item.entry["content_hash"]
-        if digest in seen:
-            dropped.append(item)
-        else:
-            seen.add(digest)
-            kept.append(item)
-    return kept, dropped
 
 
 def _score_all(items: list[_Candidate]) -> None:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from sft.convert.canonical import Trajectory
 
@@ -183,7 +184,25 @@ def select_instances(
     return sorted(chosen)
 
 
-def cap_per_instance(trajs: Iterable[Trajectory], k: int) -> tuple[list[Trajectory], list[Trajectory]]:
+class _RowMeta(Protocol):
+    instance_id: str
+    agent_type: str
+    trial_name: str
+    trajectory_index: int
+
+
+class HasMeta(Protocol):
+    """Anything carrying the provenance the cap reads: a Trajectory, or the engine's light candidate."""
+
+    @property
+    def meta(self) -> _RowMeta: ...
+
+
+RowT = TypeVar("RowT", bound=HasMeta)
+T = TypeVar("T")
+
+
+def cap_per_instance(trajs: Iterable[RowT], k: int) -> tuple[list[RowT], list[RowT]]:
     """At most ``k`` trajectories per instance (``k <= 0``: no cap); returns ``(kept, dropped)``.
 
     Preference is deterministic: main-agent rows first, then by trial name and trajectory index. Kept
@@ -217,16 +236,21 @@ def content_hash(traj: Trajectory) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def dedup_exact(trajs: Iterable[Trajectory]) -> tuple[list[Trajectory], list[Trajectory]]:
-    """Drop exact duplicates (same content hash), keeping the first occurrence; returns ``(kept, dropped)``."""
+def dedup_exact(
+    items: Iterable[T], key: Callable[[T], str] = content_hash  # type: ignore[assignment]
+) -> tuple[list[T], list[T]]:
+    """Drop exact duplicates (same content hash), keeping the first occurrence; returns ``(kept, dropped)``.
+
+    ``key`` defaults to ``content_hash``; the engine passes the hash its workers already computed.
+    """
     seen: set[str] = set()
-    kept: list[Trajectory] = []
-    dropped: list[Trajectory] = []
-    for traj in trajs:
-        digest = content_hash(traj)
+    kept: list[T] = []
+    dropped: list[T] = []
+    for item in items:
+        digest = key(item)
         if digest in seen:
-            dropped.append(traj)
+            dropped.append(item)
         else:
             seen.add(digest)
-            kept.append(traj)
+            kept.append(item)
     return kept, dropped
