@@ -185,6 +185,17 @@ def discover_trials(job_dir: Path) -> list[Path]:
 # trial result
 
 
+def _load_json_object(path: Path, reason: str, unreadable: str, model: str) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``TrialError(reason)`` naming the file and what is wrong."""
+    try:
+        data = _read_json_file(path)
+    except (OSError, ValueError) as exc:
+        raise TrialError(reason, f"{path} is not valid JSON ({exc}); {unreadable}") from exc
+    if not isinstance(data, dict):
+        raise TrialError(reason, f"{path} holds a JSON {type(data).__name__}, expected an object ({model})")
+    return data
+
+
 def _load_result(trial_dir: Path) -> dict[str, Any]:
     path = trial_dir / "result.json"
     if not path.is_file():
@@ -193,36 +204,14 @@ def _load_result(trial_dir: Path) -> dict[str, Any]:
             f"{path} does not exist: the trial is still running or was interrupted "
             "(harbor job resume reruns such trials)",
         )
-    try:
-        result = _read_json_file(path)
-    except (OSError, ValueError) as exc:
-        raise TrialError(
-            "invalid_result_json", f"{path} is not valid JSON ({exc}); the trial cannot be read"
-        ) from exc
-    if not isinstance(result, dict):
-        raise TrialError(
-            "invalid_result_json",
-            f"{path} holds a JSON {type(result).__name__}, expected an object (TrialResult)",
-        )
-    return result
+    return _load_json_object(path, "invalid_result_json", "the trial cannot be read", "TrialResult")
 
 
 def _load_config(trial_dir: Path) -> dict[str, Any] | None:
     path = trial_dir / "config.json"
     if not path.is_file():
         return None
-    try:
-        config = _read_json_file(path)
-    except (OSError, ValueError) as exc:
-        raise TrialError(
-            "invalid_config_json", f"{path} is not valid JSON ({exc}); it is needed for task.path"
-        ) from exc
-    if not isinstance(config, dict):
-        raise TrialError(
-            "invalid_config_json",
-            f"{path} holds a JSON {type(config).__name__}, expected an object (TrialConfig)",
-        )
-    return config
+    return _load_json_object(path, "invalid_config_json", "it is needed for task.path", "TrialConfig")
 
 
 def _instance_id(
