@@ -3,9 +3,9 @@
 #   bash scripts/dashboard.sh [--host 127.0.0.1] [--port 8091] [--project-dir .] [--poll-seconds 5]
 # From another machine use an SSH tunnel: ssh -L 8091:127.0.0.1:8091 <host>
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
-PY="${SFT_PYTHON:-$ROOT/artifacts/env/lf/bin/python}"
+# Usable before set-up too (the preflight reports a missing env): fall back to the system Python.
+PY="${SFT_PYTHON:-$PY}"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
-export KEDRO_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" WANDB_MODE="${WANDB_MODE:-offline}"
 exec "$PY" -m sft.dashboard --project-dir "$ROOT" "$@"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Side-effect-free preflight of the selected config ($SFT_CONFIG, default config.yaml).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
-PY="${SFT_PYTHON:-$ROOT/artifacts/env/lf/bin/python}"
+# Usable before set-up too (the preflight reports a missing env): fall back to the system Python.
+PY="${SFT_PYTHON:-$PY}"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
-export KEDRO_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" WANDB_MODE="${WANDB_MODE:-offline}"
 exec "$PY" -m sft.preflight.dryrun "$@"
