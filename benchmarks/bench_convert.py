@@ -119,7 +119,9 @@ def child_convert(args: argparse.Namespace) -> int:
     written = time.perf_counter()
     digest = hashlib.sha256()
     for name in ("lf.json", "im.jsonl", "rejects.jsonl"):
-        digest.update((out / name).read_bytes())
+        with (out / name).open("rb") as fh:  # in chunks: reading GBs of output at once would inflate the RSS
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
     report: dict[str, Any] = {
         "convert_s": converted - started,
         "write_s": written - converted,

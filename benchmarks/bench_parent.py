@@ -65,7 +65,7 @@ def measure(repo: Path, job: Path, work: Path, repeat: int) -> dict[str, Any]:
     convert(True, 2)()  # fills the cache
     report["allhits_w1"] = best_of(repeat, convert(True, 1))
     report["allhits_w2"] = best_of(repeat, convert(True, 2))
-    report["cache_mb"] = round(sum(p.stat().st_size for p in (work / "data").rglob("*.json")) / 1e6, 1)
+    report["cache_mb"] = round(sum(p.stat().st_size for p in (work / "data").rglob("*.trial")) / 1e6, 1)
     shutil.rmtree(work, ignore_errors=True)
     return report
 

@@ -94,10 +94,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None, *, durable: bool = True
+) -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit it atomically replaces ``path``.
 
-    On an exception the temp file is removed and ``path`` is untouched.
+    On an exception the temp file is removed and ``path`` is untouched. ``durable=False`` skips the fsyncs
+    (still atomic for readers, but a power loss may leave an empty file): only for caches that detect a
+    damaged entry and recompute it, where the fsyncs were most of the cost of a re-run.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,19 +112,21 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", encoding: str 
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         # mkstemp creates 0600: give the file the replaced file's mode, or what a normal open() would give.
         os.chmod(tmp, _target_mode(target))
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_writer(path, "wb") as handle:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    with atomic_writer(path, "wb", durable=durable) as handle:
         handle.write(data)
 
 

@@ -147,9 +147,35 @@ def test_added_trials_are_the_only_ones_converted_and_the_output_matches_a_clean
 
 def test_a_damaged_cache_entry_is_recomputed(job: Path, root: Path, tmp_path: Path) -> None:
     first, _ = run(engine_config(), job, root, tmp_path / "a")
-    entries = sorted((root / "data" / "02_intermediate" / "conversion_cache").rglob("*.json"))
+    entries = sorted((root / "data" / "02_intermediate" / "conversion_cache").rglob("*.trial"))
     assert len(entries) == N_TRIALS
     entries[0].write_bytes(b"{not json")
     files, report = run(engine_config(), job, root, tmp_path / "b")
     assert _cache(report) == (N_TRIALS - 1, 1)
     assert files == first
+
+
+def _hashed_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Trials whose bytes were read to compute their content hash (in-process, num_workers=1)."""
+    from sft.convert import trial_index
+
+    hashed: list[str] = []
+    real = trial_index._hash_trial
+    monkeypatch.setattr(trial_index, "_hash_trial", lambda d: hashed.append(d.name) or real(d))
+    return hashed
+
+
+def test_a_rerun_on_an_aged_unchanged_job_reads_no_trial_bytes(
+    job: Path, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat index proves a trial unchanged without reading it; off, every trial is hashed again."""
+    from sft.convert import trial_index
+
+    # The job was written just now; a real job is older than the index's racy margin (ctime cannot be aged).
+    monkeypatch.setattr(trial_index, "RACY_MARGIN_NS", 0)
+    first, _ = run(engine_config(), job, root, tmp_path / "a")
+    hashed = _hashed_trials(monkeypatch)
+    files, report = run(engine_config(), job, root, tmp_path / "b")
+    assert hashed == [] and _cache(report) == (N_TRIALS, 0) and files == first
+    files, report = run(engine_config(cache_trust_file_stats=False), job, root, tmp_path / "c")
+    assert len(hashed) == N_TRIALS and _cache(report) == (N_TRIALS, 0) and files == first

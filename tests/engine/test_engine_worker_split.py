@@ -96,6 +96,7 @@ def test_cached_entry_is_rerendered_for_another_keep_reasoning_and_rewritten(
                    tmp_path / "clean")
     assert files == clean
     assert files["lf.json"] != with_reasoning["lf.json"]  # not vacuous: the job has reasoning to drop
-    entries = [orjson.loads(p.read_bytes()) for p in (root / "data" / "02_intermediate" / "conversion_cache").rglob("*.json")]
-    with_rows = [e for e in entries if e["candidates"]]
-    assert with_rows and all(e["rendered_with_reasoning"] is False for e in with_rows)
+    cache = root / "data" / "02_intermediate" / "conversion_cache"
+    entries = [engine.TrialOutcome.from_bytes(p.read_bytes()) for p in cache.rglob("*.trial")]
+    with_rows = [e for e in entries if e.candidates]
+    assert with_rows and all(e.rendered_with_reasoning is False for e in with_rows)

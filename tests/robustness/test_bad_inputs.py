@@ -290,7 +290,7 @@ def test_damaged_trial_is_converted_or_rejected_with_a_precise_reason(name: str,
     result = convert(job, tmp_path)  # never raises
     assert_accounted(result, trial_dirs(job))
     _assert_control_untouched(result)
-    orjson.dumps(result.lf_rows)  # strict UTF-8 encoding: no lone surrogate survived
+    orjson.dumps(list(result.lf_rows))  # strict UTF-8 encoding: no lone surrogate survived
     if case.reject is None:
         assert case.trial in written_trials(result), trial_rejects(result, case.trial)
         return
@@ -308,7 +308,7 @@ def test_damaged_trial_is_converted_or_rejected_with_a_precise_reason(name: str,
 
 def test_bad_bytes_become_replacement_characters_not_crashes(tmp_path: Path) -> None:
     job = _damaged_job(tmp_path, Case(_lone_surrogates))
-    text = orjson.dumps(convert(job, tmp_path).lf_rows).decode()
+    text = orjson.dumps(list(convert(job, tmp_path).lf_rows)).decode()
     assert "\ufffd x \ufffd" in text
 
 

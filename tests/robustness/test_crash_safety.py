@@ -32,6 +32,7 @@ import yaml
 
 from sft.config.loader import load_config
 from sft.config.writeback import render_with_output
+from sft.convert.engine import TrialOutcome
 from sft.train.history import _validate_runs, index_path, read_index, record_run
 from tests.robustness._actors import output_for, output_paths
 from tests.robustness.helpers import DEMO_CONFIG, DEMO_JOB, ROOT
@@ -160,9 +161,9 @@ def test_sigkill_during_conversion_and_writes_never_leaves_a_torn_output(convert
         _assert_whole(paths, [version_a, version_b], where)
         for directory in {p.parent for p in paths.values()}:
             assert _visible_files(directory) <= {p.name for p in paths.values()} | {"dataset_info.json.lock"}, where
-        for entry in cache.rglob("*.json") if cache.is_dir() else []:
+        for entry in cache.rglob("*.trial") if cache.is_dir() else []:
             if not entry.name.startswith("."):
-                json.loads(entry.read_bytes())  # a cache entry is whole or absent
+                TrialOutcome.from_bytes(entry.read_bytes())  # a cache entry is whole or absent
 
     assert caught, "no kill landed in the middle of a write"
     _run_to_end("convert", str(convert_root), str(DEMO_JOB), "2")  # the next run succeeds ...

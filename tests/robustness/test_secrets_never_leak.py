@@ -210,7 +210,7 @@ def test_planted_values_reach_the_output_when_scrubbing_is_off(planted_project: 
     conv = cfg.conversion.model_copy(update={"scrub_secrets": False, "use_cache": False})
     result = convert_job(cfg.model_copy(update={"conversion": conv}), planted_project / "data" / "01_raw" / "demo_job",
                          planted_project, num_workers=1, progress=False)
-    rows = json.dumps(result.lf_rows, ensure_ascii=False).encode()
+    rows = json.dumps(list(result.lf_rows), ensure_ascii=False).encode()
     assert set(_leaks(rows)) == set(PLANTED)
     for place in ("tool output", "user message", "tool arguments", "reasoning"):
         assert f"[{place}]".encode() in rows, place
@@ -228,7 +228,7 @@ def test_no_planted_secret_in_any_file_the_convert_pipeline_writes(
                      "funnel.json", "dataset_info.json", "demo_agent_sft.stats.json", "demo_agent_sft.README.md"):
         assert expected in names, f"{expected} was not written; the leak search would miss it"
     cache = planted_project / "data" / "02_intermediate" / "conversion_cache"
-    assert any(cache.rglob("*.json")), "the conversion cache was not written"
+    assert any(cache.rglob("*.trial")), "the conversion cache was not written"
 
     leaks = {str(p.relative_to(planted_project)): found for p in written if (found := _leaks(_searchable_text(p)))}
     assert leaks == {}, f"planted secrets found in written files: {leaks}"

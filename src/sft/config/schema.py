@@ -108,6 +108,10 @@ class ConversionConfig(_Strict):
     normalize_ready_data: bool = False
     num_workers: int = 0  # 0 = all cores
     use_cache: bool = True
+    # The cache finds a trial by its content hash; with this on, an unchanged trial (same size, mtime, ctime
+    # and inode of every file) is not re-read to compute it. Turn off where file stats cannot be trusted
+    # (e.g. a job dir on NFS written from another host while converting).
+    cache_trust_file_stats: bool = True
 
     @field_validator("data_name")
     @classmethod

@@ -18,13 +18,15 @@ Every trial ends up either in the output or in the rejects with a reason; the fu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,8 @@ from sft.convert.filters import (
 from sft.convert.render import RenderError, lf_meta_column, render_lf_body
 from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
+from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix
+from sft.convert.trial_index import cached_trial_content_hash
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
@@ -54,8 +58,12 @@ from sft.sources.scaffolds import ADAPTERS
 
 logger = logging.getLogger(__name__)
 
-# 2: outcome/exclusion filters run before extraction; 3: candidates carry hash, score features and LF body
-CACHE_VERSION = "3"
+# 2: outcome/exclusion filters run before extraction; 3: candidates carry hash, score features and LF body;
+# 4: header line + row bytes (TrialOutcome.to_bytes)
+CACHE_VERSION = "4"
+# Trials in flight per worker: enough to keep every worker busy past one slow trial, few enough that the
+# results waiting for their turn in the parent stay a handful of trials.
+WINDOW_PER_WORKER = 3
 
 
 @functools.cache
@@ -89,6 +97,9 @@ class WorkerSettings:
     exclude_repos_file: str  # absolute path or ""
     exclusion_sha256: str
     cache_dir: str  # "" disables the cache
+    # Reuse a trial's content hash while its files' stat (size, mtime, ctime, inode) is unchanged, instead of
+    # reading every byte on each run (sft.convert.trial_index). Not in the cache key: it never changes a result.
+    cache_trust_file_stats: bool = True
     # How the worker renders the LF body. Not in the cache key: a cached entry rendered the other way is
     # re-rendered from its stored trajectory (no re-extraction), so the setting stays parent-cheap.
     keep_reasoning: bool = True
@@ -96,7 +107,8 @@ class WorkerSettings:
     def cache_fingerprint(self) -> str:
         # Secret values are part of what the output depends on, but must never be written anywhere:
         # only their hash enters the key.
-        parts = {k: v for k, v in self.__dict__.items() if k not in {"cache_dir", "secret_values", "keep_reasoning"}}
+        parts = {k: v for k, v in self.__dict__.items()
+                 if k not in {"cache_dir", "secret_values", "keep_reasoning", "cache_trust_file_stats"}}
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
         parts["code"] = conversion_code_fingerprint()
@@ -112,8 +124,8 @@ class TrialOutcome:
     repo: str | None = None
     scaffold_seen: str | None = None
     source_used: str | None = None
-    # One per valid trajectory, see ``_candidate``: {"trajectory": Trajectory.model_dump(mode="json"),
-    # "content_hash", "features", "lf_body", "lf_error"}
+    # One per valid trajectory, see ``_candidate``: {"meta", "im_head", "content_hash", "features",
+    # "lf_body", "lf_error"}
     candidates: list[dict[str, Any]] = field(default_factory=list)
     rendered_with_reasoning: bool | None = None  # the keep_reasoning the lf_body values were rendered with
     rejects: list[dict[str, Any]] = field(default_factory=list)
@@ -125,12 +137,44 @@ class TrialOutcome:
     repo_excluded: bool = False
     cache_hit: bool = False  # set by process_trial, never stored in the cache entry
 
-    def to_json(self) -> bytes:
-        return orjson.dumps({k: v for k, v in self.__dict__.items() if k != "cache_hit"})
+    def to_bytes(self) -> bytes:
+        """The cache entry: one JSON header line, then each candidate's row bytes (never re-encoded).
+
+        Why not one JSON document: the rows are already serialised by the worker; embedding them as JSON
+        values would parse and re-dump every trajectory on each cache hit.
+        """
+        blobs: list[bytes] = []
+        header = {k: v for k, v in self.__dict__.items() if k not in {"cache_hit", "candidates"}}
+        header["candidates"] = []
+        for entry in self.candidates:
+            light = {k: v for k, v in entry.items() if k not in _CANDIDATE_BLOBS}
+            for name in _CANDIDATE_BLOBS:
+                blob = entry[name]
+                light[f"{name}_len"] = None if blob is None else len(blob)
+                if blob is not None:
+                    blobs.append(blob)
+            header["candidates"].append(light)
+        return orjson.dumps(header) + b"\n" + b"".join(blobs)
 
     @classmethod
-    def from_json(cls, raw: bytes) -> TrialOutcome:
-        return cls(**orjson.loads(raw))
+    def from_bytes(cls, raw: bytes) -> TrialOutcome:
+        head, sep, body = raw.partition(b"\n")
+        if not sep:
+            raise ValueError("cache entry without its header line")
+        header = orjson.loads(head)
+        position = 0
+        for entry in header["candidates"]:
+            for name in _CANDIDATE_BLOBS:
+                size = entry.pop(f"{name}_len")
+                entry[name] = None if size is None else body[position : position + size]
+                position += size or 0
+        if position != len(body):
+            raise ValueError(f"cache entry holds {len(body)} row bytes, its header accounts for {position}")
+        return cls(**header)
+
+
+# The candidate fields that hold serialised rows (bytes), see ``_candidate``.
+_CANDIDATE_BLOBS = ("im_head", "lf_body")
 
 
 class TrajectoryView(Sequence[Trajectory]):
@@ -140,7 +184,7 @@ class TrajectoryView(Sequence[Trajectory]):
     written trajectory next to its LF and IM rows would be a third copy of all text in the parent.
     """
 
-    def __init__(self, im_rows: list[dict[str, Any]]) -> None:
+    def __init__(self, im_rows: Sequence[dict[str, Any]]) -> None:
         self._rows = im_rows
 
     def __len__(self) -> int:
@@ -163,8 +207,9 @@ class TrajectoryView(Sequence[Trajectory]):
 
 @dataclass
 class ConversionResult:
-    lf_rows: list[dict[str, Any]]
-    im_rows: list[dict[str, Any]]
+    # A Harbor conversion gives ``SpooledRows`` (on disk until written); ready-made datasets give lists.
+    lf_rows: Sequence[dict[str, Any]]
+    im_rows: Sequence[dict[str, Any]]
     rejects: list[dict[str, Any]]
     funnel: dict[str, Any]
     kept: Sequence[Trajectory]  # the written trajectories (the engine gives a TrajectoryView of im_rows)
@@ -181,27 +226,6 @@ def _exclusions(path: str, sha256: str) -> ExclusionList | None:
     if key not in _EXCLUSIONS:
         _EXCLUSIONS[key] = ExclusionList.load(Path(path)) if path else None
     return _EXCLUSIONS[key]
-
-
-def trial_content_hash(trial_dir: Path) -> str:
-    """A hash of every file under the trial dir (names, sizes and bytes); symlinks are not followed."""
-    digest = hashlib.blake2b(digest_size=20)
-    for dirpath, dirnames, filenames in os.walk(trial_dir, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(trial_dir).as_posix()
-            digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
-            try:
-                if path.is_symlink():
-                    digest.update(b"symlink:" + os.readlink(path).encode("utf-8", "surrogateescape"))
-                    continue
-                with path.open("rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        digest.update(chunk)
-            except OSError as exc:
-                digest.update(f"unreadable:{exc.errno}".encode())
-    return digest.hexdigest()
 
 
 def _reject(outcome: TrialOutcome, stage: str, reason: str, detail: str, trajectory: str | None = None) -> None:
@@ -292,13 +316,17 @@ def _scrub_rejects(outcome: TrialOutcome, settings: WorkerSettings) -> TrialOutc
 def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     cache_file: Path | None = None
     if settings.cache_dir:
-        key = hashlib.sha256(f"{settings.cache_fingerprint()}:{trial_content_hash(trial_dir)}".encode()).hexdigest()
-        cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.json"
+        index_dir = Path(settings.cache_dir) / "trial-index" if settings.cache_trust_file_stats else None
+        trial_hash = cached_trial_content_hash(trial_dir, index_dir)
+        key = hashlib.sha256(f"{settings.cache_fingerprint()}:{trial_hash}".encode()).hexdigest()
+        cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.trial"
         if cache_file.is_file():
             try:
-                cached = TrialOutcome.from_json(cache_file.read_bytes())
+                cached = TrialOutcome.from_bytes(cache_file.read_bytes())
                 for candidate in cached.candidates:  # a damaged entry must fail here, not in the parent
-                    _ = candidate["trajectory"]["meta"]["instance_id"], candidate["trajectory"]["messages"]
+                    _ = candidate["meta"]["instance_id"], candidate["meta"]["trial_name"]
+                    if not candidate["im_head"].endswith(b"}"):
+                        raise ValueError("damaged row bytes")
                 if cached.trial_name == trial_dir.name:
                     if cached.candidates and cached.rendered_with_reasoning != settings.keep_reasoning:
                         _rerender(cached, settings.keep_reasoning)
@@ -315,7 +343,8 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
 
 def _write_cache_entry(cache_file: Path, outcome: TrialOutcome) -> None:
     try:
-        atomic_write_bytes(cache_file, outcome.to_json())
+        # Not fsynced: a torn entry after a power loss fails TrialOutcome.from_bytes and is recomputed.
+        atomic_write_bytes(cache_file, outcome.to_bytes(), durable=False)
     except OSError as exc:  # a full or read-only cache dir costs speed, never a trial
         logger.warning("cannot write conversion cache entry %s (%s); continuing without it", cache_file, exc)
 
@@ -373,13 +402,18 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
 
 
 def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
-    """Everything the parent needs about one valid trajectory, as JSON (picklable, cacheable).
+    """Everything the parent needs about one valid trajectory (picklable, cacheable).
 
-    Why in the worker: hashing, scoring and rendering are per-trajectory work; done here they run on all
-    cores and are cached, so the parent (serial) and a cached re-run only do the job-wide steps.
+    Why in the worker: hashing, scoring, rendering and serialising are per-trajectory work; done here they
+    run on all cores and are cached, so the parent (serial) and a cached re-run only do the job-wide steps.
+    The rows travel as bytes: the IM row without its ``meta`` (``im_head``; the parent appends ``meta``
+    once the job-wide score is known) and the LF row without ``_meta`` (``lf_body``).
     """
+    dump = traj.model_dump(mode="json")
+    meta = dump.pop("meta")
     return {
-        "trajectory": traj.model_dump(mode="json"),
+        "meta": meta,
+        "im_head": orjson.dumps(dump),
         "content_hash": content_hash(traj),
         "features": score_features(traj),
         **_render_body(traj, keep_reasoning),
@@ -387,9 +421,9 @@ def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
 
 
 def _render_body(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
-    """The LF row without ``_meta``, or the reason it cannot be rendered (rejected in the parent, in order)."""
+    """The LF row without ``_meta`` (bytes), or the reason it cannot be rendered (rejected in the parent)."""
     try:
-        return {"lf_body": render_lf_body(traj, keep_reasoning=keep_reasoning), "lf_error": None}
+        return {"lf_body": orjson.dumps(render_lf_body(traj, keep_reasoning=keep_reasoning)), "lf_error": None}
     except RenderError as exc:
         return {"lf_body": None, "lf_error": [exc.reason, exc.detail]}
 
@@ -397,7 +431,8 @@ def _render_body(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
 def _rerender(outcome: TrialOutcome, keep_reasoning: bool) -> None:
     """Re-render a cached outcome's LF bodies for another ``keep_reasoning`` (no re-extraction)."""
     for entry in outcome.candidates:
-        entry.update(_render_body(Trajectory.model_validate(entry["trajectory"]), keep_reasoning))
+        traj = Trajectory.model_validate({**orjson.loads(entry["im_head"]), "meta": entry["meta"]})
+        entry.update(_render_body(traj, keep_reasoning))
     outcome.rendered_with_reasoning = keep_reasoning
 
 
@@ -409,13 +444,21 @@ def _run_workers(trials: list[Path], settings: WorkerSettings, num_workers: int)
         for trial in trials:
             yield process_trial(trial, settings)
         return
-    # Results come back in submission order, so the output never depends on the worker count.
+    # Results come back in submission order, so the output never depends on the worker count. At most
+    # WINDOW_PER_WORKER trials per worker are in flight: finished results wait in this process until their
+    # turn, so an unbounded queue (pool.map) would hold every trial done behind one slow trial.
     done = 0
+    pending: deque[Future[TrialOutcome]] = deque()
+    upcoming = iter(trials)
     try:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            chunksize = max(1, min(16, len(trials) // (num_workers * 8) or 1))
-            for outcome in pool.map(process_trial, trials, [settings] * len(trials), chunksize=chunksize):
+            for trial in itertools.islice(upcoming, num_workers * WINDOW_PER_WORKER):
+                pending.append(pool.submit(process_trial, trial, settings))
+            while pending:
+                outcome = pending.popleft().result()
                 done += 1
+                for trial in itertools.islice(upcoming, 1):
+                    pending.append(pool.submit(process_trial, trial, settings))
                 yield outcome
     except BrokenProcessPool as exc:
         logger.error("a conversion worker died (%s); converting the remaining %d trial(s) one per process to "
@@ -467,6 +510,7 @@ def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values:
         exclude_repos_file=exclude,
         exclusion_sha256=sha,
         cache_dir=cache_dir,
+        cache_trust_file_stats=conv.cache_trust_file_stats,
         keep_reasoning=cfg.keeps_reasoning(),
     )
 
@@ -496,6 +540,7 @@ def convert_job(
     extraction_counters: Counter[str] = Counter()
     rejects: list[dict[str, Any]] = []
     candidates: list[_Candidate] = []
+    spool = Spool(spool_dir(root))  # the rows wait on disk, not in this process, until they are written
 
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
     for outcome in _run_workers(trials, settings, workers):
@@ -513,7 +558,7 @@ def convert_job(
         if outcome.repo_excluded:
             funnel["trials_repo_excluded"] += 1
         for entry in outcome.candidates:
-            candidate = _Candidate.of(entry)
+            candidate = _Candidate.of(entry, spool)
             per_scaffold[candidate.meta.scaffold] += 1
             candidates.append(candidate)
     bar.close()
@@ -547,7 +592,7 @@ def convert_job(
     funnel["trajectories_after_cap"] = len(capped)
 
     if conv.dedup:
-        kept, dupes = dedup_exact(capped, key=lambda c: c.entry["content_hash"])
+        kept, dupes = dedup_exact(capped, key=lambda c: c.content_hash)
         for candidate in dupes:
             rejects.append(_traj_reject(candidate, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
     else:
@@ -568,19 +613,19 @@ def convert_job(
     funnel["trajectories_after_score"] = len(kept)
 
     keep_reasoning = settings.keep_reasoning
-    lf_rows: list[dict[str, Any]] = []
-    im_rows: list[dict[str, Any]] = []
+    lf_refs: list[RowRef] = []
+    im_refs: list[RowRef] = []
     written: list[_Candidate] = []
     for candidate in kept:
-        if candidate.entry["lf_error"] is not None:
-            reason, detail = candidate.entry["lf_error"]
+        if candidate.lf_error is not None:
+            reason, detail = candidate.lf_error
             rejects.append(_traj_reject(candidate, "lf_rules", reason, detail))
             continue
-        lf_row, im_row = candidate.rows()
-        lf_rows.append(lf_row)
-        im_rows.append(im_row)
+        lf_ref, im_ref = candidate.rows()
+        lf_refs.append(lf_ref)
+        im_refs.append(im_ref)
         written.append(candidate)
-    funnel["rows_written"] = len(lf_rows)
+    funnel["rows_written"] = len(lf_refs)
     funnel["instances_written"] = len({c.meta.instance_id for c in written})
 
     report = {
@@ -599,7 +644,8 @@ def convert_job(
         "cache": {"enabled": bool(settings.cache_dir), **cache},
     }
     _check_accounting(trials, written, rejects)
-    return ConversionResult(lf_rows=lf_rows, im_rows=im_rows, rejects=rejects, funnel=report,
+    im_rows = SpooledRows(spool, im_refs)
+    return ConversionResult(lf_rows=SpooledRows(spool, lf_refs), im_rows=im_rows, rejects=rejects, funnel=report,
                             kept=TrajectoryView(im_rows))
 
 
@@ -617,22 +663,30 @@ class _CandidateMeta:
 
 @dataclass
 class _Candidate:
-    """A valid trajectory in the parent: the worker's candidate dict plus the light meta the parent reads."""
+    """A valid trajectory in the parent: light fields in memory, its row bytes in the spool."""
 
     meta: _CandidateMeta
-    entry: dict[str, Any]
+    trajectory_meta: dict[str, Any]  # TrajectoryMeta.model_dump(mode="json"); the score goes in here
+    content_hash: str
+    features: dict[str, Any] | None
+    lf_error: list[str] | None
+    im_head: RowRef  # the IM row without "meta", closing brace excluded
+    lf_body: RowRef | None  # the LF row without "_meta", closing brace excluded
     score: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, entry: dict[str, Any]) -> _Candidate:
-        meta = entry["trajectory"]["meta"]
+    def of(cls, entry: dict[str, Any], spool: Spool) -> _Candidate:
+        meta = entry["meta"]
+        light = _CandidateMeta(
+            instance_id=meta["instance_id"], repo=meta.get("repo"), trial_name=meta["trial_name"],
+            scaffold=meta["scaffold"], agent_type=meta.get("agent_type", "main"),
+            trajectory_index=meta.get("trajectory_index", 0),
+        )
+        lf_body = entry["lf_body"]
         return cls(
-            meta=_CandidateMeta(
-                instance_id=meta["instance_id"], repo=meta.get("repo"), trial_name=meta["trial_name"],
-                scaffold=meta["scaffold"], agent_type=meta.get("agent_type", "main"),
-                trajectory_index=meta.get("trajectory_index", 0),
-            ),
-            entry=entry,
+            meta=light, trajectory_meta=meta, content_hash=entry["content_hash"], features=entry["features"],
+            lf_error=entry["lf_error"], im_head=_spool_open_object(spool, entry["im_head"]),
+            lf_body=None if lf_body is None else _spool_open_object(spool, lf_body),
         )
 
     @property
@@ -640,16 +694,28 @@ class _Candidate:
         """``Trajectory.uid``: ``<trial>#<index>``."""
         return f"{self.meta.trial_name}#{self.meta.trajectory_index}"
 
-    def rows(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(LF row, IM row) with the score in the meta: the exact ``render_lf_row`` / ``render_im_row`` output.
-
-        The worker's dicts are reused, not copied (the IM row is the trajectory dump itself).
-        """
-        im_row: dict[str, Any] = self.entry["trajectory"]
-        im_row["meta"]["score"] = self.score
-        lf_row: dict[str, Any] = self.entry["lf_body"]
-        lf_row["_meta"] = lf_meta_column(im_row["meta"])
+    def rows(self) -> tuple[RowRef, RowRef]:
+        """(LF row, IM row) with the score in the meta: the bytes of ``render_lf_row`` / ``render_im_row``."""
+        assert self.lf_body is not None
+        meta = self.trajectory_meta
+        meta["score"] = self.score
+        ids = {"uid": self.uid, "instance_id": self.meta.instance_id}
+        lf_row = dataclasses.replace(self.lf_body, suffix=open_object_suffix("_meta", lf_meta_column(meta)), **ids)
+        im_row = dataclasses.replace(self.im_head, suffix=open_object_suffix("meta", meta), **ids)
         return lf_row, im_row
+
+
+def _spool_open_object(spool: Spool, data: bytes) -> RowRef:
+    """Spool a serialised JSON object; the ref leaves out its closing brace, so members can be appended."""
+    if not data.endswith(b"}"):
+        raise ValueError("expected a serialised JSON object")
+    return RowRef(spool.append(data), len(data) - 1)
+
+
+def spool_dir(root: Path) -> Path:
+    """Where the conversion's scratch file lives: next to the other intermediate data, not in /tmp
+    (often a small RAM disk on login nodes)."""
+    return root / "data" / "02_intermediate"
 
 
 def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) -> dict[str, Any]:
@@ -662,12 +728,12 @@ def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) ->
 def _score_all(items: list[_Candidate]) -> None:
     """The job-wide part of the score: the scaffold medians over these rows, then ``finalize_score``."""
     medians = median_steps_by_scaffold(
-        (c.meta.scaffold, c.entry["features"]["assistant_turns"])
+        (c.meta.scaffold, c.features["assistant_turns"])
         for c in items
-        if c.meta.agent_type == "main" and c.entry["features"] is not None
+        if c.meta.agent_type == "main" and c.features is not None
     )
     for item in items:
-        item.score = finalize_score(item.entry["features"], median_steps=medians.get(item.meta.scaffold))
+        item.score = finalize_score(item.features, median_steps=medians.get(item.meta.scaffold))
 
 
 def _check_accounting(trials: list[Path], kept: list[_Candidate], rejects: list[dict[str, Any]]) -> None:

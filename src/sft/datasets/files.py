@@ -16,6 +16,7 @@ import orjson
 import yaml
 from kedro.io import AbstractDataset, DatasetError
 
+from sft.convert.spool import iter_row_bytes
 from sft.io_utils import atomic_writer
 
 
@@ -61,8 +62,8 @@ class AtomicJSONLinesDataset(_FileDataset):
 
     def save(self, data: Iterable[Any]) -> None:
         with atomic_writer(self._filepath) as fh:
-            for row in data:
-                fh.write(row if isinstance(row, bytes) else orjson.dumps(row))
+            for row in iter_row_bytes(data):  # spooled rows are copied as bytes, never parsed
+                fh.write(row)
                 fh.write(b"\n")
 
 

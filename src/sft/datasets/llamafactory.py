@@ -9,41 +9,93 @@ register different datasets never lose each other's entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
 from kedro.io import AbstractDataset, DatasetError
 
+from sft.convert.spool import SpooledRows, iter_row_bytes
 from sft.io_utils import atomic_writer, file_lock
 
 
 def write_json_array(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows as a JSON array, one row per line; returns the row count."""
+    """Write rows as a JSON array, one row per line; returns the row count. Streams: spooled rows are
+    copied as bytes, never parsed or held together."""
     count = 0
     with atomic_writer(path) as fh:
         fh.write(b"[")
-        for row in rows:
+        for data in iter_row_bytes(rows):
             fh.write(b"\n" if count == 0 else b",\n")
-            fh.write(orjson.dumps(row))
+            fh.write(data)
             count += 1
         fh.write(b"\n]\n" if count else b"]\n")
     return count
 
 
-def write_parquet(path: Path, rows: list[Mapping[str, Any]]) -> None:
-    import pyarrow as pa
+# A row group of the streamed Parquet copy holds about this much JSON: bounded memory, large enough groups.
+PARQUET_BATCH_BYTES = 64 << 20
+
+
+def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The rows as Parquet (columns in first-seen order; string columns typed as strings).
+
+    A list is written as one table. Spooled rows (a Harbor conversion, possibly GBs) are streamed in row
+    groups of ~``PARQUET_BATCH_BYTES``, with the schema of the first group: their columns are fixed by
+    ``render_lf_row``.
+    """
     import pyarrow.parquet as pq
 
+    if not isinstance(rows, SpooledRows):
+        table = _arrow_table(list(rows), None)
+        with atomic_writer(path) as fh:
+            pq.write_table(table, fh)
+        return
+    with atomic_writer(path) as fh:
+        writer: Any = None
+        try:
+            batch: list[dict[str, Any]] = []
+            size = 0
+            for data in rows.iter_bytes():
+                batch.append(orjson.loads(data))
+                size += len(data)
+                if size >= PARQUET_BATCH_BYTES:
+                    writer = _write_row_group(fh, writer, batch)
+                    batch, size = [], 0
+            if batch or writer is None:
+                writer = _write_row_group(fh, writer, batch)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def _write_row_group(fh: Any, writer: Any, batch: list[dict[str, Any]]) -> Any:
+    import pyarrow.parquet as pq
+
+    table = _arrow_table(batch, None if writer is None else writer.schema)
+    if writer is None:
+        writer = pq.ParquetWriter(fh, table.schema)
+    writer.write_table(table)
+    return writer
+
+
+def _arrow_table(rows: list[Mapping[str, Any]], schema: Any) -> Any:
+    import pyarrow as pa
+
+    if schema is not None:
+        extra = {key for row in rows for key in row} - set(schema.names)
+        if extra:
+            raise ValueError(f"row columns {sorted(extra)} are not in the Parquet schema {schema.names} "
+                             "taken from the first rows")
+        return pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema},
+                        schema=schema)
     columns: list[str] = []
     for row in rows:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    table = pa.table({c: pa.array([row.get(c) for row in rows], type=_arrow_type(rows, c)) for c in columns})
-    with atomic_writer(path) as fh:
-        pq.write_table(table, fh)
+    return pa.table({c: pa.array([row.get(c) for row in rows], type=_arrow_type(rows, c)) for c in columns})
 
 
 def _arrow_type(rows: list[Mapping[str, Any]], column: str) -> Any:
@@ -55,7 +107,7 @@ def _arrow_type(rows: list[Mapping[str, Any]], column: str) -> Any:
     return None  # let Arrow infer (lists of {from, value} structs)
 
 
-class LlamaFactoryDataset(AbstractDataset[list[dict[str, Any]], list[dict[str, Any]]]):
+class LlamaFactoryDataset(AbstractDataset[Sequence[dict[str, Any]], list[dict[str, Any]]]):
     def __init__(self, filepath: str, parquet: bool = True, metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(filepath)
         self._parquet = parquet
@@ -74,8 +126,8 @@ class LlamaFactoryDataset(AbstractDataset[list[dict[str, Any]], list[dict[str, A
             return json.loads(text)
         return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
-    def save(self, data: list[dict[str, Any]]) -> None:
-        rows = list(data)
+    def save(self, data: Sequence[dict[str, Any]]) -> None:
+        rows = data if isinstance(data, SpooledRows) else list(data)
         write_json_array(self._filepath, rows)
         if self._parquet:
             write_parquet(self.parquet_path, rows)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -153,6 +153,57 @@ def _decide(row: dict[str, Any], index: int, sample: dict[str, Any], policy: str
     return truncated, None, decision
 
 
+@dataclass
+class OverlengthPlan:
+    """What the policy does to each row: the indices kept (in order), the truncated rows that replace their
+    originals, the reject lines of dropped rows and one decision per input row."""
+
+    keep: list[int]
+    replacements: dict[int, dict[str, Any]]
+    rejects: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+
+
+def plan_overlength_policy(
+    rows: Sequence[dict[str, Any]],
+    per_sample_tokens: list[dict[str, Any]],
+    *,
+    policy: str,
+    cutoff_len: int,
+    tokenizer: Any | None = None,
+    template: str | None = None,
+    lf_options: dict[str, Any] | None = None,
+    dataset_entry: Mapping[str, Any] | None = None,
+) -> OverlengthPlan:
+    """Decide ``policy`` for rows with their ``token_stats`` per-sample numbers (same order), holding only the
+    truncated rows: the rows may be spooled on disk (``sft.convert.spool``) and far larger than memory.
+
+    With ``tokenizer`` and ``template``, every truncated row is re-counted and must fit (a guard against a
+    counting bug, not a normal path). ``dataset_entry`` (the dataset_info.json entry) says where the turns
+    are; default: render_lf_row's rows.
+    """
+    layout = RowLayout.of(dataset_entry)
+    if policy not in POLICIES:
+        raise ValueError(f"conversion.overlength: {policy!r} is not a policy; use one of {' | '.join(POLICIES)}")
+    if len(rows) != len(per_sample_tokens):
+        raise ValueError(f"apply_overlength_policy: {len(rows)} rows but {len(per_sample_tokens)} token records; "
+                         "pass the per_sample list token_stats returned for exactly these rows")
+    plan = OverlengthPlan(keep=[], replacements={}, rejects=[], decisions=[])
+    for index, (row, sample) in enumerate(zip(rows, per_sample_tokens, strict=True)):
+        new_row, reject, decision = _decide(row, index, sample, policy, cutoff_len, layout)
+        if new_row is not None:
+            plan.keep.append(index)
+            if new_row is not row:
+                plan.replacements[index] = new_row
+        if reject is not None:
+            plan.rejects.append(reject)
+        plan.decisions.append(decision)
+    if tokenizer is not None and template is not None:
+        _verify_truncated(list(plan.replacements.values()), tokenizer, template=template, cutoff_len=cutoff_len,
+                          lf_options=lf_options, dataset_entry=dataset_entry)
+    return plan
+
+
 def apply_overlength_policy(
     rows: list[dict[str, Any]],
     per_sample_tokens: list[dict[str, Any]],
@@ -164,44 +215,20 @@ def apply_overlength_policy(
     lf_options: dict[str, Any] | None = None,
     dataset_entry: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Apply ``policy`` to rows with their ``token_stats`` per-sample numbers (same order).
-
-    Returns (kept rows, reject dicts, one decision per input row). With ``tokenizer`` and ``template``,
-    every truncated row is re-counted and must fit (a guard against a counting bug, not a normal path).
-    ``dataset_entry`` (the dataset_info.json entry) says where the turns are; default: render_lf_row's rows.
-    """
-    layout = RowLayout.of(dataset_entry)
-    if policy not in POLICIES:
-        raise ValueError(f"conversion.overlength: {policy!r} is not a policy; use one of {' | '.join(POLICIES)}")
-    if len(rows) != len(per_sample_tokens):
-        raise ValueError(f"apply_overlength_policy: {len(rows)} rows but {len(per_sample_tokens)} token records; "
-                         "pass the per_sample list token_stats returned for exactly these rows")
-    kept: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    for index, (row, sample) in enumerate(zip(rows, per_sample_tokens, strict=True)):
-        new_row, reject, decision = _decide(row, index, sample, policy, cutoff_len, layout)
-        if new_row is not None:
-            kept.append(new_row)
-        if reject is not None:
-            rejects.append(reject)
-        decisions.append(decision)
-    if tokenizer is not None and template is not None:
-        _verify_truncated(kept, decisions, tokenizer, template=template, cutoff_len=cutoff_len, lf_options=lf_options,
-                          dataset_entry=dataset_entry)
-    return kept, rejects, decisions
+    """``plan_overlength_policy`` for rows in a list: returns (kept rows, reject dicts, one decision per row)."""
+    plan = plan_overlength_policy(rows, per_sample_tokens, policy=policy, cutoff_len=cutoff_len, tokenizer=tokenizer,
+                                  template=template, lf_options=lf_options, dataset_entry=dataset_entry)
+    kept = [plan.replacements.get(index, rows[index]) for index in plan.keep]
+    return kept, plan.rejects, plan.decisions
 
 
-def _verify_truncated(kept: list[dict[str, Any]], decisions: list[dict[str, Any]], tokenizer: Any, *, template: str,
-                      cutoff_len: int, lf_options: dict[str, Any] | None,
-                      dataset_entry: Mapping[str, Any] | None) -> None:
+def _verify_truncated(truncated: list[dict[str, Any]], tokenizer: Any, *, template: str, cutoff_len: int,
+                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None) -> None:
     from sft.report.tokens import token_stats
 
-    truncated_uids = {d["uid"] for d in decisions if d.get("action") == "truncated"}
-    check = [row for row in kept if (row.get("_uid") in truncated_uids)]
-    if not check:
+    if not truncated:
         return
-    per_sample, _ = token_stats(check, tokenizer, cutoff_len=cutoff_len, template=template, lf_options=lf_options,
+    per_sample, _ = token_stats(truncated, tokenizer, cutoff_len=cutoff_len, template=template, lf_options=lf_options,
                                 dataset_entry=dataset_entry)
     for sample in per_sample:
         if sample.get("total_tokens") is not None and sample["total_tokens"] > cutoff_len:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, convert_job
+from sft.convert.spool import iter_row_bytes
 from sft.datasets.source import SourceHandle
 from sft.pipelines.common import run_credentials
 
@@ -31,11 +31,11 @@ def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, proje
 
 def split_conversion_result(
     result: ConversionResult,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest)."""
     digest = hashlib.sha256()
-    for row in result.lf_rows:
-        digest.update(orjson.dumps(row))
+    for data in iter_row_bytes(result.lf_rows):
+        digest.update(data)
     manifest = {
         "rows": len(result.lf_rows),
         "rows_sha256": digest.hexdigest(),

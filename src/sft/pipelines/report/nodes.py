@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from matplotlib.figure import Figure
 
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, TrajectoryView
+from sft.convert.spool import SpooledRows, select_rows
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
-from sft.report.overlength import apply_overlength_policy, overlength_summary
+from sft.report.overlength import overlength_summary, plan_overlength_policy
 from sft.report.plots import dataset_plots
 from sft.report.tokens import TokenizerLoad, counts_only_stats, lf_data_options, load_tokenizer, token_stats
 
@@ -85,6 +87,20 @@ def _uid_of_im_row(im_row: dict[str, Any]) -> str:
     return f"{meta.get('trial_name')}#{meta.get('trajectory_index', 0)}"
 
 
+def _without_uids(im_rows: Sequence[dict[str, Any]], uids: set[str]) -> Sequence[dict[str, Any]]:
+    """The IM rows whose trajectory uid is not in ``uids`` (spooled rows are not parsed for it)."""
+    if not uids:
+        return im_rows
+    row_uids = im_rows.uids if isinstance(im_rows, SpooledRows) else [_uid_of_im_row(r) for r in im_rows]
+    return select_rows(im_rows, [i for i, uid in enumerate(row_uids) if uid not in uids])
+
+
+def _instance_ids(lf_rows: Sequence[dict[str, Any]]) -> list[str | None]:
+    if isinstance(lf_rows, SpooledRows):
+        return lf_rows.instance_ids
+    return [r.get("_instance_id") for r in lf_rows]
+
+
 def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeInput, project_root: str) -> ConversionResult:
     """conversion.overlength applied to the converted rows before they are written (drop / truncate_turns / keep).
 
@@ -107,11 +123,13 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     entry = _dataset_entry(report)
     per_sample, _ = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff, template=template,
                                 lf_options=_lf_options(settings), dataset_entry=entry)
-    kept_rows, new_rejects, decisions = apply_overlength_policy(
+    plan = plan_overlength_policy(
         rows, per_sample, policy=policy, cutoff_len=cutoff, tokenizer=loaded.tokenizer, template=template,
         lf_options=_lf_options(settings), dataset_entry=entry)
+    new_rejects, decisions = plan.rejects, plan.decisions
+    kept_rows = select_rows(rows, plan.keep, plan.replacements)  # spooled rows stay on disk
     dropped = {d["uid"] for d in decisions if d["action"] == "dropped"}
-    im_rows = [r for r in conversion_result.im_rows if _uid_of_im_row(r) not in dropped]
+    im_rows = _without_uids(conversion_result.im_rows, dropped)
     kept = TrajectoryView(im_rows)  # lazy: no third in-memory copy of every trajectory
     rejects = list(conversion_result.rejects) + new_rejects
     summary = overlength_summary(decisions, policy=policy, cutoff_len=cutoff)
@@ -121,7 +139,7 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     funnel = dict(report.get("funnel") or {})
     funnel["rows_after_overlength"] = len(kept_rows)
     funnel["rows_written"] = len(kept_rows)
-    funnel["instances_written"] = len({r.get("_instance_id") for r in kept_rows if r.get("_instance_id")})
+    funnel["instances_written"] = len({iid for iid in _instance_ids(kept_rows) if iid})
     report.update(
         funnel=funnel,
         overlength=summary,
