@@ -205,19 +205,11 @@ def plan_overlength_policy(
 
 
 def apply_overlength_policy(
-    rows: list[dict[str, Any]],
-    per_sample_tokens: list[dict[str, Any]],
-    *,
-    policy: str,
-    cutoff_len: int,
-    tokenizer: Any | None = None,
-    template: str | None = None,
-    lf_options: dict[str, Any] | None = None,
-    dataset_entry: Mapping[str, Any] | None = None,
+    rows: list[dict[str, Any]], per_sample_tokens: list[dict[str, Any]], **options: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """``plan_overlength_policy`` for rows in a list: returns (kept rows, reject dicts, one decision per row)."""
-    plan = plan_overlength_policy(rows, per_sample_tokens, policy=policy, cutoff_len=cutoff_len, tokenizer=tokenizer,
-                                  template=template, lf_options=lf_options, dataset_entry=dataset_entry)
+    """``plan_overlength_policy`` (same keyword options) for rows in a list: returns (kept rows, reject dicts,
+    one decision per row)."""
+    plan = plan_overlength_policy(rows, per_sample_tokens, **options)
     kept = [plan.replacements.get(index, rows[index]) for index in plan.keep]
     return kept, plan.rejects, plan.decisions
 

@@ -1,7 +1,7 @@
 """Dataset plots: token lengths against the cutoff, turns, tool calls per turn, rows per repository.
 
 Built on ``matplotlib.figure.Figure`` directly (the object API, no pyplot state and no GUI backend), so they
-render headless in the pipeline and in tests; the catalog's ``MatplotlibDataset`` saves them as PNG.
+render headless in the pipeline and in tests; the catalog's ``AtomicFigureDataset`` (sft.datasets.plots) saves them as PNG.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def per_repo_bar(top: list[dict[str, Any]], total_repos: int | None = None) -> F
 
 
 def dataset_plots(per_sample: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Figure]:
-    """All dataset plots, keyed by file name (a ``MatplotlibDataset`` with a directory path saves each)."""
+    """All dataset plots, keyed by file name (an ``AtomicFigureDataset`` with a folder path saves each)."""
     repos = stats.get("per_repo") or {}
     cutoff = (stats.get("settings") or {}).get("cutoff_len") or (stats.get("statistics") or {}).get("cutoff_len") or 0
     return {
