@@ -5,7 +5,9 @@ whole conversation so far, so a trial with N calls holds O(N^2) messages. Everyt
 built to be linear in the size of the log:
 
 * lines are parsed with orjson; the slow paths (invalid UTF-8, lone surrogate escapes) only run for the
-  lines that need them;
+  lines that need them; the messages (and tools) a line repeats byte for byte from a recent line are not
+  parsed again: the record gets that line's objects (``PrefixSharingParser``), so records share message
+  dicts and must never be mutated in place;
 * ``dedup_conversations`` hashes the raw message dicts (never pydantic objects), each distinct message
   once per log (memoised by its raw bytes: every call repeats the earlier ones), keeps rolling prefix
   hashes and decides with set lookups which calls are prefixes of others;
@@ -24,6 +26,7 @@ import gc
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +152,8 @@ def read_log(path: str | Path) -> LogReadResult:
 
     Tolerates a truncated last line (the proxy was still writing), invalid lines, invalid UTF-8 and lone
     surrogate escapes; each is recorded in ``problems`` with its line number. Records with
-    ``success: false`` are dropped and counted.
+    ``success: false`` are dropped and counted. Each record equals ``orjson.loads`` of its line, but
+    records share the message objects (and tools list) their lines repeat: treat them as read-only.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -158,40 +162,407 @@ def read_log(path: str | Path) -> LogReadResult:
 
 
 def _read_lines(path: Path, data: bytes) -> LogReadResult:
+    """Parse ``data`` line by line without splitting it: a line is a (begin, end) span of the one buffer
+    and only what orjson must see is copied (``PrefixSharingParser``; the plain path copies the line)."""
     result = LogReadResult(records=[])
-    lines = data.split(b"\n")
-    last_content_index = max((i for i, line in enumerate(lines) if line and not line.isspace()), default=-1)
-    for index, raw in enumerate(lines):
-        if not raw or raw.isspace():
-            continue
-        result.n_lines += 1
-        where = f"{path}:{index + 1}"
-        try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            try:
-                record = loads_lenient(raw, where, result.problems)
-            except ValueError as exc:
-                result.invalid_lines += 1
-                if index == last_content_index and not data.endswith(b"\n"):
-                    result.problems.append(
-                        f"{where}: truncated last line ignored (the log was still being written)"
-                    )
-                else:
-                    result.problems.append(f"{where}: invalid JSON ignored ({exc})")
-                continue
-        if not isinstance(record, dict):
-            result.invalid_lines += 1
-            result.problems.append(f"{where}: a JSON {type(record).__name__}, expected an object; ignored")
-            continue
-        if is_failed(record):
-            result.failed_dropped += 1
-            continue
-        result.records.append(record)
-        result.line_numbers.append(index + 1)
+    # a line that holds the last non-whitespace byte of an unterminated log was cut off mid-write
+    truncated_at = _last_content_byte(data) if not data.endswith(b"\n") else -1
+    parser = PrefixSharingParser(data)
+    size = len(data)
+    begin = index = 0
+    while True:
+        end = data.find(b"\n", begin)
+        if end < 0:
+            end = size
+        if end > begin and (data[begin] not in _WHITESPACE or not data[begin:end].isspace()):
+            result.n_lines += 1
+            record = parser.parse(begin, end)
+            if record is None:  # not the expected shape, or not valid JSON: the plain path decides
+                truncated = begin <= truncated_at < end
+                record = _parse_line(data[begin:end], f"{path}:{index + 1}", result, truncated)
+            if record is not None:
+                _keep_record(record, index, path, result)
+        if end == size:
+            break
+        begin = end + 1
+        index += 1
     if result.failed_dropped:
         result.problems.append(f"{path}: {result.failed_dropped} failed request(s) (success: false) dropped")
     return result
+
+
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")  # exactly the bytes that bytes.isspace() treats as whitespace
+
+
+def _last_content_byte(data: bytes) -> int:
+    """Offset of the last non-whitespace byte of ``data`` (-1 if none)."""
+    position = len(data) - 1
+    while position >= 0 and data[position] in _WHITESPACE:
+        position -= 1
+    return position
+
+
+def _parse_line(raw: bytes, where: str, result: LogReadResult, truncated: bool) -> Any:
+    """``orjson.loads``, else the lenient parser; None (and the problem recorded) when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return loads_lenient(raw, where, result.problems)
+    except ValueError as exc:
+        result.invalid_lines += 1
+        if truncated:
+            result.problems.append(f"{where}: truncated last line ignored (the log was still being written)")
+        else:
+            result.problems.append(f"{where}: invalid JSON ignored ({exc})")
+        return None
+
+
+def _keep_record(record: Any, index: int, path: Path, result: LogReadResult) -> None:
+    """Add a parsed line to ``result``: an object that did not fail, else count why not."""
+    if not isinstance(record, dict):
+        result.invalid_lines += 1
+        result.problems.append(
+            f"{path}:{index + 1}: a JSON {type(record).__name__}, expected an object; ignored"
+        )
+        return
+    if is_failed(record):
+        result.failed_dropped += 1
+        return
+    result.records.append(record)
+    result.line_numbers.append(index + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# prefix-sharing parsing: each line of a cumulative log repeats the previous line's request array
+
+
+# The request array keys, as they appear in compact JSON, in the order they are looked for. ``"key":[``
+# with raw quotes only occurs as an object key (a quote inside a string is escaped, so ``s"`` cannot
+# occur there); *which* object it belongs to is verified after parsing (``PrefixSharingParser.parse``).
+_ARRAY_KEYS: tuple[tuple[bytes, str], ...] = ((b'"messages":[', "messages"), (b'"input":[', "input"))
+_REQUEST_BODY_KEY = b'"request_body":{'
+_COMMA, _CLOSE = ord(","), ord("]")
+# Spliced in where the shared messages were cut out of a line. It is found back at
+# ``request_body.<key>[0]`` only when the cut was made in that array: random per process, so no log line
+# can hold it by chance or design.
+_MARKER = "\x00sft-shared-prefix-" + secrets.token_hex(16)
+_MARKER_JSON = orjson.dumps(_MARKER)
+_MAX_BASES = 4  # recent arrays kept to share from (the main agent's calls interleave with side calls)
+# The tool schemas repeat unchanged in every call: a tools array with the same bytes as a recent line's
+# is cut out too (replaced by a second marker) and that line's list put back.
+_TOOLS_KEY = b'"tools":['
+_TOOLS_MARKER = "\x00sft-shared-tools-" + secrets.token_hex(16)
+_TOOLS_MARKER_JSON = orjson.dumps(_TOOLS_MARKER)
+_BRACE = ord("}")
+
+
+@dataclass(eq=False)  # compared by identity: a base is removed from the recent list as that object
+class _ParsedArray:
+    """A parsed line's request array: its message objects and the byte lengths of some of its prefixes.
+
+    ``data[start : start + ends[i]]`` is the array's first ``counts[i]`` elements (opening bracket
+    included) and ``data[start + ends[i]]`` is the ``,`` or ``]`` after them. Only lengths proven
+    byte-exact are kept; a later line shares elements with this one up to such a cut.
+    """
+
+    start: int  # offset of the array's "[" in the log
+    key: str
+    items: list[Any]
+    counts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _SharedValue:
+    """A parsed value whose exact bytes are ``data[start : start + length]`` (a line's tools array)."""
+
+    start: int
+    length: int
+    value: Any
+
+
+class PrefixSharingParser:
+    """Parses the lines of one log, re-using the message objects of an earlier line with the same prefix.
+
+    A cumulative log repeats the whole conversation in every request, so almost every byte of a line is
+    a repeat of an earlier line. For each line the longest run of request messages whose raw bytes equal
+    those of a recent line is found (memcmp, no copies), cut out and replaced by a marker string; orjson
+    parses the rest (the new messages and everything outside the array) and the earlier line's message
+    objects are put back in place of the marker. The result equals ``orjson.loads(line)``:
+
+    * JSON is context-free: the bytes ``[m1,...,mk,`` parse to the same k values wherever such an array
+      starts, and leave the parser in the same state as ``["<marker>",`` does; everything else in the
+      line is parsed by orjson itself, byte for byte;
+    * the marker must come back at ``request_body.<key>[0]``, which proves that the cut was made in that
+      array (not in another object that happens to hold such a key);
+    * element ends are only trusted where proven: ``orjson.dumps`` of a parsed element equal to its bytes
+      in the line, or the end of the whole array located and re-parsed (``_add_tail_cuts``).
+
+    Anything else (another key spelling, whitespace around the array, invalid JSON, invalid UTF-8, lone
+    surrogates) returns None and the caller parses the line in full, with the same problems as before.
+    Records built this way share message objects: the same dict is in every record whose request
+    repeated that message, so nothing may mutate a record's messages in place (nothing in sft.sources
+    does; ``_hash_conversations`` relies on it to hash each shared object once).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._view = memoryview(data)
+        self._bases: list[_ParsedArray] = []
+        self._tools: list[_SharedValue] = []
+
+    def parse(self, begin: int, end: int) -> dict[str, Any] | None:
+        """The record of the line ``data[begin:end]`` (equal to ``orjson.loads`` of it), or None."""
+        data, view = self._data, self._view
+        located = _locate_array(data, begin, end)
+        if located is None:
+            return None
+        start, key = located
+        base, cut = self._best_cut(start, end, key)
+        if base is None:
+            close = data[start + 1 : start + 2] == b"]"
+            rest = start + 2 if close else start + 1
+        else:
+            close = data[start + base.ends[cut]] == _CLOSE
+            rest = start + base.ends[cut] + 1
+        head = (view[begin:start], b"[", _MARKER_JSON, b"]" if close else b",")
+        record = None
+        tools = self._repeated_tools(rest, end)
+        if tools is not None:
+            at, shared = tools
+            record = _loads_or_none(
+                b"".join((*head, view[rest:at], _TOOLS_MARKER_JSON, view[at + shared.length : end]))
+            )
+            if record is not None and not _put_back_tools(record, shared.value):
+                record = None  # that "tools" key was not request_body's: parse again without the cut
+        if record is None:
+            tools = None
+            record = _loads_or_none(b"".join((*head, view[rest:end])))
+        array = _marked_array(record, key)
+        if array is None:
+            return None
+        parsed = _ParsedArray(start, key, array)
+        if base is None:
+            del array[0]
+            count = 0
+        else:
+            count = base.counts[cut]
+            array[0:1] = base.items[:count]
+            parsed.counts = base.counts[: cut + 1]
+            parsed.ends = base.ends[: cut + 1]
+        if not close:
+            _add_tail_cuts(data, view, parsed, rest, end, count)
+        self._remember(parsed, base, cut)
+        if tools is None:
+            self._remember_tools(record, rest, end)
+        return record
+
+    def _repeated_tools(self, rest: int, end: int) -> tuple[int, _SharedValue] | None:
+        """Where the line's ``"tools":[`` array starts (searched after the shared messages) and the recent
+        tools array with exactly its bytes; None if there is none. Tool schemas repeat in every call."""
+        data = self._data
+        found = data.find(_TOOLS_KEY, rest, end)
+        if found < 0:
+            return None
+        at = found + len(_TOOLS_KEY) - 1
+        for shared in self._tools:
+            stop = at + shared.length
+            if (
+                stop < end
+                and data[stop] in (_COMMA, _BRACE)
+                and data.startswith(self._view[shared.start : shared.start + shared.length], at)
+            ):
+                return at, shared
+        return None
+
+    def _remember_tools(self, record: dict[str, Any], rest: int, end: int) -> None:
+        """Keep the line's tools array for later lines when ``orjson.dumps`` of it is its exact bytes."""
+        tools = record["request_body"].get("tools")
+        if type(tools) is not list or not tools:
+            return
+        data = self._data
+        found = data.find(_TOOLS_KEY, rest, end)
+        if found < 0:
+            return
+        try:
+            encoded = orjson.dumps(tools)
+        except orjson.JSONEncodeError:
+            return
+        at = found + len(_TOOLS_KEY) - 1
+        stop = at + len(encoded)
+        if stop < end and data[stop] in (_COMMA, _BRACE) and data.startswith(encoded, at):
+            self._tools.insert(0, _SharedValue(at, len(encoded), tools))
+            del self._tools[_MAX_BASES:]
+
+    def _best_cut(self, start: int, end: int, key: str) -> tuple[_ParsedArray | None, int]:
+        """The recent array sharing the most leading elements with the one at ``start``, and that cut."""
+        best: _ParsedArray | None = None
+        best_cut = -1
+        best_count = 0
+        for base in self._bases:
+            if base.key != key:
+                continue
+            cut = _matching_cut(self._data, self._view, base, start, end)
+            if cut >= 0 and base.counts[cut] > best_count:
+                best, best_cut, best_count = base, cut, base.counts[cut]
+                if cut == len(base.counts) - 1:  # all of it repeats (the usual case): look no further
+                    break
+        return best, best_cut
+
+    def _remember(self, parsed: _ParsedArray, base: _ParsedArray | None, cut: int) -> None:
+        """Keep ``parsed`` first; drop the base it repeats entirely (its cuts are all in ``parsed``)."""
+        bases = self._bases
+        if base is not None and cut == len(base.counts) - 1:
+            bases.remove(base)
+        if parsed.counts:
+            bases.insert(0, parsed)
+            del bases[_MAX_BASES:]
+
+
+def _locate_array(data: bytes, begin: int, end: int) -> tuple[int, str] | None:
+    """Offset of the ``[`` of the line's request array (compact ``"messages":[`` or ``"input":[``), key.
+
+    Searched from ``"request_body":{`` on when the line has it (a hint: ``parse`` verifies the place).
+    """
+    body = data.find(_REQUEST_BODY_KEY, begin, end)
+    if body >= 0:
+        begin = body
+    for pattern, key in _ARRAY_KEYS:
+        found = data.find(pattern, begin, end)
+        if found >= 0:
+            return found + len(pattern) - 1, key
+    return None
+
+
+def _loads_or_none(spliced: bytes) -> Any:
+    try:
+        return orjson.loads(spliced)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _put_back_tools(record: Any, tools: list[Any]) -> bool:
+    """Put the shared tools list at ``record.request_body.tools`` if the tools marker is there."""
+    body = record.get("request_body") if type(record) is dict else None
+    if type(body) is not dict:
+        return False
+    marker = body.get("tools")
+    if type(marker) is not str or marker != _TOOLS_MARKER:
+        return False
+    body["tools"] = tools  # same key, same place in the dict: the record dumps exactly as the line
+    return True
+
+
+def _marked_array(record: Any, key: str) -> list[Any] | None:
+    """``record.request_body.<key>`` when it is a list whose first element is the marker, else None."""
+    if type(record) is not dict:
+        return None
+    body = record.get("request_body")
+    if type(body) is not dict:
+        return None
+    array = body.get(key)
+    if type(array) is not list or not array or type(array[0]) is not str or array[0] != _MARKER:
+        return None
+    return array
+
+
+def _matching_cut(data: bytes, view: memoryview, base: _ParsedArray, start: int, end: int) -> int:
+    """Index of the longest cut of ``base`` whose bytes also begin the array at ``start``; -1 if none.
+
+    A match at one cut implies a match at every shorter one. Tried in the order of likelihood: all of
+    it (a cumulative log), the first cut (a miss there rules out every other), all but the last cut
+    (Anthropic-shaped logs move ``cache_control`` to the newest message), then bisection.
+    """
+
+    def matches(cut: int) -> bool:
+        length = base.ends[cut]
+        delimiter = start + length
+        return (
+            delimiter < end
+            and data[delimiter] in (_COMMA, _CLOSE)
+            and data.startswith(view[base.start : base.start + length], start)
+        )
+
+    last = len(base.ends) - 1
+    if matches(last):
+        return last
+    if last == 0 or not matches(0):
+        return -1
+    low, high, found = 1, last - 1, 0
+    if high >= low and matches(high):
+        return high
+    high -= 1
+    while low <= high:
+        middle = (low + high) // 2
+        if matches(middle):
+            found, low = middle, middle + 1
+        else:
+            high = middle - 1
+    return found
+
+
+def _add_tail_cuts(
+    data: bytes, view: memoryview, parsed: _ParsedArray, rest: int, end: int, count: int
+) -> None:
+    """Record where the newly parsed elements ``parsed.items[count:]`` (from offset ``rest``) end.
+
+    Per element where ``orjson.dumps`` reproduces the line's bytes (logs written by orjson or by
+    ``json.dumps(separators=(",", ":"), ensure_ascii=False)``); otherwise only the end of the array.
+    """
+    items = parsed.items
+    total = len(items)
+    offset = rest
+    for index in range(count, total):
+        try:
+            encoded = orjson.dumps(items[index])
+        except orjson.JSONEncodeError:
+            break
+        if not data.startswith(encoded, offset, end):
+            break
+        offset += len(encoded)
+        if data[offset : offset + 1] != (b"]" if index == total - 1 else b","):
+            break
+        parsed.counts.append(index + 1)
+        parsed.ends.append(offset - parsed.start)
+        offset += 1
+    else:
+        return
+    close = _array_end(view, rest, end, total - count)
+    if close is not None:
+        parsed.counts.append(total)
+        parsed.ends.append(close - parsed.start)
+
+
+def _array_end(view: memoryview, rest: int, end: int, expected: int) -> int | None:
+    """Offset of the ``]`` closing the array whose last ``expected`` elements start at ``rest``.
+
+    orjson reports where the content after a complete document starts, in characters: parsing ``[`` +
+    the rest of the line gives that position, which is converted to bytes and checked by parsing exactly
+    the elements found. None when anything does not add up (the array then gets no cut there).
+    """
+    buffer = b"".join((b"[", view[rest:end]))
+    try:
+        orjson.loads(buffer)
+    except orjson.JSONDecodeError as exc:
+        position = exc.pos
+    else:
+        return None
+    if not isinstance(position, int) or position <= 0:
+        return None
+    characters = buffer[: 4 * position + 4].decode("utf-8", "ignore")[:position]
+    after = rest - 1 + len(characters.encode("utf-8"))  # the first byte after the array and its whitespace
+    segment = bytes(view[rest:after]).rstrip(b" \t\r\n")
+    if not segment.endswith(b"]"):
+        return None
+    try:
+        elements = orjson.loads(b"[" + segment)
+    except orjson.JSONDecodeError:
+        return None
+    if type(elements) is not list or len(elements) != expected:
+        return None
+    return rest + len(segment) - 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -384,42 +755,149 @@ class DedupResult:
     exact_dropped: int = 0
 
 
+@dataclass(eq=False)
+class _HashedConversation:
+    """A conversation already hashed: its message objects (kept alive, so their ids stay unique), their
+    ids, its rolling hashes ``h[0..n]`` and the position of its first user message (n if none)."""
+
+    messages: list[Any]
+    ids: list[int]
+    hashes: list[int]
+    first_user: int
+
+
+_RECENT_CONVERSATIONS = 4  # conversations a new one may share leading message objects with
+
+
+def _shared_length(ids: list[int], other: list[int]) -> int:
+    """How many leading ids the two lists share. List slices compare at C speed: all of it is tried
+    first (the usual case), then windows of growing size find a short match quickly, then bisection."""
+    size = min(len(ids), len(other))
+    if not size or (ids[size - 1] == other[size - 1] and ids[:size] == other[:size]):
+        return size
+    low, high = 0, size - 1  # ids[:low] are known to match, ids[:high + 1] not to
+    step = 1
+    while low + step <= high and ids[: low + step] == other[: low + step]:
+        low += step
+        step *= 2
+    high = min(high, low + step - 1)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if ids[:middle] == other[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class _DigestMemo:
+    """``message_digest`` once per message object (by ``id()``) and once per value (by plain bytes).
+
+    The caller keeps every object it passes alive while the memo exists, so an id is never reused.
+    """
+
+    def __init__(self) -> None:
+        self.by_id: tuple[dict[int, int], dict[int, int]] = ({}, {})  # [first_user] -> id -> digest
+        self.by_bytes: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})  # [first_user] -> bytes -> digest
+
+    def digest(self, message: Any, identity: int, first_user: bool) -> int:
+        by_id = self.by_id[first_user]
+        digest = by_id.get(identity)
+        if digest is None:
+            try:
+                raw = orjson.dumps(message)
+            except orjson.JSONEncodeError:  # e.g. a lone surrogate the normalisation may strip: no memo
+                digest = message_digest(message, first_user=first_user)
+            else:
+                by_bytes = self.by_bytes[first_user]
+                digest = by_bytes.get(raw)
+                if digest is None:
+                    digest = by_bytes[raw] = message_digest(message, first_user=first_user)
+            by_id[identity] = digest
+        return digest
+
+
 def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[int], set[int]]:
     """Full hash of every conversation, and the set of all their proper-prefix hashes.
 
-    Each distinct raw message is normalised and hashed once per log (``message_digest`` is the costly
-    part): a cumulative log repeats the whole conversation in every request, so without the memo a message
-    is hashed once per later call. Each request line is parsed on its own, so the repeats are equal dicts,
-    never the same object: the memo is keyed by the message's plain ``orjson.dumps`` (C speed, no key
-    sorting, no normalisation). Equal bytes mean an identical value (types and key order included, unlike
-    ``==``, for which ``1 == 1.0 == True``), hence an identical digest.
+    A cumulative log repeats the whole conversation in every request, so without care every message is
+    hashed once per later call. Three levels of re-use:
+
+    * leading message *objects* shared with a recent conversation (``read_log`` gives every record that
+      repeats a message the same dict, ``PrefixSharingParser``): that conversation's rolling hashes are
+      taken as they are, and its proper-prefix hashes are already in the set. Found by comparing lists of
+      ``id()`` at C speed; message 0 may differ in object but not in digest (``hashing_view`` makes a
+      fresh out-of-band system message for every record). Every object compared is held here, so equal
+      ids mean the same object; records are never mutated, so the same object has the same digest;
+    * per message object (``id()``): ``message_digest`` runs once per distinct object;
+    * per message value, by its plain ``orjson.dumps`` (C speed, no key sorting, no normalisation), for
+      equal dicts from lines parsed on their own. Equal bytes mean an identical value (types and key
+      order included, unlike ``==``, for which ``1 == 1.0 == True``), hence an identical digest.
     """
     full_hashes: list[int] = []
     proper_prefixes: set[int] = set()
     add_prefix = proper_prefixes.add
-    memos: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})  # [first_user] -> raw bytes -> digest
-    dumps = orjson.dumps
+    memo = _DigestMemo()
+    recent: list[_HashedConversation] = []
+    alive: list[list[Any]] = []  # every object keyed by id() stays alive until the end: ids stay unique
     for conversation in conversations:
-        current = 0
-        seen_user = False
-        for position, message in enumerate(conversation):
+        messages = list(conversation)
+        alive.append(messages)
+        ids = list(map(id, messages))
+        base, shared = _best_shared_prefix(recent, messages, ids, memo)
+        if base is None:
+            hashes = [0]
+            first_user_at = len(messages)
+        else:
+            hashes = base.hashes[: shared + 1]
+            first_user_at = base.first_user if base.first_user < shared else len(messages)
+        current = hashes[-1]
+        seen_user = first_user_at < shared
+        for position in range(shared, len(messages)):
+            message = messages[position]
             if position:
                 add_prefix(current)
             first_user = False
             if not seen_user:
                 seen_user = first_user = _is_user(message)
-            try:
-                raw = dumps(message)
-            except orjson.JSONEncodeError:  # e.g. a lone surrogate the normalisation may strip: no memo
-                digest = message_digest(message, first_user=first_user)
-            else:
-                memo = memos[first_user]
-                digest = memo.get(raw)
-                if digest is None:
-                    digest = memo[raw] = message_digest(message, first_user=first_user)
-            current = hash((current, digest))
+                if first_user:
+                    first_user_at = position
+            current = hash((current, memo.digest(message, ids[position], first_user)))
+            hashes.append(current)
         full_hashes.append(current)
+        if base is not None and shared == len(base.ids):
+            recent.remove(base)  # the new conversation repeats all of it
+        recent.insert(0, _HashedConversation(messages, ids, hashes, first_user_at))
+        del recent[_RECENT_CONVERSATIONS:]
     return full_hashes, proper_prefixes
+
+
+def _best_shared_prefix(
+    recent: list[_HashedConversation], messages: list[Any], ids: list[int], memo: _DigestMemo
+) -> tuple[_HashedConversation | None, int]:
+    """The recent conversation whose rolling hashes this one can take the most of, and how many."""
+    best: _HashedConversation | None = None
+    shared = 0
+    if not messages:
+        return best, shared
+    head_user = _is_user(messages[0])
+    head: int | None = None  # h[1] of this conversation, computed when first needed
+    for candidate in recent:
+        if not candidate.ids:
+            continue
+        if candidate.ids[0] == ids[0]:
+            length = _shared_length(ids, candidate.ids)
+        else:
+            if head is None:
+                head = hash((0, memo.digest(messages[0], ids[0], head_user)))
+            if candidate.hashes[1] != head or (candidate.first_user == 0) != head_user:
+                continue
+            length = 1 + _shared_length(ids[1:], candidate.ids[1:])
+        if length > shared:
+            best, shared = candidate, length
+            if length == len(candidate.ids):  # all of it repeats (the usual case): look no further
+                break
+    return best, shared
 
 
 def dedup_conversations(
