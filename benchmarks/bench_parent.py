@@ -70,12 +70,17 @@ def measure(repo: Path, job: Path, work: Path, repeat: int) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """The generated job (--trials, --max-turns, --seed) and --repeat, shared by the in-process benchmarks."""
     p.add_argument("--trials", type=int, default=300)
     p.add_argument("--max-turns", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(p)
     p.add_argument("--repo", type=Path, default=REPO, help="project root whose config.demo.yaml is used")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/sft-bench"))
     args = p.parse_args(argv)

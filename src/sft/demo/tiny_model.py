@@ -269,7 +269,6 @@ def _synthetic_chat_corpus(seed: int, n_samples: int = 3000) -> list[str]:
 def _train_tokenizer(seed: int) -> Any:
     """Train the byte-level BPE (4070 entries) and append the 26 Qwen3 added tokens in upstream order."""
     from tokenizers import (
-        AddedToken,
         Regex,
         Tokenizer,
         decoders,
@@ -308,17 +307,21 @@ def _train_tokenizer(seed: int) -> Any:
             "the local training corpus is too small (stdlib sources missing?). Fix: check "
             f"sysconfig stdlib path {sysconfig.get_paths()['stdlib']!r} holds the Python sources."
         )
-    tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL_TOKENS]
-    )
-    tokenizer.add_tokens(
-        [AddedToken(t, special=False, normalized=False) for t in QWEN3_NON_SPECIAL_ADDED_TOKENS]
-    )
+    add_qwen3_added_tokens(tokenizer)
     return tokenizer
 
 
-def _save_tokenizer(raw_tokenizer: Any, out_dir: Path) -> Any:
-    """Save as a Qwen2-class HF tokenizer (tokenizer.json + vocab.json/merges.txt + configs)."""
+def add_qwen3_added_tokens(tokenizer: Any) -> None:
+    """Qwen3's added tokens, in Qwen3's id order after the BPE vocabulary (also used by benchmarks/qwen_vocab.py)."""
+    from tokenizers import AddedToken
+
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL_TOKENS])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_NON_SPECIAL_ADDED_TOKENS])
+
+
+def save_qwen3_tokenizer(raw_tokenizer: Any, out_dir: Path, *, model_max_length: int) -> Any:
+    """Save as a Qwen2-class HF tokenizer (tokenizer.json + vocab.json/merges.txt + configs) with Qwen3's
+    special tokens and chat template; returns the fast tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
     fast = PreTrainedTokenizerFast(
@@ -328,7 +331,7 @@ def _save_tokenizer(raw_tokenizer: Any, out_dir: Path) -> Any:
         bos_token=None,
         unk_token=None,
         additional_special_tokens=list(QWEN3_SPECIAL_TOKENS[1:]),
-        model_max_length=MODEL_SHAPE["max_position_embeddings"],
+        model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
         split_special_tokens=False,
     )
@@ -395,7 +398,7 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
             return out_dir
         (out_dir / RECIPE_FILE).unlink(missing_ok=True)
         raw_tokenizer = _train_tokenizer(seed)
-        fast = _save_tokenizer(raw_tokenizer, out_dir)
+        fast = save_qwen3_tokenizer(raw_tokenizer, out_dir, model_max_length=MODEL_SHAPE["max_position_embeddings"])
         eos_id = fast.convert_tokens_to_ids("<|im_end|>")
         pad_id = fast.convert_tokens_to_ids("<|endoftext|>")
         _save_model(out_dir, seed, eos_id, pad_id)

@@ -13,6 +13,10 @@ strings LLaMA-Factory wants encoded. The collected strings (de-duplicated: the t
 every row of a job) are then encoded in large batches by the fast tokenizer's Rust backend, which runs on
 all cores. Since LLaMA-Factory concatenates the per-element ids, the per-turn lengths are exact; the
 truncation LLaMA-Factory will apply at ``cutoff_len`` is then simulated with its own ``infer_seqlen``.
+Rows go in chunks: while the Rust encoder works on one chunk (on a thread, without the GIL), the next
+chunk is rendered, so the Python and the Rust halves use both cores of a 2-core machine. ``num_workers``
+> 1 instead renders and encodes chunks in forked processes (for machines with more cores than the Rust
+encoder alone keeps busy). Measured with ``benchmarks/bench_tokens.py``.
 
 Per sample: total tokens, supervised tokens (the labels LLaMA-Factory trains: ``gpt`` and
 ``function_call`` bodies, their ``<|im_end|>\\n`` and any trained empty think block), reasoning tokens
@@ -24,11 +28,18 @@ observation turns; the whole observation turn for templates without those tags),
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
 import json
 import logging
+import multiprocessing as mp
+import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +64,11 @@ OBSERVATION_SEPARATOR = "\n</tool_response>\n<tool_response>\n"
 TOOL_ERROR_PREFIXES: tuple[str, ...] = ("<tool_use_error>", "The arguments provided to the tool are invalid")
 BATCH_CHARS = 8_000_000  # characters of unique element text per tokenizer batch (bounded memory)
 NO_CUTOFF = 2**31 - 1
+OVERLAP_CHUNK_ROWS = 64  # one process: rows per chunk, small enough for encoding and rendering to overlap
+POOL_CHUNKS_PER_WORKER = 4  # with num_workers > 1: chunks per worker (load balance vs. per-chunk overhead)
+POOL_WINDOW_PER_WORKER = 2  # chunks in flight per worker (finished ones wait in order, memory stays bounded)
+_TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_FUNCTION_THOUGHT_RE = re.compile(r"<think>\n(.*?)\n</think>\n\n", re.DOTALL)
 DISTRIBUTION_METRICS: tuple[str, ...] = (
     "total_tokens",
     "supervised_tokens",
@@ -66,7 +82,6 @@ DEFAULT_DATASET_ENTRY: dict[str, Any] = {
     "formatting": "sharegpt",
     "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
 }
-_THOUGHT_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -128,6 +143,11 @@ def quiet_llamafactory(level: int = logging.ERROR) -> Iterator[None]:
     names = ("llamafactory.data.converter", "llamafactory.data.template", "llamafactory.data.processor.supervised")
     loggers = [logging.getLogger(name) for name in names]
     previous = [lg.level for lg in loggers]
+    if all(old == level for old in previous):
+        # Already quiet (token_stats holds this around its whole loop): setLevel clears the cache of every
+        # logger in the process, which per row was a fifth of token_stats' Python time.
+        yield
+        return
     for lg in loggers:
         lg.setLevel(level)
     try:
@@ -312,7 +332,7 @@ def reasoning_token_count(text: str, ids: list[int] | None, special: SpecialIds)
     """Tokens strictly between ``<think>`` and ``</think>`` of the non-empty thought blocks of one element."""
     if ids is None or special.think_open is None or special.think_close is None:
         return 0
-    blank = [not m.group(1).strip() for m in _THOUGHT_RE.finditer(text)]
+    blank = blank_thoughts(text)
     count, pos, block = 0, 0, 0
     while True:
         try:
@@ -324,6 +344,23 @@ def reasoning_token_count(text: str, ids: list[int] | None, special: SpecialIds)
             count += close_at - open_at - 1
         block += 1
         pos = close_at + 1
+
+
+def blank_thoughts(text: str) -> list[bool]:
+    """For each ``<think>...</think>`` block of ``text`` (leftmost, non-overlapping): is it empty or blank?
+
+    Same blocks as ``re.finditer(r"<think>(.*?)</think>", text, re.DOTALL)``, found with ``str.find``: the
+    lazy regex re-tested the closing tag at every character of long thoughts.
+    """
+    blank: list[bool] = []
+    pos = 0
+    while (open_at := text.find(THINK_OPEN_TOKEN, pos)) >= 0:
+        close_at = text.find(THINK_CLOSE_TOKEN, open_at + len(THINK_OPEN_TOKEN))
+        if close_at < 0:
+            break
+        blank.append(not text[open_at + len(THINK_OPEN_TOKEN) : close_at].strip())
+        pos = close_at + len(THINK_CLOSE_TOKEN)
+    return blank
 
 
 def tool_output_token_count(ids: list[int] | None, length: int, special: SpecialIds) -> int:
@@ -340,11 +377,11 @@ def tool_output_token_count(ids: list[int] | None, length: int, special: Special
 
 def parse_function_call(value: str) -> list[dict[str, Any]] | None:
     """The calls of a ``function_call`` value, parsed as LLaMA-Factory's FunctionFormatter does; None if invalid."""
-    match = re.search(r"<tool_call>(.*?)</tool_call>", value, re.DOTALL)
+    match = _TOOL_CALL_RE.search(value)
     if match is not None:
         payload = match.group(1)
     else:
-        thought = re.search(r"<think>\n(.*?)\n</think>\n\n", value, re.DOTALL)
+        thought = _FUNCTION_THOUGHT_RE.search(value)
         payload = value.replace(thought.group(0), "") if thought else value
     try:
         calls = json.loads(payload)
@@ -434,6 +471,7 @@ class _Context:
     data_args: Any
     special: SpecialIds
     cutoff_len: int
+    converter: Any = None
 
 
 def _marker_len(marker: int, texts: list[str], encoded: EncodedTexts) -> int:
@@ -504,7 +542,7 @@ def _needs_ids(rendered: RenderedRow, texts: list[str]) -> set[str]:
 
 
 def token_stats(
-    rows: list[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
     tokenizer: Any,
     *,
     cutoff_len: int,
@@ -512,6 +550,7 @@ def token_stats(
     lf_options: dict[str, Any] | None = None,
     dataset_entry: Mapping[str, Any] | None = None,
     chunk_rows: int = 256,
+    num_workers: int | None = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-sample token numbers and their dataset summary, as LLaMA-Factory will train on the rows.
 
@@ -519,30 +558,23 @@ def token_stats(
     ``mask_history``, ``train_on_prompt``, ``default_system``, ``tool_format``, ``preserve_thinking``).
     ``dataset_entry`` is the rows' ``dataset_info.json`` entry (formatting / columns / tags; default ours).
     Rows LLaMA-Factory would skip or abort on get ``lf_status`` ``drop:...`` / ``abort:...`` and no counts.
+    ``rows`` may be any sequence whose slices are lists (a list, or rows spooled on disk).
+
+    ``num_workers`` > 1 renders *and* encodes chunks of rows in that many forked processes (each with a
+    single-threaded encoder), so LLaMA-Factory's Python rendering, which otherwise runs on one core, is
+    spread over all of them; the results are the same, in the same order, as with ``num_workers=1``.
+    ``None`` means one worker per usable CPU.
     """
     started = time.perf_counter()
+    workers = _worker_count(num_workers)
     data_args = lf_data_args(template, options=lf_options)
     tpl = lf_template(tokenizer, data_args)
     converter = dataset_converter(data_args, dataset_entry)
-    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len)
+    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len, converter)
     per_sample: list[dict[str, Any]] = []
-    for chunk_start in range(0, len(rows), chunk_rows):
-        chunk = rows[chunk_start : chunk_start + chunk_rows]
-        recorder = RecordingTokenizer(tokenizer)
-        rendered = [render_row(align_row(row, converter), tpl, recorder, data_args) for row in chunk]
-        need: set[str] = set()
-        for item in rendered:
-            need |= _needs_ids(item, recorder.texts)
-        encoded = encode_texts(tokenizer, recorder.texts, need)
-        for offset, (row, item) in enumerate(zip(chunk, rendered, strict=True)):
-            sample = row_identity(row, chunk_start + offset)
-            sample.update(conversation_counts(item.aligned))
-            sample["lf_status"] = item.aligned.status
-            if item.aligned.status == "ok":
-                sample.update(_sample_tokens(item, recorder.texts, encoded, ctx))
-            else:
-                sample["lf_detail"] = item.aligned.detail
-            per_sample.append(sample)
+    with quiet_llamafactory():  # once for the whole run, not per row (see quiet_llamafactory)
+        for samples in _all_chunks(rows, ctx, chunk_rows, workers):
+            per_sample.extend(samples)
     elapsed = time.perf_counter() - started
     summary = summarize(per_sample, cutoff_len=cutoff_len)
     summary.update({
@@ -553,6 +585,156 @@ def token_stats(
         "tokens_per_s": round(summary["tokens"]["total"] / elapsed) if elapsed > 0 else None,
     })
     return per_sample, summary
+
+
+# --------------------------------------------------------------------------------------------- chunks, workers
+
+
+@dataclass
+class _RenderedChunk:
+    """A chunk of rows rendered through LLaMA-Factory's template, its strings not yet encoded."""
+
+    start: int
+    rows: Sequence[dict[str, Any]]
+    rendered: list[RenderedRow]
+    texts: list[str]
+    need_ids: set[str]
+
+
+def _render_chunk(chunk: Sequence[dict[str, Any]], chunk_start: int, ctx: _Context) -> _RenderedChunk:
+    recorder = RecordingTokenizer(ctx.tokenizer)
+    rendered = [render_row(align_row(row, ctx.converter), ctx.template, recorder, ctx.data_args) for row in chunk]
+    need: set[str] = set()
+    for item in rendered:
+        need |= _needs_ids(item, recorder.texts)
+    return _RenderedChunk(chunk_start, chunk, rendered, recorder.texts, need)
+
+
+def _chunk_samples(chunk: Sequence[dict[str, Any]], chunk_start: int, ctx: _Context) -> list[dict[str, Any]]:
+    """Per-sample numbers of one chunk of rows: render all, batch-encode the distinct strings, count."""
+    part = _render_chunk(chunk, chunk_start, ctx)
+    return _count_chunk(part, encode_texts(ctx.tokenizer, part.texts, part.need_ids), ctx)
+
+
+def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> list[dict[str, Any]]:
+    chunk, chunk_start, rendered = part.rows, part.start, part.rendered
+    samples: list[dict[str, Any]] = []
+    for offset, (row, item) in enumerate(zip(chunk, rendered, strict=True)):
+        sample = row_identity(row, chunk_start + offset)
+        sample.update(conversation_counts(item.aligned))
+        sample["lf_status"] = item.aligned.status
+        if item.aligned.status == "ok":
+            sample.update(_sample_tokens(item, part.texts, encoded, ctx))
+        else:
+            sample["lf_detail"] = item.aligned.detail
+        samples.append(sample)
+    return samples
+
+
+def _worker_count(num_workers: int | None) -> int:
+    if num_workers is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"token_stats: num_workers={num_workers!r}; use an integer >= 1 (or None for one per CPU)")
+    return num_workers
+
+
+def _all_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int,
+                workers: int) -> Iterator[list[dict[str, Any]]]:
+    """The chunks' samples in row order: in this process, or in forked workers when that can help."""
+    if chunk_rows < 1:
+        raise ValueError(f"token_stats: chunk_rows={chunk_rows!r}; use an integer >= 1")
+    if workers > 1 and "fork" not in mp.get_all_start_methods():
+        logger.info("token_stats: no 'fork' start method on this platform; counting in one process")
+        workers = 1
+    if workers > 1:
+        # Enough chunks for every worker to stay busy; the counts do not depend on the chunking.
+        size = max(1, min(chunk_rows, -(-len(rows) // (workers * POOL_CHUNKS_PER_WORKER))))
+        if len(rows) > size:
+            yield from _pool_chunks(rows, ctx, size, workers)
+            return
+    yield from _overlapped_chunks(rows, ctx, chunk_rows)
+
+
+def _overlapped_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """One process: chunk k is encoded on a thread (Rust, GIL released) while chunk k+1 is rendered."""
+    size = min(chunk_rows, OVERLAP_CHUNK_ROWS)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-stats-encode") as encoder:
+        previous: tuple[_RenderedChunk, Future[EncodedTexts]] | None = None
+        for start in range(0, len(rows), size):
+            part = _render_chunk(rows[start : start + size], start, ctx)
+            encoding = encoder.submit(encode_texts, ctx.tokenizer, part.texts, part.need_ids)
+            if previous is not None:
+                yield _count_chunk(previous[0], previous[1].result(), ctx)
+            previous = (part, encoding)
+        if previous is not None:
+            yield _count_chunk(previous[0], previous[1].result(), ctx)
+
+
+# The parent's context, inherited by the forked workers (a tokenizer and LLaMA-Factory's template do not
+# need to be pickled that way); set only while a pool is alive.
+_POOL_CONTEXT: _Context | None = None
+
+
+def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Worker side of ``_pool_chunks``."""
+    if _POOL_CONTEXT is None:
+        raise RuntimeError("token_stats worker started without its context (not forked from token_stats?)")
+    with quiet_llamafactory():
+        return _chunk_samples(chunk, chunk_start, _POOL_CONTEXT)
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in the environment unless already set, restored afterwards."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
+                 workers: int) -> Iterator[list[dict[str, Any]]]:
+    """Chunks counted by ``workers`` forked processes, yielded in submission order (bounded window)."""
+    global _POOL_CONTEXT
+    starts = list(range(0, len(rows), size))
+    upcoming = iter(starts)
+    pending: deque[Future[list[dict[str, Any]]]] = deque()
+    done = 0
+
+    def submit(pool: ProcessPoolExecutor, count: int) -> None:
+        for start in itertools.islice(upcoming, count):
+            pending.append(pool.submit(_pool_chunk, start, list(rows[start : start + size])))
+
+    _POOL_CONTEXT = ctx
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            # The first submit forks every worker: they get single-threaded encoders (the workers are the
+            # parallelism; without this, tokenizers also warns that it was forked after using threads).
+            # gc.freeze: the workers' garbage collector would otherwise walk, and so copy-on-write, the
+            # whole inherited heap (LLaMA-Factory, torch): that cost each worker ~0.5 CPU s.
+            gc.freeze()
+            try:
+                with _env_default("TOKENIZERS_PARALLELISM", "false"):
+                    submit(pool, workers * POOL_WINDOW_PER_WORKER)
+            finally:
+                gc.unfreeze()
+            while pending:
+                samples = pending.popleft().result()
+                done += 1
+                submit(pool, 1)
+                yield samples
+    except BrokenProcessPool as exc:
+        logger.warning("token_stats: a worker died (%s); counting the remaining %d chunk(s) in this process",
+                       exc, len(starts) - done)
+        for start in starts[done:]:
+            yield _chunk_samples(rows[start : start + size], start, ctx)
+    finally:
+        _POOL_CONTEXT = None
 
 
 def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
