@@ -51,6 +51,9 @@ def test_whole_stage_writes_runtime_output_that_matches_the_files(demo_project: 
     report = demo_project / "data" / "08_reporting" / "tiny_qwen3_demo_agent_sft"
     assert (report / "training_curves.png").is_file()
     assert json.loads((report / "training_metrics.json").read_text())["total_steps"] == 4
+    # the dataset was tokenized once: the report took the counts of the convert-side over-length node
+    data_report = demo_project / "data" / "08_reporting" / "demo_agent_sft"
+    assert json.loads((data_report / "token_stats.json").read_text())["counted_by"] == "apply_length_policy_node"
 
 
 def test_local_lf_dataset_trains_through_kedro_run(demo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,6 +213,9 @@ class ConversionResult:
     rejects: list[dict[str, Any]]
     funnel: dict[str, Any]
     kept: Sequence[Trajectory]  # the written trajectories (the engine gives a TrajectoryView of im_rows)
+    # Per-sample token numbers of exactly lf_rows and how they were counted, set by the over-length node so
+    # the report need not tokenize the dataset a second time (sft.pipelines.report.nodes).
+    token_samples: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------- worker

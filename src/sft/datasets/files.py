@@ -53,9 +53,16 @@ class AtomicJSONDataset(_FileDataset):
 
 
 class AtomicJSONLinesDataset(_FileDataset):
-    """JSON Lines: a list (or any iterable) of dicts, one per line, written atomically."""
+    """JSON Lines: a list (or any iterable) of dicts, one per line, written atomically. ``missing_ok``: an
+    absent file loads as ``[]`` (for optional hand-overs between pipelines)."""
+
+    def __init__(self, filepath: str, missing_ok: bool = False, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(filepath, metadata)
+        self._missing_ok = missing_ok
 
     def load(self) -> list[Any]:
+        if self._missing_ok and not self._filepath.exists():
+            return []
         self._check_exists()
         with self._filepath.open("rb") as fh:
             return [orjson.loads(line) for line in fh if line.strip()]

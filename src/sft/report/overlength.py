@@ -22,7 +22,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sft.convert.canonical import Reject
@@ -162,6 +162,8 @@ class OverlengthPlan:
     replacements: dict[int, dict[str, Any]]
     rejects: list[dict[str, Any]]
     decisions: list[dict[str, Any]]
+    # token_stats of each truncated row (by input index) when it was re-counted (tokenizer + template given)
+    truncated_samples: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def plan_overlength_policy(
@@ -199,8 +201,9 @@ def plan_overlength_policy(
             plan.rejects.append(reject)
         plan.decisions.append(decision)
     if tokenizer is not None and template is not None:
-        _verify_truncated(list(plan.replacements.values()), tokenizer, template=template, cutoff_len=cutoff_len,
-                          lf_options=lf_options, dataset_entry=dataset_entry)
+        samples = _verify_truncated(list(plan.replacements.values()), tokenizer, template=template,
+                                    cutoff_len=cutoff_len, lf_options=lf_options, dataset_entry=dataset_entry)
+        plan.truncated_samples = dict(zip(plan.replacements, samples, strict=True))
     return plan
 
 
@@ -215,17 +218,19 @@ def apply_overlength_policy(
 
 
 def _verify_truncated(truncated: list[dict[str, Any]], tokenizer: Any, *, template: str, cutoff_len: int,
-                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None) -> None:
+                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The truncated rows' token numbers; each must fit."""
     from sft.report.tokens import token_stats
 
     if not truncated:
-        return
+        return []
     per_sample, _ = token_stats(truncated, tokenizer, cutoff_len=cutoff_len, template=template, lf_options=lf_options,
                                 dataset_entry=dataset_entry)
     for sample in per_sample:
         if sample.get("total_tokens") is not None and sample["total_tokens"] > cutoff_len:
             raise AssertionError(f"truncate_turns left {sample['uid']} at {sample['total_tokens']} tokens "
                                  f"> cutoff_len {cutoff_len}: a token-counting bug, please report it")
+    return per_sample
 
 
 def overlength_summary(decisions: list[dict[str, Any]], *, policy: str, cutoff_len: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sft.convert.engine import ConversionResult, convert_job
 from sft.convert.spool import iter_row_bytes
 from sft.datasets.source import SourceHandle
 from sft.pipelines.common import run_credentials
+from sft.pipelines.report.nodes import handover_token_samples
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, proje
 
 def split_conversion_result(
     result: ConversionResult,
-) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest)."""
+) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any],
+           list[dict[str, Any]]]:
+    """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest, and the token
+    counts of the rows for the report)."""
     digest = hashlib.sha256()
     for data in iter_row_bytes(result.lf_rows):
         digest.update(data)
@@ -48,4 +51,5 @@ def split_conversion_result(
         len(result.lf_rows),
         len(result.rejects),
     )
-    return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest
+    token_samples = handover_token_samples(result, manifest["rows_sha256"])
+    return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest, token_samples

@@ -28,7 +28,8 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
             Node(
                 split_conversion_result,
                 inputs="conversion_result_sized",
-                outputs=["lf_dataset", "im_dataset", "conversion_rejects", "conversion_report", "lf_manifest"],
+                outputs=["lf_dataset", "im_dataset", "conversion_rejects", "conversion_report", "lf_manifest",
+                         "conversion_token_samples"],
                 name="write_dataset_node",
                 tags=["convert"],
             ),

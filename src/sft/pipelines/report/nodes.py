@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from matplotlib.figure import Figure
 
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, TrajectoryView
-from sft.convert.spool import SpooledRows, select_rows
+from sft.convert.spool import SpooledRows, iter_row_bytes, select_rows
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
 from sft.report.overlength import overlength_summary, plan_overlength_policy
 from sft.report.plots import dataset_plots
-from sft.report.tokens import TokenizerLoad, counts_only_stats, lf_data_options, load_tokenizer, token_stats
+from sft.report.tokens import (
+    TokenizerLoad,
+    counts_only_stats,
+    lf_data_options,
+    load_tokenizer,
+    summarize,
+    token_stats,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +130,8 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     rows = conversion_result.lf_rows
     template = settings.training.template
     entry = _dataset_entry(report)
-    per_sample, _ = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff, template=template,
-                                lf_options=_lf_options(settings), dataset_entry=entry)
+    per_sample, first_summary = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff, template=template,
+                                            lf_options=_lf_options(settings), dataset_entry=entry)
     plan = plan_overlength_policy(
         rows, per_sample, policy=policy, cutoff_len=cutoff, tokenizer=loaded.tokenizer, template=template,
         lf_options=_lf_options(settings), dataset_entry=entry)
@@ -149,19 +158,84 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
                 policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
                 summary["kept_over_cutoff"])
+    written_samples = []  # the numbers of exactly the rows written, for the report (no second tokenization)
+    for position, index in enumerate(plan.keep):
+        sample = dict(plan.truncated_samples.get(index) or per_sample[index])
+        sample["index"] = position
+        written_samples.append(sample)
+    token_samples = {"key": token_count_key(settings, project_root, entry), "samples": written_samples,
+                     "summary_fields": {k: first_summary[k] for k in _SUMMARY_RUN_FIELDS}}
     return dataclasses.replace(conversion_result, lf_rows=kept_rows, im_rows=im_rows, rejects=rejects, funnel=report,
-                               kept=kept)
+                               kept=kept, token_samples=token_samples)
+
+
+# The token_stats summary fields that describe the counting run rather than the samples.
+_SUMMARY_RUN_FIELDS = ("template", "lf_options", "tokenizer", "elapsed_s", "tokens_per_s")
+
+
+def token_count_key(settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything token counts depend on besides the rows: if any differs, counts are not reused."""
+    path = _tokenizer_path(settings, project_root)
+    files = {}
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        candidate = Path(path) / name
+        if candidate.is_file():
+            stat = candidate.stat()
+            files[name] = [stat.st_size, stat.st_mtime_ns]
+    return {"tokenizer": path, "tokenizer_files": files, "template": settings.training.template,
+            "cutoff_len": settings.training.cutoff_len, "lf_options": _lf_options(settings), "dataset_entry": entry}
+
+
+def handover_token_samples(result: ConversionResult, rows_sha256: str) -> list[dict[str, Any]]:
+    """The catalog form of ``result.token_samples``: a header line (key, rows hash, count), then one line per row."""
+    if result.token_samples is None:
+        return [{"key": None, "note": "no token counts (no tokenizer, or the over-length node did not run)"}]
+    handover = result.token_samples
+    header = {"key": handover["key"], "rows_sha256": rows_sha256, "samples": len(handover["samples"]),
+              "summary_fields": handover["summary_fields"]}
+    return [header, *handover["samples"]]
+
+
+def _reusable_samples(handover: list[dict[str, Any]] | None, rows: list[dict[str, Any]],
+                      key: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The convert side's per-sample numbers and run fields when they describe exactly these rows, counted the
+    same way; else None (the report counts itself)."""
+    if not handover or not handover[0].get("key") or orjson.loads(orjson.dumps(handover[0]["key"])) != \
+            orjson.loads(orjson.dumps(key)):
+        return None
+    header, samples = handover[0], handover[1:]
+    if header.get("samples") != len(samples) or len(samples) != len(rows):
+        return None
+    digest = hashlib.sha256()
+    for data in iter_row_bytes(rows):
+        digest.update(data)
+    if digest.hexdigest() != header.get("rows_sha256"):
+        return None
+    return samples, header["summary_fields"]
 
 
 # --------------------------------------------------------------------------------------------- report side
 
 
 def compute_token_statistics(
-    lf_dataset: list[dict[str, Any]], conversion_report: dict[str, Any], settings: RuntimeInput, project_root: str
+    lf_dataset: list[dict[str, Any]], conversion_report: dict[str, Any], conversion_token_samples: list[dict[str, Any]],
+    settings: RuntimeInput, project_root: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer."""
+    """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer.
+
+    The convert pipeline's over-length node already counted every written row: when its handover matches
+    these rows (hash) and settings (tokenizer, template, cutoff, options), its numbers are used instead of
+    tokenizing the dataset again.
+    """
     cutoff = settings.training.cutoff_len
     entry = _dataset_entry(conversion_report)
+    reused = _reusable_samples(conversion_token_samples, lf_dataset, token_count_key(settings, project_root, entry))
+    if reused is not None:
+        per_sample, run_fields = reused
+        summary = {**summarize(per_sample, cutoff_len=cutoff), **run_fields, "counted_by": "apply_length_policy_node"}
+        logger.info("token statistics: %s samples, %s tokens (counted during conversion, reused)", summary["samples"],
+                    summary["tokens"]["total"])
+        return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
     loaded = _load_model_tokenizer(settings, project_root)
     if not loaded.ok:
         return counts_only_stats(lf_dataset, cutoff_len=cutoff, reason=loaded.error,

@@ -23,7 +23,8 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
             settings_node(),
             Node(
                 compute_token_statistics,
-                inputs=["lf_dataset", "conversion_report", "run_settings", "params:project_root"],
+                inputs=["lf_dataset", "conversion_report", "conversion_token_samples", "run_settings",
+                        "params:project_root"],
                 outputs=["dataset_sample_stats", "dataset_token_summary"],
                 name="token_statistics_node",
                 tags=["report", "data_check"],
