@@ -50,6 +50,14 @@ def child(job: Path, work: Path, settings: str, workers: int) -> str:
     from sft.config.loader import load_config
     from sft.convert.engine import convert_job
 
+    try:
+        from sft.convert.spool import iter_row_bytes
+    except ImportError:  # a tree from before the spool: rows are lists, written with orjson.dumps
+        import orjson
+
+        def iter_row_bytes(rows: Any) -> Any:
+            return (orjson.dumps(row) for row in rows)
+
     _name, overrides, secrets = next(s for s in SETTINGS if s[0] == settings)
     cfg = load_config(REPO / "config.demo.yaml").runtime_info.input
     cfg = cfg.model_copy(update={"conversion": cfg.conversion.model_copy(update={**overrides, "use_cache": False})})
@@ -57,7 +65,10 @@ def child(job: Path, work: Path, settings: str, workers: int) -> str:
     (work / "artifacts" / "data").mkdir(parents=True)
     result = convert_job(cfg, job, work, num_workers=workers, progress=False, secret_values=secrets)
     digest = hashlib.sha256()
-    for part in (result.lf_rows, result.im_rows, result.rejects, result.funnel):
+    for rows in (result.lf_rows, result.im_rows):  # the exact bytes the writers put in the files
+        for raw in iter_row_bytes(rows):
+            digest.update(raw + b"\n")
+    for part in (result.rejects, result.funnel):
         digest.update(json.dumps(part, ensure_ascii=False, sort_keys=False).encode("utf-8", "surrogatepass"))
     shutil.rmtree(work, ignore_errors=True)
     return digest.hexdigest()

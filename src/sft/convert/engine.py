@@ -375,6 +375,7 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         scaffold,
         trajectory_source=settings.trajectory_source,
         include_subagents=settings.include_subagents,
+        info=info,  # read above: result.json and config.json are parsed once per trial
     )
     outcome.counters.update(extraction.counters)
     outcome.problems.extend(extraction.problems)

@@ -44,17 +44,17 @@ Subagent trajectories get no score (``None``), as in the reference.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import re
 import shlex
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sft.convert.canonical import Message, ToolCall, Trajectory
+from sft.convert.filters import compact_json_bytes
 from sft.convert.validate import is_tool_error
 
 SCORE_VERSION = "sft-rule-v5"
@@ -98,9 +98,12 @@ _STOP_WORDS = frozenset(
 _NON_PATHS = {"/dev/null", "/dev/stdout", "/dev/stderr", "&1", "&2"}
 
 
-@dataclass(frozen=True)
-class _Call:
-    """A tool call with its turn position and its result (None when unanswered)."""
+class _Call(NamedTuple):
+    """A tool call with its turn position and its result (None when unanswered).
+
+    A NamedTuple, not a frozen dataclass: one is built per call, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) was a visible share of the score.
+    """
 
     turn: int
     call: ToolCall
@@ -114,16 +117,18 @@ def clip(value: float, low: float, high: float) -> float:
 def _iter_calls(messages: list[Message]) -> Iterator[_Call]:
     """Calls in order, each paired with the result of the same id in the tool block right after its turn."""
     turn = 0
+    count = len(messages)
     for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        results: dict[str | None, Message] = {}
-        for following in messages[index + 1:]:
-            if following.role != "tool":
-                break
-            results.setdefault(following.tool_call_id, following)
-        for call in message.tool_calls:
-            yield _Call(turn=turn, call=call, result=results.get(call.id))
+        if message.tool_calls:
+            results: dict[str | None, Message] = {}
+            after = index + 1
+            while after < count and messages[after].role == "tool":
+                results.setdefault(messages[after].tool_call_id, messages[after])
+                after += 1
+            for call in message.tool_calls:
+                yield _Call(turn=turn, call=call, result=results.get(call.id))
         turn += 1
 
 
@@ -131,7 +136,9 @@ def _args(call: ToolCall) -> dict[str, Any]:
     return call.arguments if isinstance(call.arguments, dict) else {}
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_shell(name: str) -> bool:
+    """Why cached: asked up to three times per call (edits, deletes, tests) for a handful of tool names."""
     lowered = name.lower()
     return any(hint in lowered for hint in _SHELL_HINTS)
 
@@ -246,32 +253,65 @@ KEYWORD_SCAN_CHARS = 1_000_000
 
 
 def top_keywords(text: str, k: int = 10) -> list[str]:
-    counts: Counter[str] = Counter()
-    first: dict[str, int] = {}
-    for position, match in enumerate(_WORD.finditer(text, 0, KEYWORD_SCAN_CHARS)):
-        word = match.group(0).lower()
-        if word in _STOP_WORDS:
-            continue
-        counts[word] += 1
-        first.setdefault(word, position)
-    return sorted(counts, key=lambda w: (-counts[w], first[w]))[:k]
+    """The ``k`` most frequent keywords of the head of ``text``; ties keep their first occurrence.
+
+    One C-level ``findall`` instead of a Python step per match (this was the largest single item of the
+    score). Every match is ASCII (the pattern is), so lower-casing the matches joined by spaces equals
+    lower-casing each one. A Counter keeps first-insertion order and ``sorted`` is stable (also with
+    ``reverse=True``), so equal counts stay in first-occurrence order, as the tie rule says.
+    """
+    words = " ".join(_WORD.findall(text, 0, KEYWORD_SCAN_CHARS)).lower().split()
+    counts = Counter(words)
+    ranked = sorted(counts, key=counts.__getitem__, reverse=True)
+    # Dropping the stop words after ranking leaves the others in the same order.
+    return [word for word in ranked if word not in _STOP_WORDS][:k]
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Call arguments as JSON text, for keyword look-ups only (``word in text``); never written anywhere.
+
+    Compact separators (``compact_json_bytes``, fast through orjson) instead of ``json.dumps``'s default
+    ``", "`` and ``": "``: the texts differ only by a space after a structural ``,`` or ``:``, and a keyword
+    (letters, digits, ``_``) can never span one of those, so every look-up gives the same answer.
+    """
+    return compact_json_bytes(arguments).decode("utf-8", "surrogatepass")
 
 
 def _assistant_text(message: Message) -> str:
-    args = " ".join(json.dumps(c.arguments, ensure_ascii=False) for c in message.tool_calls)
+    args = " ".join(_arguments_text(c.arguments) for c in message.tool_calls)
     return f"{message.content}\n{message.reasoning_content}\n{args}".lower()
 
 
+def _next_assistant_index(messages: list[Message]) -> list[int | None]:
+    """For each position, the index of the first assistant message after it (None: there is none)."""
+    following: list[int | None] = [None] * len(messages)
+    upcoming: int | None = None
+    for index in range(len(messages) - 1, -1, -1):
+        following[index] = upcoming
+        if messages[index].role == "assistant":
+            upcoming = index
+    return following
+
+
 def observation_utilization(messages: list[Message]) -> float:
+    """B2: the mean share of each observation's top keywords that the next assistant turn mentions.
+
+    The next assistant turn is found by one backward pass, and its text built once even when several
+    results (parallel calls) precede it.
+    """
+    following_of = _next_assistant_index(messages)
+    replies: dict[int, str] = {}
     shares: list[float] = []
     for index, message in enumerate(messages):
-        if message.role != "tool":
+        following = following_of[index]
+        if message.role != "tool" or following is None:
             continue
-        following = next((m for m in messages[index + 1:] if m.role == "assistant"), None)
         keywords = top_keywords(message.content)
-        if following is None or not keywords:
+        if not keywords:
             continue
-        reply = _assistant_text(following)
+        reply = replies.get(following)
+        if reply is None:
+            reply = replies[following] = _assistant_text(messages[following])
         shares.append(sum(1 for word in keywords if word in reply) / len(keywords))
     return sum(shares) / len(shares) if shares else 0.0
 
@@ -302,10 +342,15 @@ def submission_completeness(messages: list[Message], exception_type: str | None)
 
 
 def delete_then_modify(calls: list[_Call]) -> int:
+    return _delete_then_modify(calls, [edited_paths(item.call) for item in calls])
+
+
+def _delete_then_modify(calls: list[_Call], edited_per_call: list[list[str]]) -> int:
+    """``delete_then_modify`` with each call's ``edited_paths`` already known (``score_features`` has them)."""
     deleted: set[str] = set()
     count = 0
-    for item in calls:
-        for path in edited_paths(item.call):
+    for item, edited in zip(calls, edited_per_call, strict=True):
+        for path in edited:
             if path in deleted:
                 count += 1
                 deleted.discard(path)
@@ -331,10 +376,11 @@ def score_features(traj: Trajectory) -> dict[str, Any] | None:
     messages = traj.messages
     calls = list(_iter_calls(messages))
     cycles = error_retry_cycles(calls)
-    edits = [path for item in calls for path in edited_paths(item.call)]
+    edited_per_call = [edited_paths(item.call) for item in calls]
+    edits = [path for edited in edited_per_call for path in edited]
     wrote_test = any(_TEST_PATH.search(path) for path in edits)
     tested = any(ran_tests(item.call) for item in calls)
-    dtm = delete_then_modify(calls)
+    dtm = _delete_then_modify(calls, edited_per_call)
     return {
         "scaffold": traj.meta.scaffold,
         "assistant_turns": sum(1 for m in messages if m.role == "assistant"),

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from sft.convert.canonical import Message, ToolCall, Trajectory
 
 # A tool result with one of these prefixes is a failed call even if the adapter did not set is_error
@@ -98,11 +100,35 @@ def _message_has_surrogates(message: Message) -> bool:
     )
 
 
+def _surely_surrogate_free(traj: Trajectory) -> bool:
+    """True when no string of the messages, calls or tool schemas holds a surrogate; False: look closer.
+
+    Why: almost no trajectory has one, and proving it string by string in Python was most of the repair
+    time. orjson encodes every string and dict key to UTF-8 in C and refuses any surrogate, so its success
+    is the proof. It also refuses what is not about surrogates (non-str keys, ints past 64 bits, unknown
+    types): then the exact check below runs, as it always did.
+    """
+    parts: list[Any] = [traj.tools]
+    for message in traj.messages:
+        parts.append(message.content)
+        parts.append(message.reasoning_content)
+        for call in message.tool_calls:
+            parts.append(call.name)
+            parts.append(call.arguments)
+    try:
+        orjson.dumps(parts)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
 def _sanitize_surrogates(traj: Trajectory) -> int:
     """Fix lone surrogates over messages, tool calls and tool schemas; returns the count.
 
     A message with a surrogate is replaced by a fixed copy (calls copied too); the others stay as they are.
     """
+    if _surely_surrogate_free(traj):
+        return 0
     counter = [0]
     messages = traj.messages
     for index, message in enumerate(messages):
@@ -128,13 +154,14 @@ def _sanitize_surrogates(traj: Trajectory) -> int:
 
 
 def _following_tool_block(messages: list[Message], start: int) -> list[Message]:
-    """The run of tool messages right after index ``start - 1``."""
-    block: list[Message] = []
-    for message in messages[start:]:
-        if message.role != "tool":
-            break
-        block.append(message)
-    return block
+    """The run of tool messages right after index ``start - 1``.
+
+    Walks by index: slicing ``messages[start:]`` first copied the rest of the conversation for every turn.
+    """
+    end = start
+    while end < len(messages) and messages[end].role == "tool":
+        end += 1
+    return messages[start:end]
 
 
 def _fill_tool_call_ids(traj: Trajectory) -> int:

@@ -145,6 +145,7 @@ def _run(
     scaffold: str,
     trajectory_source: str,
     include_subagents: bool,
+    info: TrialInfo | None,
 ) -> None:
     if trajectory_source not in TRAJECTORY_SOURCES:
         raise _TrialRejected(
@@ -156,11 +157,12 @@ def _run(
         adapter = get_adapter(scaffold)
     except UnknownScaffoldError as exc:
         raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
-    try:
-        info = read_trial_info(trial_dir)
-    except TrialError as exc:
-        stage = "discover" if exc.reason_code == "no_result_json" else "parse"
-        raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
+    if info is None:
+        try:
+            info = read_trial_info(trial_dir)
+        except TrialError as exc:
+            stage = "discover" if exc.reason_code == "no_result_json" else "parse"
+            raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
     extraction.info = info
     extraction.problems.extend(info.problems)
     _check_agent_name(adapter, info, scaffold)
@@ -204,12 +206,18 @@ def extract_trial(
     scaffold: str,
     trajectory_source: str = "auto",
     include_subagents: bool = True,
+    *,
+    info: TrialInfo | None = None,
 ) -> TrialExtraction:
-    """Read one trial dir into canonical trajectories; every failure becomes a Reject, nothing raises."""
+    """Read one trial dir into canonical trajectories; every failure becomes a Reject, nothing raises.
+
+    ``info``: the trial's ``read_trial_info(trial_dir)`` when the caller already read it (the engine reads
+    it first to filter on the outcome); None reads it here.
+    """
     trial_dir, job_dir = Path(trial_dir), Path(job_dir)
     extraction = TrialExtraction()
     try:
-        _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents)
+        _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents, info)
     except _TrialRejected as exc:
         extraction.trajectories = []
         extraction.rejects.append(_reject(trial_dir, extraction.info, exc.stage, exc.reason, exc.detail))

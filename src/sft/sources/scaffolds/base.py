@@ -7,6 +7,7 @@ rules (which calls are the conversation, main vs subagent, dropped side calls) l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -58,6 +59,26 @@ class LogConversation:
 
     def tool_names(self) -> frozenset[str]:
         return frozenset(str(t.get("function", {}).get("name", "")) for t in self.tools)
+
+
+def _recover_reasoning(
+    view: list[Any], built: litellm.BuiltConversation, producer_of: dict[int, dict[str, Any]]
+) -> int:
+    """``litellm.recover_reasoning`` given only the assistant turns that lack reasoning, and the view before
+    the last of them: the same turns are filled, with the rolling hashes of that prefix only.
+
+    Why: ``recover_reasoning`` hashes the whole view (every message of the longest call, again after
+    dedup hashed it) although it only looks up, for each turn without reasoning at position j, the hash of
+    ``view[:j]`` (the input of the call that produced it), and ``rolling_hashes(view[:p])`` holds those
+    hashes for every j <= p. Most turns carry their reasoning, and the ones that do not come early.
+    The messages are the same objects, so filling them fills ``built``.
+    """
+    missing = {position: message for position, message in built.assistant_at.items()
+               if not message.reasoning_content}
+    if not missing:
+        return 0
+    needed = dataclasses.replace(built, assistant_at=missing)
+    return litellm.recover_reasoning(view[: max(missing)], needed, producer_of)
 
 
 def relative_source(path: Path, job_dir: Path | None) -> str:
@@ -237,7 +258,7 @@ class ScaffoldAdapter(ABC):
             built = litellm.build_conversation(record, report.problems)
             if not built.has_response:
                 report.counters["responses_missing"] += 1
-            recovered = litellm.recover_reasoning(views[kept], built, producer_of)
+            recovered = _recover_reasoning(views[kept], built, producer_of)
             report.counters["reasoning_turns_recovered"] += recovered
             extra: dict[str, Any] = {"reasoning_turns_recovered": recovered} if recovered else {}
             conversations.append(
