@@ -94,12 +94,12 @@ def test_writers_stream_spooled_rows_to_the_same_files_as_lists(tmp_path: Path, 
     assert (tmp_path / "s.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
 
 
-def test_a_column_that_appears_after_the_first_row_group_is_an_error_not_a_silent_drop(
+def test_a_column_that_appears_after_the_schema_rows_is_an_error_not_a_silent_drop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sft.datasets.llamafactory.PARQUET_BATCH_BYTES", 10)
+    monkeypatch.setattr("sft.datasets.llamafactory.SCHEMA_SAMPLE_ROWS", 1)
     rows = _spooled(tmp_path)
-    with pytest.raises(Exception, match=r"row columns \['nested'\] are not in the Parquet schema"):
+    with pytest.raises(Exception, match=r"does not fit the Parquet schema \['a', 'text', 'uni'\]"):
         LlamaFactoryDataset(str(tmp_path / "s.json")).save(rows)
     assert not (tmp_path / "s.parquet").exists()  # atomic: nothing half-written
 
