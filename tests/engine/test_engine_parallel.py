@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+import sft.convert.engine as engine
 from tests.engine.conftest import N_TRIALS, engine_config, make_root, run
 
 
@@ -22,7 +25,13 @@ def test_two_workers_write_the_same_lf_im_and_reject_bytes_as_one(small_job: Pat
     assert single_report["funnel"]["trials_found"] == N_TRIALS
 
 
-def test_every_trial_is_parsed_in_parallel_when_no_filter_applies(small_job: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [1, 3], ids=["one-trial-tasks", "chunked-tasks"])
+def test_every_trial_is_parsed_in_parallel_when_no_filter_applies(
+    small_job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(engine, "MAX_CHUNK_TRIALS", chunk)
+    monkeypatch.setattr(engine, "MIN_CHUNKS_PER_WORKER", 1)  # chunks of `chunk` trials even on this small job
+    monkeypatch.setattr(engine, "WINDOW_PER_WORKER", 1)  # results wait for a slower earlier chunk
     root = make_root(tmp_path / "root")
     cfg = engine_config(use_cache=False, instance_status="all", exclude_repos_file="")
     single, report = run(cfg, small_job, root, tmp_path / "one", workers=1)

@@ -54,6 +54,7 @@ from sft.convert.trial_index import cached_trial_content_hash
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
+from sft.sources.harbor.litellm import gc_paused
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import ADAPTERS
 
@@ -62,9 +63,11 @@ logger = logging.getLogger(__name__)
 # 2: outcome/exclusion filters run before extraction; 3: candidates carry hash, score features and LF body;
 # 4: header line + row bytes (TrialOutcome.to_bytes)
 CACHE_VERSION = "4"
-# Trials in flight per worker: enough to keep every worker busy past one slow trial, few enough that the
-# results waiting for their turn in the parent stay a handful of trials.
+# Chunks of trials in flight per worker: enough to keep every worker busy past one slow trial, few enough
+# that the results waiting for their turn in the parent stay a handful of trials.
 WINDOW_PER_WORKER = 3
+MAX_CHUNK_TRIALS = 4  # trials per pool task ...
+MIN_CHUNKS_PER_WORKER = 32  # ... but smaller chunks on small jobs, so that the work spreads evenly
 
 
 @functools.cache
@@ -339,7 +342,9 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
                     return cached
             except (OSError, ValueError, TypeError, KeyError):  # JSONDecodeError, ValidationError are ValueErrors
                 logger.warning("damaged conversion cache entry %s; recomputing it", cache_file)
-    outcome = _scrub_rejects(_convert_trial(trial_dir, settings), settings)
+    # One trial's objects are acyclic and die with it: collecting during the trial only rescans them.
+    with gc_paused():
+        outcome = _scrub_rejects(_convert_trial(trial_dir, settings), settings)
     if cache_file is not None:
         _write_cache_entry(cache_file, outcome)
     return outcome
@@ -450,26 +455,34 @@ def _run_workers(trials: list[Path], settings: WorkerSettings, num_workers: int)
             yield process_trial(trial, settings)
         return
     # Results come back in submission order, so the output never depends on the worker count. At most
-    # WINDOW_PER_WORKER trials per worker are in flight: finished results wait in this process until their
-    # turn, so an unbounded queue (pool.map) would hold every trial done behind one slow trial.
+    # WINDOW_PER_WORKER chunks per worker are in flight: finished results wait in this process until their
+    # turn, so an unbounded queue (pool.map) would hold every trial done behind one slow trial. Trials go in
+    # small chunks: one task per trial costs more in IPC than a cached trial costs to load.
+    size = max(1, min(MAX_CHUNK_TRIALS, len(trials) // (num_workers * MIN_CHUNKS_PER_WORKER)))
+    chunks = iter([trials[i : i + size] for i in range(0, len(trials), size)])
     done = 0
-    pending: deque[Future[TrialOutcome]] = deque()
-    upcoming = iter(trials)
+    pending: deque[Future[list[TrialOutcome]]] = deque()
     try:
         with ProcessPoolExecutor(max_workers=num_workers, initializer=_init_worker) as pool:
-            for trial in itertools.islice(upcoming, num_workers * WINDOW_PER_WORKER):
-                pending.append(pool.submit(process_trial, trial, settings))
+            for chunk in itertools.islice(chunks, num_workers * WINDOW_PER_WORKER):
+                pending.append(pool.submit(process_trials, chunk, settings))
             while pending:
-                outcome = pending.popleft().result()
-                done += 1
-                for trial in itertools.islice(upcoming, 1):
-                    pending.append(pool.submit(process_trial, trial, settings))
-                yield outcome
+                outcomes = pending.popleft().result()
+                for chunk in itertools.islice(chunks, 1):
+                    pending.append(pool.submit(process_trials, chunk, settings))
+                for outcome in outcomes:
+                    done += 1
+                    yield outcome
     except BrokenProcessPool as exc:
         logger.error("a conversion worker died (%s); converting the remaining %d trial(s) one per process to "
                      "find the one that kills it", exc, len(trials) - done)
         for trial in trials[done:]:
             yield _process_trial_isolated(trial, settings)
+
+
+def process_trials(trial_dirs: list[Path], settings: WorkerSettings) -> list[TrialOutcome]:
+    """``process_trial`` for a chunk of trials (one pool task)."""
+    return [process_trial(trial_dir, settings) for trial_dir in trial_dirs]
 
 
 def _init_worker() -> None:

@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import secrets
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -758,32 +759,55 @@ class DedupResult:
 @dataclass(eq=False)
 class _HashedConversation:
     """A conversation already hashed: its message objects (kept alive, so their ids stay unique), their
-    ids, its rolling hashes ``h[0..n]`` and the position of its first user message (n if none)."""
+    ids (``_id_bytes``), its rolling hashes ``h[0..n]`` and the position of its first user message (n if
+    none)."""
 
     messages: list[Any]
-    ids: list[int]
+    ids: bytes
     hashes: list[int]
     first_user: int
 
 
 _RECENT_CONVERSATIONS = 4  # conversations a new one may share leading message objects with
+_ID_WIDTH = array("Q").itemsize  # bytes per id in ``_id_bytes``
 
 
-def _shared_length(ids: list[int], other: list[int]) -> int:
-    """How many leading ids the two lists share. List slices compare at C speed: all of it is tried
-    first (the usual case), then windows of growing size find a short match quickly, then bisection."""
-    size = min(len(ids), len(other))
-    if not size or (ids[size - 1] == other[size - 1] and ids[:size] == other[:size]):
+def _id_bytes(messages: list[Any]) -> bytes:
+    """The ``id()`` of every message, packed as machine words: equal ids <=> equal bytes at that slot, so
+    a shared run of leading objects is one memcmp (``bytes.startswith``), without slicing id lists."""
+    return array("Q", map(id, messages)).tobytes()
+
+
+def _shared_length(ids: bytes, other: bytes, known: int = 0) -> int:
+    """How many leading ids (``_id_bytes``) the two share, the first ``known`` counting as shared (the
+    caller proved them equal some other way). All of it is tried first (the usual case), then all but the
+    last, then windows of growing size find a short match quickly, then bisection; each try is a memcmp
+    of a zero-copy view."""
+    width = _ID_WIDTH
+    size = min(len(ids), len(other)) // width
+    if size <= known:
         return size
-    low, high = 0, size - 1  # ids[:low] are known to match, ids[:high + 1] not to
+    view = memoryview(other)
+    skip = known * width
+
+    def same(count: int) -> bool:
+        return ids.startswith(view[skip : count * width], skip)
+
+    if same(size):
+        return size
+    # all but the last: Anthropic-shaped logs move ``cache_control`` to the newest message, so the one
+    # that was newest in the earlier call is a new object in this one
+    if size - 1 > known and same(size - 1):
+        return size - 1
+    low, high = known, size - 2 if size - 1 > known else size - 1  # first low ids match, first high + 1 not
     step = 1
-    while low + step <= high and ids[: low + step] == other[: low + step]:
+    while low + step <= high and same(low + step):
         low += step
         step *= 2
     high = min(high, low + step - 1)
     while low < high:
         middle = (low + high + 1) // 2
-        if ids[:middle] == other[:middle]:
+        if same(middle):
             low = middle
         else:
             high = middle - 1
@@ -800,10 +824,14 @@ class _DigestMemo:
         self.by_id: tuple[dict[int, int], dict[int, int]] = ({}, {})  # [first_user] -> id -> digest
         self.by_bytes: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})  # [first_user] -> bytes -> digest
 
-    def digest(self, message: Any, identity: int, first_user: bool) -> int:
+    def digest(self, message: Any, identity: int, first_user: bool, by_value: bool = True) -> int:
+        """The digest, memoised by identity, and by value too unless ``by_value`` is False (a message no
+        earlier conversation can hold: its plain encoding would only cost a dump and a bytes hash)."""
         by_id = self.by_id[first_user]
         digest = by_id.get(identity)
-        if digest is None:
+        if digest is None and not by_value:
+            digest = by_id[identity] = message_digest(message, first_user=first_user)
+        elif digest is None:
             try:
                 raw = orjson.dumps(message)
             except orjson.JSONEncodeError:  # e.g. a lone surrogate the normalisation may strip: no memo
@@ -825,7 +853,7 @@ def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[in
 
     * leading message *objects* shared with a recent conversation (``read_log`` gives every record that
       repeats a message the same dict, ``PrefixSharingParser``): that conversation's rolling hashes are
-      taken as they are, and its proper-prefix hashes are already in the set. Found by comparing lists of
+      taken as they are, and its proper-prefix hashes are already in the set. Found by comparing packed
       ``id()`` at C speed; message 0 may differ in object but not in digest (``hashing_view`` makes a
       fresh out-of-band system message for every record). Every object compared is held here, so equal
       ids mean the same object; records are never mutated, so the same object has the same digest;
@@ -841,18 +869,23 @@ def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[in
     recent: list[_HashedConversation] = []
     alive: list[list[Any]] = []  # every object keyed by id() stays alive until the end: ids stay unique
     for conversation in conversations:
-        messages = list(conversation)
+        messages = conversation if type(conversation) is list else list(conversation)
         alive.append(messages)
-        ids = list(map(id, messages))
+        ids = _id_bytes(messages)
         base, shared = _best_shared_prefix(recent, messages, ids, memo)
         if base is None:
             hashes = [0]
             first_user_at = len(messages)
         else:
-            hashes = base.hashes[: shared + 1]
+            # all of the base repeats (the usual case): it leaves ``recent`` below, so its list is taken
+            # over instead of copied; nothing else holds it
+            takes_all = shared == len(base.messages)
+            hashes = base.hashes if takes_all else base.hashes[: shared + 1]
             first_user_at = base.first_user if base.first_user < shared else len(messages)
         current = hashes[-1]
         seen_user = first_user_at < shared
+        # past the end of the base a cumulative log only holds new turns: no value memo (see _DigestMemo)
+        new_from = len(base.messages) if base is not None else len(messages)
         for position in range(shared, len(messages)):
             message = messages[position]
             if position:
@@ -862,10 +895,10 @@ def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[in
                 seen_user = first_user = _is_user(message)
                 if first_user:
                     first_user_at = position
-            current = hash((current, memo.digest(message, ids[position], first_user)))
+            current = hash((current, memo.digest(message, id(message), first_user, position < new_from)))
             hashes.append(current)
         full_hashes.append(current)
-        if base is not None and shared == len(base.ids):
+        if base is not None and shared == len(base.messages):
             recent.remove(base)  # the new conversation repeats all of it
         recent.insert(0, _HashedConversation(messages, ids, hashes, first_user_at))
         del recent[_RECENT_CONVERSATIONS:]
@@ -873,7 +906,7 @@ def _hash_conversations(conversations: Sequence[Sequence[Any]]) -> tuple[list[in
 
 
 def _best_shared_prefix(
-    recent: list[_HashedConversation], messages: list[Any], ids: list[int], memo: _DigestMemo
+    recent: list[_HashedConversation], messages: list[Any], ids: bytes, memo: _DigestMemo
 ) -> tuple[_HashedConversation | None, int]:
     """The recent conversation whose rolling hashes this one can take the most of, and how many."""
     best: _HashedConversation | None = None
@@ -883,19 +916,19 @@ def _best_shared_prefix(
     head_user = _is_user(messages[0])
     head: int | None = None  # h[1] of this conversation, computed when first needed
     for candidate in recent:
-        if not candidate.ids:
+        if not candidate.messages:
             continue
-        if candidate.ids[0] == ids[0]:
+        if candidate.messages[0] is messages[0]:
             length = _shared_length(ids, candidate.ids)
         else:
             if head is None:
-                head = hash((0, memo.digest(messages[0], ids[0], head_user)))
+                head = hash((0, memo.digest(messages[0], id(messages[0]), head_user)))
             if candidate.hashes[1] != head or (candidate.first_user == 0) != head_user:
                 continue
-            length = 1 + _shared_length(ids[1:], candidate.ids[1:])
+            length = _shared_length(ids, candidate.ids, known=1)
         if length > shared:
             best, shared = candidate, length
-            if length == len(candidate.ids):  # all of it repeats (the usual case): look no further
+            if length == len(candidate.messages):  # all of it repeats (the usual case): look no further
                 break
     return best, shared
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sft.convert.canonical import Reject, Trajectory
 from sft.sources.harbor.atif import AtifError
 from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
-from sft.sources.harbor.litellm import LogShapeError, read_log
+from sft.sources.harbor.litellm import LogShapeError, gc_paused, read_log
 from sft.sources.scaffolds import (
     AdapterReport,
     ScaffoldAdapter,
@@ -217,7 +217,8 @@ def extract_trial(
     trial_dir, job_dir = Path(trial_dir), Path(job_dir)
     extraction = TrialExtraction()
     try:
-        _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents, info)
+        with gc_paused():
+            _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents, info)
     except _TrialRejected as exc:
         extraction.trajectories = []
         extraction.rejects.append(_reject(trial_dir, extraction.info, exc.stage, exc.reason, exc.detail))
