@@ -33,7 +33,7 @@ from sft.sources.harbor.litellm import (
 from sft.sources.harbor.trial import extract_trial
 
 LOG_NAME = "litellm-trajectory.jsonl"
-SAMPLES = Path("/work/shared/harbor-samples")
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "harbor"  # copies of the real Harbor samples
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -122,23 +122,27 @@ def log_paths(job_dir: Path) -> list[Path]:
 # real and generated logs
 
 
-def test_bundled_demo_job_logs_parse_as_full_parse(project_root: Path) -> None:
-    paths = log_paths(project_root / "data" / "01_raw" / "demo_job")
-    assert len(paths) >= 10
+def assert_job_logs_parse_as_full_parse(paths: list[Path]) -> int:
+    """Every log parses as the full parse and hashes as ``rolling_hashes``; returns the messages shared."""
     shared = 0
     for path in paths:
         records = assert_same_as_full_parse(path).records
         shared += shared_message_count(records)
         order = sort_by_request_time(records)
         assert_hashes_match_rolling([hashing_view(records[i]) for i in order])
-    assert shared > 0  # the fast path ran (else this test would only compare the plain path with itself)
+    return shared
+
+
+def test_bundled_demo_job_logs_parse_as_full_parse(project_root: Path) -> None:
+    paths = log_paths(project_root / "data" / "01_raw" / "demo_job")
+    assert len(paths) >= 10
+    # the fast path ran (else this test would only compare the plain path with itself)
+    assert assert_job_logs_parse_as_full_parse(paths) > 0
 
 
 def test_real_harbor_samples_hold_no_proxy_log() -> None:
     """Documents why no real proxy log is compared here: the public Harbor samples ship none."""
-    if not SAMPLES.is_dir():
-        pytest.skip(f"{SAMPLES} not present")
-    assert not list(SAMPLES.rglob(LOG_NAME))
+    assert (SAMPLES / "SOURCES.md").is_file() and not list(SAMPLES.rglob(LOG_NAME))
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +154,7 @@ def test_generated_job_of_all_scaffolds_parses_as_full_parse(generated_job) -> N
     assert {t.scaffold for t in generated_job.trials} == set(SCAFFOLDS)
     paths = log_paths(generated_job.job_dir)
     assert len(paths) >= 30
-    shared = 0
-    for path in paths:
-        records = assert_same_as_full_parse(path).records
-        shared += shared_message_count(records)
-        order = sort_by_request_time(records)
-        assert_hashes_match_rolling([hashing_view(records[i]) for i in order])
-    assert shared > 1000
+    assert assert_job_logs_parse_as_full_parse(paths) > 1000
 
 
 def _extract_all(job) -> list[tuple[str, Any]]:
