@@ -16,6 +16,10 @@ def main(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         from sft.preflight.dryrun import main as dryrun_main
 
         sys.exit(dryrun_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["cache"]:
+        from sft.convert.cache_cli import main as cache_main
+
+        sys.exit(cache_main(sys.argv[2:]))
     if sys.argv[1:2] == ["dashboard"]:
         from sft.dashboard.cli import main as dashboard_main
 

@@ -34,8 +34,8 @@ from sft.demo.jobgen import generate_job
 from sft.sources.harbor.job import discover_trials
 
 HOUR_NS = 3600 * 10**9
-# engine.trial_content_hash of the tree built by ``golden_tree`` (computed before the function moved here)
-GOLDEN_DIGEST = "726fc832d3460404650bd7c567f5f6586854cd8c"
+# trial_content_hash of the tree built by ``golden_tree`` (sha256; pins the algorithm the cache is keyed by)
+GOLDEN_DIGEST = "f81bcdcd0b87de3181c43f885464bc1b33729b25e7a6f1512370fbdfd9e4f9a4"
 
 _opened: list[str] | None = None
 _hook_installed = False
@@ -361,7 +361,7 @@ def test_entry_of_another_path_is_ignored(tmp_path: Path, trial: Path, index_dir
         "version": trial_index.INDEX_VERSION,
         "path": str(tmp_path / "job" / "trial-b"),
         "signature": stat_signature(trial).digest,
-        "content_hash": "f" * 40,
+        "content_hash": "f" * 64,
         "written_ns": trial_index._now_ns(),
     }
     entry_path.parent.mkdir(parents=True)
@@ -370,7 +370,7 @@ def test_entry_of_another_path_is_ignored(tmp_path: Path, trial: Path, index_dir
     assert orjson.loads(entry_path.read_bytes())["path"] == os.path.realpath(trial)
     # Control: the same forged entry naming this trial is trusted (the path check is what rejected it).
     entry_path.write_bytes(orjson.dumps({**forged, "path": os.path.realpath(trial)}))
-    assert cached_trial_content_hash(trial, index_dir) == "f" * 40
+    assert cached_trial_content_hash(trial, index_dir) == "f" * 64
 
 
 def test_entry_key_is_the_resolved_path(tmp_path: Path, trial: Path, index_dir: Path, clock_ahead: None) -> None:

@@ -18,6 +18,7 @@ Every trial ends up either in the output or in the rejects with a reason; the fu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -339,6 +340,8 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
                         _rerender(cached, settings.keep_reasoning)
                         _write_cache_entry(cache_file, cached)
                     cached.cache_hit = True
+                    with contextlib.suppress(OSError):  # last use, for `sft cache prune` (read-only dir: fine)
+                        os.utime(cache_file)
                     return cached
             except (OSError, ValueError, TypeError, KeyError):  # JSONDecodeError, ValidationError are ValueErrors
                 logger.warning("damaged conversion cache entry %s; recomputing it", cache_file)
@@ -525,7 +528,7 @@ def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values:
             )
         exclude = str(path)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cache_dir = str(root / "data" / "02_intermediate" / "conversion_cache") if conv.use_cache else ""
+    cache_dir = str(conversion_cache_dir(root)) if conv.use_cache else ""
     return WorkerSettings(
         job_dir=str(job_dir),
         scaffold=cfg.source.scaffold or "",
@@ -740,6 +743,11 @@ def _spool_open_object(spool: Spool, data: bytes) -> RowRef:
     if not data.endswith(b"}"):
         raise ValueError("expected a serialised JSON object")
     return RowRef(spool.append(data), len(data) - 1)
+
+
+def conversion_cache_dir(root: Path) -> Path:
+    """The per-trial conversion cache (``*.trial`` entries) and its stat index (``trial-index/``)."""
+    return root / "data" / "02_intermediate" / "conversion_cache"
 
 
 def spool_dir(root: Path) -> Path:

@@ -48,12 +48,12 @@ from sft.io_utils import atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 # Bump when the signature bytes, the entry layout or ``trial_content_hash`` change: old entries are ignored.
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: sha256 content hashes
 # Timestamps written during (or just before) a hash may not differ from the recorded ones: FAT rounds mtime
 # to 2 s, ext4/xfs stamp files with the kernel's coarse clock (up to a jiffy behind time.time_ns()).
 RACY_MARGIN_NS = 2_000_000_000
 
-_CONTENT_HASH_RE = re.compile(r"[0-9a-f]{40}")  # blake2b, digest_size=20
+_CONTENT_HASH_RE = re.compile(r"[0-9a-f]{64}")  # sha256
 _SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")  # sha256
 _warned_index_dirs: set[str] = set()
 
@@ -74,11 +74,11 @@ def trial_content_hash(trial_dir: Path) -> str:
 def _hash_trial(trial_dir: Path) -> tuple[str, bool]:
     """``trial_content_hash`` plus whether it saw every file: a hash that folded in a read or listing error
     (EMFILE, EIO, a file vanishing mid-walk) is right for this run but must not be recorded in the index,
-    where it would outlive the transient error. The digest bytes are exactly those of the original
-    ``engine.trial_content_hash`` (the conversion cache is keyed by them)."""
+    where it would outlive the transient error. sha256, not blake2b: OpenSSL's SHA extensions hash ~2x
+    faster here (1.7 vs 0.8 GB/s), and a first run with the cache on hashes every byte of the job."""
     listing_errors: list[OSError] = []
     complete = True
-    digest = hashlib.blake2b(digest_size=20)
+    digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(trial_dir, followlinks=False, onerror=listing_errors.append):
         dirnames.sort()
         for name in sorted(filenames):
