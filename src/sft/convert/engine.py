@@ -1,17 +1,20 @@
 """The conversion engine: a Harbor job in, LLaMA-Factory rows + rejects + funnel out.
 
-Per trial (in a process pool, one trial in memory per worker): read the trial metadata and apply the
-outcome and repo-exclusion filters first (the reference order, docs/input-formats.md §9.1; a filtered
-trial's logs are never parsed), then extract canonical trajectories (``sft.sources.harbor.trial``),
-scrub secrets, repair and validate. Each trial's outcome is cached under its content hash and the
-conversion settings, so a re-run only converts new or changed trials (the funnel counts cache hits and
-misses). The worker also does every per-trajectory step that needs no job-wide number: the exact-dedup
-content hash, the score features (``score_features``) and the LF row without its ``_meta`` column; all of
-it is cached with the trial. In the parent, in trial-name order so that any worker count gives the same
-bytes: seeded instance selection, the per-instance cap, exact de-duplication (by the worker's hash), the
-score's job-wide part (``finalize_score`` with the scaffold's median step count) and the ``_meta`` column.
-The parent keeps each candidate as the worker's JSON dict (which becomes the IM row) plus its LF row, and
-never builds pydantic objects (``ConversionResult.kept`` is a lazy view over the IM rows).
+Per trial (in a process pool, one trial in memory per worker, a few chunks of trials in flight): read the
+trial metadata and apply the outcome and repo-exclusion filters first (the reference order,
+docs/input-formats.md §9.1; a filtered trial's logs are never parsed), then extract canonical trajectories
+(``sft.sources.harbor.trial``), scrub secrets, repair and validate. Each trial's outcome is cached under its
+content hash (``sft.convert.trial_index``: not re-read while its files' stat is unchanged) and the conversion
+settings and code, so a re-run only converts new or changed trials (the funnel counts hits and misses). The
+worker also does every per-trajectory step that needs no job-wide number: the exact-dedup content hash, the
+score features (``score_features``) and both rows serialised: the IM row without ``meta`` and the LF row
+without ``_meta``.
+
+In the parent, in trial-name order so that any worker count gives the same bytes: the rows go to a spool
+file (``sft.convert.spool``) and only light metadata stays in memory for the job-wide steps: seeded
+instance selection, the per-instance cap, exact de-duplication (by the worker's hash), the score's job-wide
+part (``finalize_score`` with the scaffold's median step count), then ``meta.score`` / ``_meta`` as a byte
+suffix of each spooled row. ``ConversionResult`` hands on ``SpooledRows`` that the catalog writers stream.
 
 Every trial ends up either in the output or in the rejects with a reason; the funnel counts each stage.
 """
