@@ -125,3 +125,10 @@ def test_the_engine_parent_holds_offsets_not_the_rows(tmp_path: Path, monkeypatc
     assert sum(appended) >= output * 0.9  # the rows went through the spool ...
     # ... and were never all in the parent at once (it held all of them, and more, before the spool)
     assert peak < output / 3, (peak, output)
+
+
+def test_spooled_rows_refuse_to_cross_processes_with_a_clear_error(tmp_path: Path) -> None:
+    import pickle
+
+    with pytest.raises(TypeError, match="SequentialRunner"):
+        pickle.dumps(_spooled(tmp_path))

@@ -61,6 +61,13 @@ class Spool:
     def close(self) -> None:
         self._file.close()
 
+    def __getstate__(self) -> None:
+        raise TypeError(
+            "spooled conversion rows live in an unlinked scratch file of this process and cannot be pickled "
+            "to another one: run the pipeline with Kedro's default SequentialRunner (or ThreadRunner), not "
+            "ParallelRunner"
+        )
+
 
 @dataclass(frozen=True)
 class RowRef:
