@@ -132,3 +132,17 @@ def test_spooled_rows_refuse_to_cross_processes_with_a_clear_error(tmp_path: Pat
 
     with pytest.raises(TypeError, match="SequentialRunner"):
         pickle.dumps(_spooled(tmp_path))
+
+
+def test_a_full_disk_names_the_spool_directory_and_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    spool = Spool(tmp_path / "spool")
+
+    def full(*_: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "pwrite", full)
+    with pytest.raises(OSError, match=r"row spool in .*spool \(No space left on device\)") as caught:
+        spool.append(b"{}")
+    assert caught.value.errno == errno.ENOSPC

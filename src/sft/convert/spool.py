@@ -29,6 +29,7 @@ class Spool:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
         self._file = tempfile.TemporaryFile(dir=directory, prefix="sft-spool-")  # noqa: SIM115 (lives with self)
         self._fd = self._file.fileno()
         self._end = 0
@@ -38,8 +39,16 @@ class Spool:
         offset = self._end
         view = memoryview(data)
         written = 0
-        while written < len(view):
-            written += os.pwrite(self._fd, view[written:], offset + written)
+        try:
+            while written < len(view):
+                written += os.pwrite(self._fd, view[written:], offset + written)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot write the conversion's row spool in {self._directory} ({exc.strerror}) after "
+                f"{offset / 1e6:,.0f} MB: the rows wait there until the outputs are written, so that "
+                "filesystem needs about the size of the output dataset free",
+            ) from exc
         self._end += len(view)
         return offset
 
