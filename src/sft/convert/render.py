@@ -29,6 +29,7 @@ with nothing to say once reasoning is removed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sft.convert.canonical import Message, Trajectory
@@ -186,6 +187,20 @@ def render_lf_body(traj: Trajectory, *, keep_reasoning: bool) -> dict[str, Any]:
 def lf_meta_column(meta: dict[str, Any]) -> str:
     """The ``_meta`` column from ``TrajectoryMeta.model_dump(mode="json")`` (sorted keys: order-independent)."""
     return _SORTED_ENCODER.encode(meta)
+
+
+def lf_meta_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's ``_meta`` as a dict (the JSON string ``lf_meta_column`` writes, or a dict); {} when absent or bad."""
+    meta = row.get("_meta")
+    if isinstance(meta, dict):
+        return meta
+    if isinstance(meta, str) and meta:
+        try:
+            parsed = json.loads(meta)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
 
 
 def render_im_row(traj: Trajectory) -> dict[str, Any]:

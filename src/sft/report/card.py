@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sft.report.tokens import distribution, parse_meta
+from sft.convert.render import lf_meta_of_row
+from sft.report.tokens import distribution
 from sft.versions import package_versions as versions_of
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def build_stats(
 
     root = Path(project_root) if project_root else None
     report = conversion_report or {}
-    metas = [parse_meta(row) for row in rows]
+    metas = [lf_meta_of_row(row) for row in rows]
     source = settings.source
     conv = settings.conversion
     job_dir = str(resolve_path(source.job_dir, root)) if source.job_dir else ""

@@ -18,7 +18,6 @@ Every sample gets one decision; the summary counts them for the funnel.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sft.convert.canonical import Reject
+from sft.convert.render import lf_meta_column, lf_meta_of_row
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def turns_that_fit(pair_lengths: list[tuple[int, int]] | list[list[int]], cutoff
 
 
 def _reject(row: dict[str, Any], index: int, reason: str, detail: str) -> dict[str, Any]:
-    meta = _meta(row)
+    meta = lf_meta_of_row(row)
     uid = row.get("_uid") or f"row#{index}"
     return Reject(
         trial_name=meta.get("trial_name") or str(uid).split("#", 1)[0],
@@ -56,28 +56,17 @@ def _reject(row: dict[str, Any], index: int, reason: str, detail: str) -> dict[s
     ).model_dump()
 
 
-def _meta(row: dict[str, Any]) -> dict[str, Any]:
-    raw = row.get("_meta")
-    if isinstance(raw, dict):
-        return raw
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _with_truncation_note(row: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
     """Record the cut in ``_meta.extra.overlength`` (TrajectoryMeta.extra, so the column stays parseable)."""
     raw = row.get("_meta")
     if not isinstance(raw, str | dict):
         return row
-    meta = _meta(row)
+    meta = dict(lf_meta_of_row(row))  # a copy: the input row (and a dict _meta in it) stays untouched
     extra = dict(meta.get("extra") or {})
     extra["overlength"] = note
     meta["extra"] = extra
     updated = dict(row)
-    updated["_meta"] = meta if isinstance(raw, dict) else json.dumps(meta, ensure_ascii=False, sort_keys=True)
+    updated["_meta"] = meta if isinstance(raw, dict) else lf_meta_column(meta)
     return updated
 
 

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from sft.convert.render import lf_meta_of_row
+
 logger = logging.getLogger(__name__)
 
 # LLaMA-Factory data arguments that change what a row renders to; taken from training.* when present.
@@ -416,7 +418,7 @@ def conversation_counts(aligned: AlignedRow) -> dict[str, Any]:
 
 def row_identity(row: dict[str, Any], index: int) -> dict[str, Any]:
     """uid / instance / repo of a row from its ``_uid``, ``_instance_id`` and ``_meta`` columns."""
-    meta = parse_meta(row)
+    meta = lf_meta_of_row(row)
     return {
         "index": index,
         "uid": row.get("_uid") or f"row#{index}",
@@ -424,20 +426,6 @@ def row_identity(row: dict[str, Any], index: int) -> dict[str, Any]:
         "repo": meta.get("repo"),
         "agent_type": row.get("_agent_type") or meta.get("agent_type"),
     }
-
-
-def parse_meta(row: dict[str, Any]) -> dict[str, Any]:
-    """The row's ``_meta`` (a JSON string written by render_lf_row, or a dict); {} when absent or bad."""
-    meta = row.get("_meta")
-    if isinstance(meta, dict):
-        return meta
-    if isinstance(meta, str) and meta:
-        try:
-            parsed = json.loads(meta)
-        except json.JSONDecodeError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:

@@ -65,6 +65,7 @@ from sft.convert.render import (
     OBSERVATION_SEPARATOR,
     RenderError,
     dataset_info_entry,
+    lf_meta_of_row,
     render_im_row,
     render_lf_row,
 )
@@ -408,26 +409,15 @@ def instance_id_of(row: Mapping[str, Any]) -> str | None:
         value = row.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    meta = _meta_dict(row)
-    value = meta.get("instance_id") if meta else None
+    value = lf_meta_of_row(row).get("instance_id")
     return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _meta_dict(row: Mapping[str, Any]) -> dict[str, Any] | None:
-    meta = row.get("_meta")
-    if isinstance(meta, str):
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError:
-            return None
-    return meta if isinstance(meta, dict) else None
 
 
 def _row_meta(row: Mapping[str, Any], index: int, source: ReadySource) -> TrajectoryMeta:
     """Provenance for a normalised row: our own ``_meta`` when the row has one, else the row's position."""
     extra = {"ready_source": source.label, "ready_row": index}
-    meta = _meta_dict(row)
-    if meta is not None:
+    meta = lf_meta_of_row(row)
+    if meta:
         try:
             parsed = TrajectoryMeta.model_validate(meta)
             return parsed.model_copy(update={"extra": {**parsed.extra, **extra}})
