@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tracemalloc
 from pathlib import Path
@@ -13,12 +14,12 @@ import pytest
 from sft.convert import spool as spool_module
 from sft.convert.engine import convert_job
 from sft.convert.spool import (
-    RowRef,
     Spool,
     SpooledRows,
     iter_row_bytes,
     open_object_suffix,
     select_rows,
+    spool_open_object,
     spool_row,
 )
 from sft.datasets.files import AtomicJSONLinesDataset
@@ -49,7 +50,7 @@ def test_spooled_rows_read_back_as_the_rows_they_hold(tmp_path: Path) -> None:
 def test_a_suffix_adds_the_last_member_exactly_as_orjson_would(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     head = orjson.dumps({"messages": [{"role": "user", "content": "hi"}], "tools": []})
-    ref = RowRef(spool.append(head), len(head) - 1, open_object_suffix("meta", {"score": None, "k": "ü"}))
+    ref = dataclasses.replace(spool_open_object(spool, head), suffix=open_object_suffix("meta", {"score": None, "k": "ü"}))
     rows = SpooledRows(spool, [ref])
     expected = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "meta": {"score": None, "k": "ü"}}
     assert rows.row_bytes(0) == orjson.dumps(expected)

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sft.convert.engine import conversion_cache_dir
+from sft.convert.engine import conversion_cache_dir, trial_index_dir
 
 DAY_S = 86_400
 
 
 @dataclass
 class CacheFiles:
-    """The cache's entry files: conversion results (``*.trial``) and stat-index entries (``trial-index/``)."""
+    """The cache's entry files: conversion results (``*.trial``) and stat-index entries (``trial_index_dir``)."""
 
     results: list[Path]
     index: list[Path]
@@ -37,7 +37,7 @@ class CacheFiles:
     def scan(cls, cache_dir: Path) -> CacheFiles:
         if not cache_dir.is_dir():
             return cls([], [])
-        index_dir = cache_dir / "trial-index"
+        index_dir = trial_index_dir(cache_dir)
         # */*.json directly under the cache: entries of sft versions before the .trial format
         results = sorted([*cache_dir.glob("*/*.trial"), *cache_dir.glob("*/*.json")])
         return cls(results, sorted(index_dir.glob("*/*.json")) if index_dir.is_dir() else [])

@@ -53,7 +53,7 @@ from sft.convert.filters import (
 from sft.convert.render import RenderError, lf_meta_column, render_lf_body
 from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
-from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix
+from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
 from sft.convert.trial_index import cached_trial_content_hash
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
@@ -327,8 +327,8 @@ def _scrub_rejects(outcome: TrialOutcome, settings: WorkerSettings) -> TrialOutc
 def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     cache_file: Path | None = None
     if settings.cache_dir:
-        index_dir = Path(settings.cache_dir) / "trial-index" if settings.cache_trust_file_stats else None
-        trial_hash = cached_trial_content_hash(trial_dir, index_dir)
+        trial_hash = cached_trial_content_hash(trial_dir, trial_index_dir(Path(settings.cache_dir)),
+                                               trust_stats=settings.cache_trust_file_stats)
         key = hashlib.sha256(f"{_cache_fingerprint(settings)}:{trial_hash}".encode()).hexdigest()
         cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.trial"
         if cache_file.is_file():
@@ -721,8 +721,8 @@ class _Candidate:
         lf_body = entry["lf_body"]
         return cls(
             meta=light, trajectory_meta=meta, content_hash=entry["content_hash"], features=entry["features"],
-            lf_error=entry["lf_error"], im_head=_spool_open_object(spool, entry["im_head"]),
-            lf_body=None if lf_body is None else _spool_open_object(spool, lf_body),
+            lf_error=entry["lf_error"], im_head=spool_open_object(spool, entry["im_head"]),
+            lf_body=None if lf_body is None else spool_open_object(spool, lf_body),
         )
 
     @property
@@ -741,16 +741,14 @@ class _Candidate:
         return lf_row, im_row
 
 
-def _spool_open_object(spool: Spool, data: bytes) -> RowRef:
-    """Spool a serialised JSON object; the ref leaves out its closing brace, so members can be appended."""
-    if not data.endswith(b"}"):
-        raise ValueError("expected a serialised JSON object")
-    return RowRef(spool.append(data), len(data) - 1)
-
-
 def conversion_cache_dir(root: Path) -> Path:
-    """The per-trial conversion cache (``*.trial`` entries) and its stat index (``trial-index/``)."""
+    """The per-trial conversion cache (``*.trial`` entries) and its stat index (``trial_index_dir``)."""
     return root / "data" / "02_intermediate" / "conversion_cache"
+
+
+def trial_index_dir(cache_dir: Path) -> Path:
+    """The stat index of trial content hashes (``sft.convert.trial_index``) inside the cache."""
+    return cache_dir / "trial-index"
 
 
 def spool_dir(root: Path) -> Path:

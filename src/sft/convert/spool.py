@@ -63,13 +63,6 @@ class Spool:
             done += len(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    @property
-    def size(self) -> int:
-        return self._end
-
-    def close(self) -> None:
-        self._file.close()
-
     def __getstate__(self) -> None:
         raise TypeError(
             "spooled conversion rows live in an unlinked scratch file of this process and cannot be pickled "
@@ -92,6 +85,14 @@ class RowRef:
 def spool_row(spool: Spool, row_bytes: bytes, *, uid: str = "", instance_id: str | None = None) -> RowRef:
     """Spool a complete serialised row."""
     return RowRef(spool.append(row_bytes), len(row_bytes), b"", uid, instance_id)
+
+
+def spool_open_object(spool: Spool, data: bytes) -> RowRef:
+    """Spool a serialised JSON object; the ref leaves out its closing brace, so ``open_object_suffix`` can
+    append members to it."""
+    if not data.endswith(b"}"):
+        raise ValueError("expected a serialised JSON object")
+    return RowRef(spool.append(data), len(data) - 1)
 
 
 def open_object_suffix(key: str, value: Any) -> bytes:
