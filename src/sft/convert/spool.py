@@ -13,6 +13,7 @@ working; writers call ``iter_row_bytes`` and never parse.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -178,6 +179,14 @@ def iter_row_bytes(rows: Iterable[Any]) -> Iterator[bytes]:
         return
     for row in rows:
         yield row if isinstance(row, bytes) else orjson.dumps(row)
+
+
+def rows_sha256(rows: Iterable[Any]) -> str:
+    """sha256 over the rows' serialised bytes (the manifest's ``rows_sha256``): equal iff the written rows are."""
+    digest = hashlib.sha256()
+    for data in iter_row_bytes(rows):
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def select_rows(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, convert_job
-from sft.convert.spool import iter_row_bytes
+from sft.convert.spool import rows_sha256
 from sft.datasets.source import SourceHandle
 from sft.pipelines.common import run_credentials
 from sft.pipelines.report.nodes import handover_token_samples
@@ -36,12 +35,9 @@ def split_conversion_result(
            list[dict[str, Any]]]:
     """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest, and the token
     counts of the rows for the report)."""
-    digest = hashlib.sha256()
-    for data in iter_row_bytes(result.lf_rows):
-        digest.update(data)
     manifest = {
         "rows": len(result.lf_rows),
-        "rows_sha256": digest.hexdigest(),
+        "rows_sha256": rows_sha256(result.lf_rows),
         "registration": result.funnel.get("registration", {}),
     }
     funnel = result.funnel.get("funnel", {})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from matplotlib.figure import Figure
 
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, TrajectoryView
-from sft.convert.spool import SpooledRows, iter_row_bytes, select_rows
+from sft.convert.spool import SpooledRows, rows_sha256, select_rows
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
 from sft.report.overlength import overlength_summary, plan_overlength_policy
@@ -206,10 +205,7 @@ def _reusable_samples(handover: list[dict[str, Any]] | None, rows: list[dict[str
     header, samples = handover[0], handover[1:]
     if header.get("samples") != len(samples) or len(samples) != len(rows):
         return None
-    digest = hashlib.sha256()
-    for data in iter_row_bytes(rows):
-        digest.update(data)
-    if digest.hexdigest() != header.get("rows_sha256"):
+    if rows_sha256(rows) != header.get("rows_sha256"):
         return None
     return samples, header["summary_fields"]
 
