@@ -36,6 +36,16 @@ configs:
 """
 
 
+# The dataset_info.json tags of an OpenAI-style ``messages`` dataset as LLaMA-Factory reads it.
+MESSAGES_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
+
+
 @pytest.fixture
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private, empty HF home (Hub cache + datasets cache), offline."""
@@ -184,13 +194,7 @@ def test_not_cached_online_registers_the_exact_native_entry(
         "hf_hub_url": "SWE-Lego/samples_for_llama_factory_sft",
         "formatting": "sharegpt",
         "columns": {"messages": "messages"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
+        "tags": MESSAGES_TAGS,
     }
     assert plain.lf_rows == [] and plain.rejects == []
 
@@ -206,13 +210,7 @@ def test_not_cached_online_registers_the_exact_native_entry(
         "split": "validation",
         "formatting": "sharegpt",
         "columns": {"messages": "messages"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
+        "tags": MESSAGES_TAGS,
         "num_samples": 64,
     }
     note = sampled.funnel["registration"]["note"]
