@@ -13,7 +13,7 @@ import pytest
 from sft.config.credentials import Credentials
 from sft.convert.canonical import Reject
 from sft.sources.ready import ReadyDataError, prepare_local_file
-from tests.sources_ready.conftest import sharegpt_row, write_json, write_jsonl
+from tests.sources_ready.conftest import TOOLS_JSON, sharegpt_row, write_json, write_jsonl
 
 BAD_ORDER = {"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}
 ODD_COUNT = {
@@ -89,13 +89,29 @@ def test_invalid_rows_are_rejected_counted_and_the_filtered_copy_is_registered(
 
 def test_warning_only_rows_are_kept_and_counted(tmp_path: Path, proj: Path, local_settings: Any) -> None:
     row = sharegpt_row(1)
-    row["tools"] = "[]"  # renders an empty system block: a warning, LLaMA-Factory keeps the row
+    # string arguments render as a JSON string inside the call: a warning, LLaMA-Factory keeps the row
+    row["conversations"][1]["value"] = json.dumps({"name": "bash", "arguments": "ls"})
     path = write_json(tmp_path / "warn.json", [sharegpt_row(0), row])
     result = prepare_local_file(path, local_settings(path), proj, credentials=Credentials())
     assert len(result.lf_rows) == 2 and result.rejects == []
     assert result.funnel["funnel"]["rows_with_warnings"] == 1
-    assert result.funnel["warnings_by_code"] == {"empty_tools_array": 1}
+    assert result.funnel["warnings_by_code"] == {"non_object_arguments": 1}
     assert result.funnel["registration"]["registered"] == "original_file"
+
+
+def test_an_empty_tools_array_is_written_as_no_tools_and_counted(
+    tmp_path: Path, proj: Path, local_settings: Any
+) -> None:
+    row = sharegpt_row(1)
+    row["tools"] = " [ ] "  # LLaMA-Factory would train an empty '# Tools' block the chat template never shows
+    path = write_json(tmp_path / "empty_tools.json", [sharegpt_row(0), row])
+    result = prepare_local_file(path, local_settings(path), proj, credentials=Credentials())
+    assert [r["tools"] for r in result.lf_rows] == [TOOLS_JSON, ""]
+    assert result.rejects == [] and result.funnel["warnings_by_code"] == {}
+    assert result.funnel["repairs"] == {"empty_tools_array": 1}
+    registration = result.funnel["registration"]
+    assert registration["registered"] == "filtered_copy"
+    assert "1 tools column(s) '[]' written as ''" in registration["note"]
 
 
 def test_a_column_whose_type_changes_between_kept_rows_is_an_error(

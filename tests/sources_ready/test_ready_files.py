@@ -62,6 +62,8 @@ def test_each_format_and_layout_is_read_detected_and_registered_as_is(
         "formatting": expected.formatting,
         "columns": expected.columns,
         "tags": expected.tags,
+        "converted_from": None,
+        "conversion_note": "",
     }
     entry = {"file_name": str(path.resolve()), "formatting": expected.formatting, "columns": expected.columns}
     if expected.tags is not None:
@@ -71,6 +73,8 @@ def test_each_format_and_layout_is_read_detected_and_registered_as_is(
     assert "num_samples" not in json.dumps(result.funnel["registration"])
     assert result.funnel["funnel"] == {
         "rows_found": 4,
+        "rows_multimodal": 0,
+        "rows_unconvertible": 0,
         "rows_invalid": 0,
         "rows_repo_excluded": 0,
         "rows_normalize_rejected": 0,
@@ -208,7 +212,9 @@ def test_only_invalid_rows_is_an_error_naming_the_first_offending_row(
     path = write_json(tmp_path / "bad.json", [bad, odd])
     with pytest.raises(
         ReadyDataError,
-        match=r"bad\.json: no usable row is left \(2 rejected\); first offending row: "
-        r".*bad\.json row 0: drop:invalid_role_tag",
-    ):
+        match=r"bad\.json: no usable row is left \(2 rejected: 2 lf_rules\); first offending row: "
+        r".*bad\.json row 0: drop:invalid_role_tag.*fix the data \(see the rejects file",
+    ) as raised:
         prepare_local_file(path, local_settings(path), proj, credentials=Credentials())
+    # normalising rewrites only rows that pass the checks, so it must not be offered as the fix
+    assert "normalize_ready_data" not in str(raised.value)

@@ -41,6 +41,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +82,20 @@ BY_DESIGN_EXPLANATIONS: dict[str, str] = {
     ),
 }
 _FUNCTION_TOOL = "function"
+# Row shapes whose mismatch has one known cause, named in the failure message with its fix (seen on
+# LLaMA-Factory's own glaive_toolcall demo data registered as local_lf; never produced by the converter).
+KNOWN_CAUSES: dict[str, str] = {
+    "tools_without_system": (
+        "{n} row(s) offer tools but have no system prompt: LLaMA-Factory renders '<|im_start|>system\\n\\n\\n"
+        "# Tools' (the empty system text + its '\\n\\n# Tools' block), Qwen3's chat template "
+        "'<|im_start|>system\\n# Tools'. Fix: give the rows a system prompt, or for a ready-made dataset set "
+        "conversion.normalize_ready_data: true (it adds the default system prompt)"
+    ),
+    "empty_tools_array": (
+        "{n} row(s) have tools '[]': LLaMA-Factory renders an empty '# Tools' system block that the chat "
+        "template omits. Fix: write '' for no tools (sft does this itself for local_lf / hf_lf data)"
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------- messages
@@ -301,12 +316,28 @@ def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, 
         return sample
     status = classify(lf_ids, hf_ids, hf_tok)
     sample.update(status=status, lf_tokens=len(lf_ids), chat_template_tokens=len(hf_ids))
+    cause = known_cause(aligned) if status == "mismatch" else None
+    if cause:
+        sample["cause"] = cause
     if status != "equal":
         position = first_difference(lf_ids, hf_ids)
         assert position is not None
         sample.update(first_diff=position, lf_context=_context(hf_tok, lf_ids, position),
                       chat_template_context=_context(hf_tok, hf_ids, position))
     return sample
+
+
+def known_cause(aligned: AlignedRow) -> str | None:
+    """The ``KNOWN_CAUSES`` key a mismatching row's shape explains, or None."""
+    try:
+        tools = json.loads(aligned.tools) if aligned.tools else None
+    except json.JSONDecodeError:
+        return None
+    if tools == []:
+        return "empty_tools_array"
+    if tools and not aligned.system:
+        return "tools_without_system"
+    return None
 
 
 def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: float, total_rows: int) -> dict[str, Any]:
@@ -330,6 +361,7 @@ def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: fl
             "statuses": dict(sorted(counts.items())),
             "failing": len(failing),
             "mismatch_rate": round(rate, 6),
+            "causes": dict(sorted(Counter(s["cause"] for s in samples if s.get("cause")).items())),
         },
         "passed": passed,
         "by_design": {name: BY_DESIGN_EXPLANATIONS[name] for name in by_design},
@@ -343,6 +375,12 @@ def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: fl
 
 def _counts_as_failure(status: str) -> bool:
     return status == "mismatch" or status == "inference_render_error" or status.startswith(("drop:", "abort:"))
+
+
+def _causes_text(summary: Mapping[str, Any]) -> str:
+    causes = summary.get("causes") or {}
+    known = [KNOWN_CAUSES[c].format(n=n) for c, n in causes.items() if c in KNOWN_CAUSES]
+    return (" Known causes: " + "; ".join(known) + ".") if known else ""
 
 
 class TemplateFidelityError(RuntimeError):
@@ -364,8 +402,8 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
             f"template fidelity check failed for training.template={report.get('template')!r}: "
             f"{summary.get('failing')} of {summary.get('checked')} rows differ or fail in LLaMA-Factory "
             f"(rate {rate:.4f} > conversion.max_template_mismatch {max_mismatch}; {n_abort} row(s) would abort "
-            f"the run). See {report_path} for the first differing token of each row. Fix the rows or the "
-            "template, or raise conversion.max_template_mismatch if the difference is intended."
+            f"the run). See {report_path} for the first differing token of each row.{_causes_text(summary)} "
+            "Fix the rows or the template, or raise conversion.max_template_mismatch if the difference is intended."
         )
     logger.info("template fidelity: %s of %s rows equal or by-design (rate %.4f <= %s); report: %s",
                 summary.get("checked", 0) - summary.get("failing", 0), summary.get("checked"), rate, max_mismatch,

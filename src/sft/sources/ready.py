@@ -5,11 +5,18 @@ user who brings their own data gets the same guarantees (reference-contract.md Â
 
 1. **Read** ``.json`` (array or JSON lines), ``.jsonl`` or ``.parquet``; an unreadable, empty or
    unrecognised file is a ``ReadyDataError`` naming the file and the first offending row.
-2. **Detect** the layout (ShareGPT ``conversations``/``from``/``value``, ShareGPT ``role``/``content``,
+2. **Adapt** layouts LLaMA-Factory 0.9.5's ShareGPT/OpenAI converters cannot take as they are
+   (``adapt_rows``): alpaca rows (``instruction``/``input``/``output``) become single-turn ShareGPT rows
+   with LLaMA-Factory's own alpaca mapping; LLaMA-Factory v1 typed-part messages (``content: [{"type":
+   "text"|"reasoning"|"tool_call", "value": ...}]``) become OpenAI messages (``reasoning_content``,
+   ``tool_calls``) and are always normalised. Multimodal rows (``images``/``videos``/``audios`` or media
+   parts) are refused and counted (stage ``multimodal``): this stage trains text-only models.
+   **Detect** the layout (ShareGPT ``conversations``/``from``/``value``, ShareGPT ``role``/``content``,
    OpenAI ``messages`` with ``tool_calls``) with ``sft.convert.lf_rules.detect_format``.
 3. **Check every row** against LLaMA-Factory's converter rules (``check_lf_row``). A row LLaMA-Factory
    would drop, or that would abort the run, goes into the rejects (stage ``lf_rules``) with the row index
-   and the problem. Warnings (e.g. ``tools == "[]"``) are counted, the row is kept.
+   and the problem. Warnings are counted, the row is kept. ``tools == "[]"`` is rewritten to ``""`` in
+   every mode (repair ``empty_tools_array``, see ``_repair_empty_tools`` for why that is provably harmless).
 4. **Repo exclusion** where the rows carry instance ids (``_instance_id``, ``instance_id`` or ``_meta``).
 5. **Normalise** (``conversion.normalize_ready_data: true``): each row becomes a canonical trajectory,
    is scrubbed (``conversion.scrub_secrets``), repaired/validated and rendered exactly like converted
@@ -62,6 +69,7 @@ from sft.convert.lf_rules import (
     violation_code,
 )
 from sft.convert.render import (
+    DEFAULT_SYSTEM,
     OBSERVATION_SEPARATOR,
     RenderError,
     dataset_info_entry,
@@ -186,6 +194,235 @@ def _read_parquet(path: Path) -> list[Any]:
         size = path.stat().st_size if path.exists() else 0
         what = "the file is empty" if size == 0 else f"not a readable Parquet file ({exc})"
         raise ReadyDataError(f"{path}: {what}; point source.lf_path at a valid .parquet dataset") from exc
+
+
+# ========================================================================================== adaptation
+
+MEDIA_COLUMNS = ("images", "videos", "audios")  # LLaMA-Factory's multimodal columns
+MEDIA_PART_TYPES = ("image_url", "video_url", "audio_url")  # LLaMA-Factory v1 media content parts
+ALPACA_KEYS = ("instruction", "input", "output", "system", "history")
+MULTIMODAL_HINT = (
+    "sft trains text-only models: with a text template LLaMA-Factory cannot feed the media to the model and "
+    "the row would be trained as text with its placeholders ('<image>'...) and without what they stand for. "
+    "Remove the multimodal rows (or train them outside sft with a vision-language model and template)"
+)
+
+
+_THINK_TAG = re.compile(r"</?think>")
+
+
+class _RowProblem(ValueError):
+    """A row that cannot be adapted: ``stage`` (format | multimodal), ``reason`` and ``detail``."""
+
+    def __init__(self, stage: str, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.stage, self.reason, self.detail = stage, reason, detail
+
+
+@dataclass
+class Adapted:
+    """``rows`` in a layout ``detect_format`` knows (same length and order as the input; problem rows as-is)."""
+
+    rows: list[dict[str, Any]]
+    problems: dict[int, _RowProblem]
+    layout: str | None = None  # alpaca | typed_parts | None (already a ShareGPT / OpenAI layout)
+    normalise: bool = False  # the adapted rows must be normalised (LLaMA-Factory 0.9.5 cannot read the original)
+    note: str = ""
+
+
+def _is_alpaca(rows: Sequence[Mapping[str, Any]]) -> bool:
+    head = rows[:200]
+    return all(
+        not isinstance(row.get("conversations"), list)
+        and not isinstance(row.get("messages"), list)
+        and "instruction" in row
+        and "output" in row
+        for row in head
+    )
+
+
+def _has_typed_parts(rows: Sequence[Mapping[str, Any]]) -> bool:
+    for row in rows[:200]:
+        messages = row.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, list) and any(isinstance(p, Mapping) and "type" in p for p in content):
+                return True
+    return False
+
+
+def adapt_rows(rows: Sequence[dict[str, Any]]) -> Adapted:
+    """Alpaca and typed-part rows in a layout LLaMA-Factory's ShareGPT/OpenAI converters read; media refused."""
+    if _is_alpaca(rows):
+        adapted = Adapted(rows=list(rows), problems={}, layout="alpaca")
+        adapted.note = (
+            "alpaca rows (instruction/input/output) converted to single-turn ShareGPT rows with LLaMA-Factory "
+            "0.9.5's alpaca mapping (user turn = instruction + '\\n' + input, history pairs before it, system kept)"
+        )
+        convert = _alpaca_row
+    elif _has_typed_parts(rows):
+        adapted = Adapted(rows=list(rows), problems={}, layout="typed_parts", normalise=True)
+        adapted.note = (
+            "LLaMA-Factory v1 typed-part messages (content: [{type, value}]) converted to OpenAI messages "
+            "(text parts -> content, reasoning parts -> the <think> block, tool_call parts -> tool_calls) and "
+            "normalised: LLaMA-Factory 0.9.5's converters cannot read typed parts"
+        )
+        convert = _typed_part_row
+    else:
+        adapted = Adapted(rows=list(rows), problems={})
+        convert = None
+    for index, row in enumerate(rows):
+        try:
+            if convert is not None:
+                adapted.rows[index] = convert(row)
+            _refuse_media(adapted.rows[index])
+        except _RowProblem as problem:
+            adapted.problems[index] = problem
+    return adapted
+
+
+def _refuse_media(row: Mapping[str, Any]) -> None:
+    for column in MEDIA_COLUMNS:
+        value = row.get(column)
+        if value:  # a non-empty list of files (or one path): LLaMA-Factory would pass them to an mm plugin
+            count = len(value) if isinstance(value, list) else 1
+            raise _RowProblem(
+                "multimodal",
+                "multimodal_row",
+                f"column {column!r} holds {count} file(s) ({_preview(value, 60)}); {MULTIMODAL_HINT}",
+            )
+
+
+def _alpaca_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """LLaMA-Factory 0.9.5's ``AlpacaDatasetConverter`` as a ShareGPT row: the same prompt, response, system.
+
+    Why convert instead of refusing: alpaca is one of LLaMA-Factory's two SFT formats and the mapping is its
+    own (``"\\n".join`` of the non-empty instruction and input, ``history`` pairs as earlier turns), so the
+    trained tokens are exactly what LLaMA-Factory trains from the alpaca file (tested against its loader),
+    and the rows then pass the same checks, exclusion and fidelity report as any ShareGPT row.
+    """
+    for key in ("instruction", "input", "system"):
+        if row.get(key) is not None and not isinstance(row.get(key), str):
+            raise _RowProblem("format", "alpaca_bad_field", f"{key!r} is {_preview(row.get(key))}, not a string")
+    output = row.get("output")
+    if not isinstance(output, str):  # LLaMA-Factory treats it as unsupervised (or ranking) data: no SFT target
+        raise _RowProblem(
+            "format",
+            "alpaca_output_not_string",
+            f"'output' is {_preview(output)}; an SFT row needs the response as a string (a list is ranking data)",
+        )
+    turns: list[dict[str, str]] = []
+    history = row.get("history")
+    for pair in history if isinstance(history, list) else []:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise _RowProblem("format", "alpaca_bad_history", f"history entry {_preview(pair)} is not [query, answer]")
+        turns += [{"from": "human", "value": pair[0]}, {"from": "gpt", "value": pair[1]}]
+    prompt = "\n".join(v for v in (row.get("instruction"), row.get("input")) if v)
+    turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": output}]
+    converted: dict[str, Any] = {"conversations": turns}
+    if "system" in row:
+        converted["system"] = row.get("system") or ""
+    converted.update({k: v for k, v in row.items() if k not in ALPACA_KEYS})
+    return converted
+
+
+def _typed_part_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A LLaMA-Factory v1 row as OpenAI messages; the parts are joined the way v1's qwen3 renderer joins them
+    (``_split_assistant_content``: text parts concatenated, reasoning parts concatenated, one call per part)."""
+    raw_messages = row.get("messages")
+    if not isinstance(raw_messages, list):
+        raise _RowProblem("format", "no_messages", f"'messages' is {_preview(raw_messages)}, not a list")
+    messages = [_typed_part_message(m, position) for position, m in enumerate(raw_messages)]
+    _refuse_shared_results(messages)
+    return {"messages": messages, **{k: v for k, v in row.items() if k != "messages"}}
+
+
+def _refuse_shared_results(messages: list[dict[str, Any]]) -> None:
+    """Several calls answered by fewer tool messages (e.g. one message holding a JSON list of all results).
+
+    LLaMA-Factory v1 trains that as one ``<tool_response>``; a served model gets one tool message per call,
+    and which part of the text answers which call is a guess, so the row is refused rather than re-cut.
+    """
+    for position, message in enumerate(messages):
+        calls = len(message.get("tool_calls") or [])
+        results = 0
+        while position + 1 + results < len(messages) and messages[position + 1 + results].get("role") == "tool":
+            results += 1
+        if calls and 0 < results < calls:
+            raise _RowProblem(
+                "format",
+                "fewer_results_than_calls",
+                f"message {position} makes {calls} tool calls but only {results} tool message(s) follow (e.g. one "
+                "message holding every result); write one tool message per call, in call order",
+            )
+
+
+def _typed_part_message(message: Any, position: int) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise _RowProblem("format", "bad_message", f"message {position} is {_preview(message)}")
+    role, content = message.get("role"), message.get("content")
+    weight = message.get("loss_weight")
+    expected = 1.0 if role == "assistant" else 0.0
+    if isinstance(weight, int | float) and float(weight) != expected:  # LLaMA-Factory 0.9.5 has no per-turn weight
+        raise _RowProblem(
+            "format",
+            "loss_weight_not_representable",
+            f"message {position} ({role}) has loss_weight {weight}; LLaMA-Factory 0.9.5 trains every assistant "
+            "turn (weight 1) and no other turn (weight 0), so this row cannot be trained as written",
+        )
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise _RowProblem("format", "bad_content", f"message {position} content is {_preview(content)}")
+    text, reasoning, calls = "", "", []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        value = part.get("value") if isinstance(part, Mapping) else None
+        if kind in MEDIA_PART_TYPES:
+            raise _RowProblem("multimodal", "multimodal_row", f"message {position} has a {kind!r} part; {MULTIMODAL_HINT}")
+        if not isinstance(value, str) or kind not in ("text", "reasoning", "tool_call"):
+            raise _RowProblem(
+                "format",
+                "unsupported_content_part",
+                f"message {position} ({role}) part {_preview(part)}: expected type text, reasoning or tool_call "
+                "with a string value",
+            )
+        if kind != "text" and role != "assistant":
+            raise _RowProblem("format", "unsupported_content_part", f"message {position} ({role}) has a {kind!r} part")
+        found = _THINK_TAG.search(value) if kind != "tool_call" else None
+        if found:
+            # reasoning has its own part here, so a think tag inside a part is leaked text: Qwen3's reasoning
+            # parser would split the served answer at it, and the trained text would differ from it
+            around = value[max(0, found.start() - 40) : found.end() + 20]
+            raise _RowProblem(
+                "format",
+                "think_tag_in_text",
+                f"message {position} ({role}) {kind} part contains {found.group(0)!r} at character {found.start()} "
+                f"({around!r}); remove the stray tag from the data",
+            )
+        if kind == "text":
+            text += value
+        elif kind == "reasoning":
+            reasoning += value
+        else:
+            calls.append(_typed_tool_call(value, position))
+    converted: dict[str, Any] = {"role": role, "content": text}
+    if reasoning:
+        converted["reasoning_content"] = reasoning
+    if calls:
+        converted["tool_calls"] = calls
+    return converted
+
+
+def _typed_tool_call(value: str, position: int) -> dict[str, Any]:
+    try:
+        call = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise _RowProblem("format", "invalid_tool_call_part", f"message {position}: {exc.msg} in {_preview(value)}") from None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        raise _RowProblem("format", "invalid_tool_call_part", f"message {position}: {_preview(call)} has no 'name'")
+    return {"type": "function", "function": {"name": call["name"], "arguments": call.get("arguments", {})}}
+
 
 
 # ============================================================================================== detection
@@ -505,12 +742,84 @@ def _reject(
     ).model_dump()
 
 
+def _apply_adaptation(
+    rows: Sequence[dict[str, Any]], adapted: Adapted, source: ReadySource, state: _Pass
+) -> list[int]:
+    """Indices of the rows that were adapted; the others become ``format`` / ``multimodal`` rejects."""
+    for index, problem in sorted(adapted.problems.items()):
+        state.rejects.append(_reject(source, index, rows[index], problem.stage, problem.reason, problem.detail))
+    return [i for i in range(len(rows)) if i not in adapted.problems]
+
+
+def _repair_empty_tools(
+    rows: list[dict[str, Any]], indices: list[int], info: FormatInfo, state: _Pass
+) -> list[dict[str, Any]]:
+    """``tools: "[]"`` becomes ``""`` in every mode, counted as repair ``empty_tools_array``.
+
+    Why by default: it is provably harmless. ``[]`` and ``""`` both say "no tools", and an inference server
+    given ``tools=[]`` renders exactly what it renders without tools (Qwen3's chat template tests ``if
+    tools``), while LLaMA-Factory 0.9.5 treats the non-empty string ``"[]"`` as tools and trains a system
+    block with an empty ``# Tools`` section the model never sees. The rewrite only removes that difference.
+    """
+    column = resolve_columns(info.columns)["tools"]
+    if not column:
+        return rows
+    rows = list(rows)
+    for index in indices:
+        value = rows[index].get(column)
+        if isinstance(value, str) and value.strip() and _is_empty_json_array(value):
+            rows[index] = {**rows[index], column: ""}
+            state.repairs["empty_tools_array"] += 1
+    return rows
+
+
+def _is_empty_json_array(value: str) -> bool:
+    try:
+        return json.loads(value) == []
+    except json.JSONDecodeError:
+        return False
+
+
+def _tools_without_system_warning(
+    rows: Sequence[Mapping[str, Any]], info: FormatInfo, state: _Pass
+) -> list[str]:
+    """Rows registered as-is that offer tools without a system prompt: the fidelity check will fail on them.
+
+    Not repaired by default (a decision): LLaMA-Factory renders ``<|im_start|>system\n\n\n# Tools`` (the
+    empty system text + its ``\n\n# Tools`` block) where Qwen3's chat template renders
+    ``<|im_start|>system\n# Tools``. No row content reproduces the chat template's text, and adding a system
+    prompt (what ``normalize_ready_data`` does) changes the prompt the model trains under, which is the
+    user's choice, not a provably harmless rewrite.
+    """
+    cols, tags = resolve_columns(info.columns), resolve_tags(info.tags)
+    count = 0
+    for row in rows:
+        if not (cols["tools"] and row.get(cols["tools"])):
+            continue
+        messages = row.get(cols["messages"]) or []
+        system = row.get(cols["system"]) if cols["system"] else None
+        first = messages[0] if messages and isinstance(messages[0], Mapping) else {}
+        if tags["system_tag"] and first.get(tags["role_tag"]) == tags["system_tag"]:
+            system = first.get(tags["content_tag"])
+        count += not (isinstance(system, str) and system)
+    if not count:
+        return []
+    state.warnings_by_code["tools_without_system"] += count
+    return [
+        f"{count} row(s) offer tools but have no system prompt: LLaMA-Factory renders two newlines before "
+        "'# Tools' that Qwen3's chat template does not, so the template fidelity check fails on them. Give the "
+        "rows a system prompt, or set conversion.normalize_ready_data: true (it adds the default system prompt "
+        f"{DEFAULT_SYSTEM!r})"
+    ]
+
+
 def _check_rows(
-    rows: Sequence[dict[str, Any]], info: FormatInfo, source: ReadySource, state: _Pass
+    rows: Sequence[dict[str, Any]], indices: list[int], info: FormatInfo, source: ReadySource, state: _Pass
 ) -> list[int]:
     """Indices of rows LLaMA-Factory keeps; the others become ``lf_rules`` rejects."""
     valid = []
-    for index, row in enumerate(rows):
+    for index in indices:
+        row = rows[index]
         violations = check_lf_row(row, columns=info.columns, tags=info.tags, formatting=info.formatting)
         fatal = [v for v in violations if is_fatal(v)]
         for warning in (v for v in violations if not is_fatal(v)):
@@ -755,37 +1064,50 @@ def process_rows(
 ) -> ConversionResult:
     """Check, exclude, (normalise), subsample and register rows that were read from ``source``."""
     conv = settings.conversion
-    info = detect_layout(rows, source.label)
     state = _Pass()
     secrets = [v for v in credentials.values() if len(v) >= MIN_EXTRA_VALUE_LENGTH]
     rows = [redact_credentials(row, secrets, state.secrets) for row in rows]
-    valid = _check_rows(rows, info, source, state)
-    rows_invalid = len(rows) - len(valid)
+    adapted = adapt_rows(rows)
+    rows = adapted.rows
+    adaptable = _apply_adaptation(rows, adapted, source, state)
+    normalise = conv.normalize_ready_data or adapted.normalise
+    if not adaptable:
+        _raise_nothing_left(source, state.rejects)
+    info = detect_layout([rows[i] for i in adaptable], source.label)
+    rows = _repair_empty_tools(rows, adaptable, info, state)
+    valid = _check_rows(rows, adaptable, info, source, state)
+    rows_invalid = len(adaptable) - len(valid)
     exclusions, exclusion_report = _exclusion(settings, root, rows, valid)
     candidates = _apply_exclusion(rows, valid, exclusions, source, state)
-    if conv.normalize_ready_data:
+    if normalise:
         _normalise_rows(rows, candidates, info, settings, source, credentials, state)
     else:
         _keep_rows_as_is(rows, candidates, state)
     if not state.kept:
         _raise_nothing_left(source, state.rejects)
-    if not conv.normalize_ready_data:
+    if not normalise:
         _check_uniform_types([k.lf_row for k in state.kept], source)
 
     chosen, sample_warning = seeded_subsample(len(state.kept), conv.max_instances, conv.seed)
     selected = [state.kept[i] for i in chosen]
-    changed = _changes(len(selected), state)
-    registration = _registration(
-        source, info, settings, root, changed=changed, normalised=conv.normalize_ready_data
-    )
+    changed = _changes(len(selected), state, adapted)
+    registration = _registration(source, info, settings, root, changed=changed, normalised=normalise)
 
-    warnings = [w for w in (sample_warning, _openai_warning(info, conv.normalize_ready_data)) if w]
+    warnings = [w for w in (sample_warning, _openai_warning(info, normalise)) if w]
+    for stage, what in (("multimodal", "are multimodal"), ("format", "cannot be converted")):
+        count = sum(1 for r in state.rejects if r["stage"] == stage)
+        if count:
+            warnings.append(
+                f"{count} of {len(rows)} row(s) {what} and are not trained; see the rejects file (stage {stage})"
+            )
     if rows_invalid:
         warnings.append(
             f"{rows_invalid} of {len(rows)} row(s) break LLaMA-Factory's rules and are not trained; "
             "see the rejects file (stage lf_rules)"
         )
-    if conv.normalize_ready_data and state.reasoning_turns and not settings.keeps_reasoning():
+    if not normalise:
+        warnings.extend(_tools_without_system_warning([k.lf_row for k in selected], info, state))
+    if normalise and state.reasoning_turns and not settings.keeps_reasoning():
         warnings.append(
             f"{state.reasoning_turns} assistant turn(s) carry <think> reasoning, which the normalised "
             f"rows drop (template {settings.training.template}); set conversion.keep_reasoning: true "
@@ -796,6 +1118,8 @@ def process_rows(
 
     funnel = {
         "rows_found": len(rows),
+        "rows_multimodal": sum(1 for r in state.rejects if r["stage"] == "multimodal"),
+        "rows_unconvertible": sum(1 for r in state.rejects if r["stage"] == "format"),
         "rows_invalid": rows_invalid,
         "rows_repo_excluded": sum(1 for r in state.rejects if r["stage"] == "repo_exclusion"),
         "rows_normalize_rejected": sum(
@@ -813,7 +1137,7 @@ def process_rows(
             "location": source.label,
             "notes": list(source.notes),
         },
-        "format": _format_report(info),
+        "format": {**_format_report(info), "converted_from": adapted.layout, "conversion_note": adapted.note},
         "funnel": funnel,
         "rejects_by_stage": dict(Counter(r["stage"] for r in state.rejects)),
         "rejects_by_reason": dict(Counter(f"{r['stage']}:{r['reason']}" for r in state.rejects)),
@@ -821,7 +1145,7 @@ def process_rows(
         "registration": registration,
         "selection": _selection_report(settings, len(state.kept), chosen, state.kept, sample_warning),
         "exclusion": exclusion_report,
-        "normalized": conv.normalize_ready_data,
+        "normalized": normalise,
         "repairs": dict(state.repairs),
         "secrets_redacted": dict(state.secrets),
         "reasoning": {
@@ -829,10 +1153,12 @@ def process_rows(
             "kept": settings.keeps_reasoning(),
             "template": settings.training.template,
         }
-        if conv.normalize_ready_data
+        if normalise
         else None,
         "warnings": warnings,
     }
+    if adapted.note:
+        logger.info("%s: %s", source.label, adapted.note)
     logger.info(
         "%s: %d row(s) found, %d invalid, %d written; %s",
         source.label,
@@ -851,9 +1177,13 @@ def process_rows(
     )
 
 
-def _changes(written: int, state: _Pass) -> list[str]:
+def _changes(written: int, state: _Pass, adapted: Adapted) -> list[str]:
     """Why the rows to train differ from the source (empty: the source can be registered as-is)."""
     changes = []
+    if adapted.layout:
+        changes.append(f"converted from {adapted.layout}")
+    if state.repairs.get("empty_tools_array"):
+        changes.append(f"{state.repairs['empty_tools_array']} tools column(s) '[]' written as ''")
     if state.rejects:
         changes.append(f"{len(state.rejects)} row(s) removed")
     if written < len(state.kept):
@@ -866,9 +1196,16 @@ def _changes(written: int, state: _Pass) -> list[str]:
 def _raise_nothing_left(source: ReadySource, rejects: list[dict[str, Any]]) -> None:
     first = rejects[0] if rejects else None
     where = f"; first offending row: {first['detail']}" if first else ""
+    stages = Counter(r["stage"] for r in rejects)
+    by_stage = ", ".join(f"{n} {stage}" for stage, n in stages.most_common())
+    # No hint to normalize_ready_data: it only rewrites rows that passed the checks, so it rescues none of these.
+    if stages.get("multimodal") == len(rejects):
+        hint = "the dataset is multimodal; sft trains text-only models, so there is nothing to train"
+    else:
+        hint = "fix the data (see the rejects file, one line per row with its reason)"
     raise ReadyDataError(
-        f"{source.label}: no usable row is left ({len(rejects)} rejected){where}. LLaMA-Factory would abort with "
-        "'Cannot find valid samples'; fix the data (see the rejects) or use conversion.normalize_ready_data"
+        f"{source.label}: no usable row is left ({len(rejects)} rejected: {by_stage}){where}. LLaMA-Factory would "
+        f"abort with 'Cannot find valid samples'; {hint}"
     )
 
 
@@ -987,9 +1324,13 @@ def _unvalidated_hub_result(settings: RuntimeInput, label: str) -> ConversionRes
             "formatting": "sharegpt",
             "columns": dict(hub.REFERENCE_COLUMNS),
             "tags": dict(hub.REFERENCE_TAGS),
+            "converted_from": None,
+            "conversion_note": "",
         },
         "funnel": {
             "rows_found": None,
+            "rows_multimodal": None,
+            "rows_unconvertible": None,
             "rows_invalid": None,
             "rows_repo_excluded": None,
             "rows_normalize_rejected": None,
