@@ -11,7 +11,7 @@ import pytest
 
 from sft.config.credentials import Credentials
 from sft.datasets.llamafactory import DatasetInfoDataset, LlamaFactoryDataset
-from sft.sources.ready import prepare_local_file
+from sft.sources.ready import prepare_local_file, read_rows
 from tests.sources_ready.conftest import (
     make_settings,
     openai_row,
@@ -23,7 +23,11 @@ from tests.sources_ready.conftest import (
 pytestmark = pytest.mark.slow
 
 BAD = {"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ready"  # LLaMA-Factory's own demo files
 CASES = {
+    "glaive_empty_tools_rewritten": (read_rows(FIXTURES / "glaive_toolcall_en_demo.json"), False, "filtered_copy"),
+    "typed_parts_normalised": (read_rows(FIXTURES / "reason_tool_use_demo_50.jsonl"), False, "normalized_copy"),
+    "alpaca_converted": (read_rows(FIXTURES / "alpaca_en_demo.json"), False, "filtered_copy"),
     "from_value_with_invalid_rows": (
         [sharegpt_row(0), BAD, sharegpt_row(2), sharegpt_row(3)],
         False,
