@@ -87,6 +87,19 @@ def test_glaive_fidelity_failure_names_the_cause_and_the_option_that_fixes_it(
 
 
 @pytest.mark.slow
+def test_fidelity_names_the_empty_tools_array_cause_of_rows_registered_unrepaired(tiny_model_dir: Path) -> None:
+    """The glaive file as LLaMA-Factory's own dataset_info entry registers it (before sft's '[]' rewrite)."""
+    entry = {"file_name": str(GLAIVE), "formatting": "sharegpt", "columns": {"messages": "conversations",
+                                                                             "tools": "tools"}}
+    report = check_template_fidelity(read_rows(GLAIVE), str(tiny_model_dir), template="qwen3_nothink",
+                                     dataset_entry=entry)
+    assert report["summary"]["statuses"] == {"mismatch": 12}
+    assert report["summary"]["causes"] == {"empty_tools_array": 7, "tools_without_system": 5}
+    with pytest.raises(TemplateFidelityError, match=r"7 row\(s\) have tools '\[\]'.*write '' for no tools"):
+        enforce_fidelity(report, report_path="fidelity.json", max_mismatch=0.0)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("template", ["qwen3", "qwen3_nothink"])
 def test_glaive_normalised_has_no_fidelity_failure(proj: Path, tiny_model_dir: Path, template: str) -> None:
     result = _prepare(GLAIVE, proj, template, normalize_ready_data=True)

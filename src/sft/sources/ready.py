@@ -767,17 +767,16 @@ def _repair_empty_tools(
     rows = list(rows)
     for index in indices:
         value = rows[index].get(column)
-        if isinstance(value, str) and value.strip() and _is_empty_json_array(value):
+        if isinstance(value, str) and _is_empty_json_array(value):
             rows[index] = {**rows[index], column: ""}
             state.repairs["empty_tools_array"] += 1
     return rows
 
 
 def _is_empty_json_array(value: str) -> bool:
-    try:
-        return json.loads(value) == []
-    except json.JSONDecodeError:
-        return False
+    """``"[]"`` with any JSON whitespace, without parsing every (possibly large) tools string."""
+    stripped = value.strip(" \t\r\n")
+    return stripped.startswith("[") and stripped.endswith("]") and not stripped[1:-1].strip(" \t\r\n")
 
 
 def _tools_without_system_warning(
