@@ -206,8 +206,6 @@ MULTIMODAL_HINT = (
     "the row would be trained as text with its placeholders ('<image>'...) and without what they stand for. "
     "Remove the multimodal rows (or train them outside sft with a vision-language model and template)"
 )
-
-
 _THINK_TAG = re.compile(r"</?think>")
 
 
