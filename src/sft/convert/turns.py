@@ -15,7 +15,9 @@ counts **model turns** per agent (``<scaffold>/<main|subagent>``):
 * **lost**: every other source turn, with the stage and reason that removed it: ``extract:*`` (never part
   of a conversation), ``repair:*`` (removed by a repair, ``meta.extra["dropped_model_turns"]``),
   ``render:after_untrainable_turn`` (the LF renderer cuts a row before its first untrainable turn), and the
-  ``<stage>:<reason>`` of the reject line of the trial or trajectory that held it.
+  ``<stage>:<reason>`` of the reject line of the trial or trajectory that held it (a rejected trajectory
+  loses all its turns with that reason; a turn held by several trajectories of a trial is lost with the
+  reason of the first, and is output when any of them is written).
 * **unsourced**: output turns that the source count does not hold (an assistant turn in a request's history
   whose call is not in the log). Expected 0; it keeps the invariant exact when it is not:
   ``source + unsourced == output + sum(lost)``, per agent and in total (checked on every report).
@@ -315,9 +317,9 @@ class TurnLedger:
                     repairs.update(record.repairs)
                     for key, reason in record.lost.items():
                         why.setdefault(key, reason)
-                else:
+                else:  # a rejected trajectory loses all its turns with its reject's reason
                     for key in record.all_keys():
-                        why.setdefault(key, record.lost.get(key, record.fate))
+                        why.setdefault(key, record.fate)
             for key, agent in owner.items():
                 entry = agent_entry(agent)
                 if key in written:
