@@ -132,9 +132,12 @@ def account_extraction(
     skipped: Sequence[Trajectory],
     counters: Mapping[str, int],
     scaffold: str,
+    *,
+    include_subagents: bool = True,
 ) -> TrialTurns:
     """The turns of an extracted trial: ``trajectories`` are kept (uids final), ``skipped`` were dropped by
-    ``include_subagents: false``; ``counters`` hold the source counts (``SOURCE_*``) and side calls.
+    ``include_subagents: false`` (with it, the ATIF reader does not even read sub-agent files: their turns are
+    skipped too); ``counters`` hold the source counts (``SOURCE_*``) and side calls.
 
     A turn belongs to the first trajectory that holds it (main ones come first). What the source holds
     beyond the trajectories' turns is lost at extraction: side calls, skipped sub-agents, turns removed by
@@ -187,7 +190,9 @@ def account_extraction(
             side = min(side_calls, remainder)
             lost[agent][REASON_SIDE_CALL] += side
             remainder -= side
-        if remainder:
+        if remainder and not include_subagents and agent.endswith("/subagent"):
+            lost[agent][REASON_SUBAGENTS_SKIPPED] += remainder
+        elif remainder:
             lost[agent][REASON_NOT_IN_TRAJECTORY] += remainder
     result.source = {agent: n for agent, n in sorted(source.items()) if n}
     result.lost = {agent: dict(sorted(c.items())) for agent, c in sorted(lost.items()) if +c}

@@ -207,7 +207,9 @@ def _run(
             f"{trial_dir}: no conversation could be recovered ({', '.join(extraction.problems[-3:]) or 'no problems recorded'})",
         )
     extraction.trajectories = trajectories
-    extraction.turns = account_extraction(trajectories, skipped, extraction.counters, adapter.name)
+    extraction.turns = account_extraction(
+        trajectories, skipped, extraction.counters, adapter.name, include_subagents=include_subagents
+    )
 
 
 def extract_trial(
