@@ -169,3 +169,30 @@ def test_repairs_are_summed_over_written_trajectories(generated: GeneratedJob, t
         if record.fate is None:
             removed_calls += record.repairs.get("dropped_tool_errors", 0)
     assert repairs.get("dropped_tool_errors") == removed_calls > 0
+
+
+@pytest.mark.parametrize("policy", ["truncate_turns", "drop"])
+def test_overlength_policy_turns_are_accounted(generated: GeneratedJob, tmp_path: Path, tiny_model_dir: Path,
+                                               policy: str) -> None:
+    """The length node drops or cuts rows after conversion: the turns it removes are lost with its reason and
+    the output is still exactly the assistant turns of the rows written."""
+    from sft.pipelines.report.nodes import apply_length_policy
+
+    result = _convert(generated, tmp_path, instance_status="all")
+    before = result.funnel["model_turns"]
+    settings = engine_config(instance_status="all").model_copy(deep=True)
+    settings.model.model_name_or_path = str(tiny_model_dir)
+    settings.conversion.overlength = policy
+    settings.training.cutoff_len = 1500
+    out = apply_length_policy(result, settings, str(tmp_path))
+    after = out.funnel["model_turns"]
+    check_invariant(after)
+    over = out.funnel["overlength"]
+    assert over["dropped"] + over["truncated"] > 0
+    rows_turns = sum(1 for row in out.lf_rows for turn in row["conversations"] if turn["from"] in ("gpt", "function_call"))
+    assert after["output"] == rows_turns < before["output"]
+    assert after["source"] == before["source"]
+    lost_here = {k: v - before["lost"].get(k, 0) for k, v in after["lost"].items() if v != before["lost"].get(k, 0)}
+    assert set(lost_here) <= {"overlength:truncated", "overlength:over_cutoff_len", "overlength:first_turn_over_cutoff_len"}
+    assert lost_here.get("overlength:truncated", 0) == over["assistant_turns_removed"]
+    assert sum(lost_here.values()) == before["output"] - after["output"]

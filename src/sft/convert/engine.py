@@ -55,7 +55,7 @@ from sft.convert.score import finalize_score, median_steps_by_scaffold, score_fe
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
 from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
 from sft.convert.trial_index import cached_trial_content_hash
-from sft.convert.turns import TrialTurns, TurnLedger, after_validation, summary_line
+from sft.convert.turns import TrialTurns, TurnLedger, after_validation
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
@@ -695,7 +695,6 @@ def convert_job(
     }
     ledger.set_fates(rejects)
     report.update(ledger.report())  # "model_turns" and "repairs" (over written trajectories)
-    logger.info("%s", summary_line(report["model_turns"]))
     _check_accounting(trials, written, rejects)
     im_rows = SpooledRows(spool, im_refs)
     return ConversionResult(lf_rows=SpooledRows(spool, lf_refs), im_rows=im_rows, rejects=rejects, funnel=report,
