@@ -48,7 +48,8 @@ def split_conversion_result(
         len(result.lf_rows),
         len(result.rejects),
     )
-    if result.funnel.get("model_turns"):  # a Harbor job: what share of the model's turns the rows keep
+    if result.funnel.get("model_turns"):  # a Harbor job: the share of the model's turns the rows keep (final:
+        # after the over-length policy)
         logger.info("%s", summary_line(result.funnel["model_turns"]))
     token_samples = handover_token_samples(result, manifest["rows_sha256"])
     return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest, token_samples

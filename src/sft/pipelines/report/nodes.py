@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, TrajectoryView
 from sft.convert.spool import SpooledRows, rows_sha256, select_rows
-from sft.convert.turns import apply_overlength, summary_line
+from sft.convert.turns import apply_overlength
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
 from sft.report.overlength import overlength_summary, plan_overlength_policy
@@ -155,11 +155,8 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
         rejects_by_stage=dict(Counter(r["stage"] for r in rejects)),
         rejects_by_reason=dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
     )
-    turns = apply_overlength(conversion_result.turn_ledger, decisions, new_rejects)
-    if turns is not None:
-        report.update(turns)  # "model_turns" and "repairs" without the dropped rows and the cut turns
-        if summary["dropped"] or summary["truncated"]:
-            logger.info("after the over-length policy, %s", summary_line(turns["model_turns"]))
+    # "model_turns" and "repairs" without the dropped rows and the cut turns (sft.convert.turns)
+    report.update(apply_overlength(conversion_result.turn_ledger, decisions, new_rejects) or {})
     logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
                 policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
                 summary["kept_over_cutoff"])
