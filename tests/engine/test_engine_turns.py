@@ -196,3 +196,14 @@ def test_overlength_policy_turns_are_accounted(generated: GeneratedJob, tmp_path
     assert set(lost_here) <= {"overlength:truncated", "overlength:over_cutoff_len", "overlength:first_turn_over_cutoff_len"}
     assert lost_here.get("overlength:truncated", 0) == over["assistant_turns_removed"]
     assert sum(lost_here.values()) == before["output"] - after["output"]
+
+
+def test_cached_and_parallel_runs_count_the_same_turns(generated: GeneratedJob, tmp_path: Path) -> None:
+    cfg = engine_config(use_cache=True, instance_status="all")
+    root = make_root(tmp_path / "root")
+    first = convert_job(cfg, generated.job_dir, root, num_workers=1, progress=False)
+    second = convert_job(cfg, generated.job_dir, root, num_workers=2, progress=False)
+    assert second.funnel["cache"]["hits"] == len(generated.trials)
+    assert second.funnel["model_turns"] == first.funnel["model_turns"]
+    assert second.funnel["repairs"] == first.funnel["repairs"]
+    assert _got(first.funnel["model_turns"]) == expected_model_turns(generated, first)
