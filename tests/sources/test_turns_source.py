@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sft.convert.turns import TurnLedger, after_validation
 from sft.convert.validate import repair_and_validate
 from sft.sources.harbor.trial import extract_trial
@@ -115,3 +117,24 @@ def test_a_trial_rejected_after_reading_loses_its_source_turns_with_the_reject_r
     assert [r.reason for r in extraction.rejects] == ["scaffold_mismatch"]
     assert extraction.turns.source == {"claude-code/main": 2}
     assert extraction.turns.lost == {"claude-code/main": {"scaffold:scaffold_mismatch": 2}}
+
+
+@pytest.mark.parametrize(("fixture", "agent", "scaffold", "steps"), [
+    ("claude_code_trajectory_pass.json", "claude-code", "claude-code", 11),
+    ("claude_code_hello_world.trajectory.json", "claude-code", "claude-code", 2),
+    ("terminus2_invalid_json.trajectory.json", "terminus-2", "terminus2", 4),
+])
+def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(harbor, fixture: str, agent: str, scaffold: str,
+                                                                    steps: int) -> None:
+    """Real Harbor ATIF files (tests/fixtures/harbor/SOURCES.md): each model step is a source turn and ends up
+    output or lost with a reason. The claude-code runs keep all; the terminus-2 default-mode run is rejected
+    at validation today (issue 13: its results carry no source_call_id), so its turns are lost with that."""
+    trial_dir = harbor.trial("real__1", agent_name=agent)
+    harbor.copy_fixture(fixture, trial_dir / "agent" / "trajectory.json")
+    extraction = extract_trial(trial_dir, harbor.job_dir, scaffold)
+    assert extraction.turns.source == {f"{scaffold}/main": steps}
+    model_turns = _ledger_report(extraction)
+    assert model_turns["output"] + sum(model_turns["lost"].values()) == steps
+    if scaffold == "claude-code":
+        assert model_turns["output"] == steps
+    assert all(reason.startswith("validate:") for reason in model_turns["lost"])
