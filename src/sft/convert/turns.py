@@ -174,6 +174,8 @@ def account_extraction(
                 lost[agent][REASON_SUBAGENTS_SKIPPED] += 1
                 if traj.meta.source_kind == "litellm":
                     owned_litellm_sub[agent] += 1
+    # The trajectories' own scaffold name labels the source too (an adapter may name its rows another way).
+    scaffold = next((t.meta.scaffold for t in [*trajectories, *skipped]), scaffold)
     source = _source_by_agent(counters, scaffold)
     # A proxy log's calls are not labelled main/sub-agent: the sub-agent conversations' turns move over.
     main = agent_label(scaffold, "main")
