@@ -140,3 +140,14 @@ def test_repair_notes_become_kinds_with_counts() -> None:
     notes = ["repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
              "repair_trimmed_tail: 1 trailing tool/user message(s) removed", "empty_assistant_turn: message 3"]
     assert repair_counts(notes) == {"filled_tool_call_ids": 3, "trimmed_tail": 1}
+
+
+def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason() -> None:
+    aborted = Message(role="assistant")
+    before = _traj([U, A1, T1, aborted])
+    record = account_extraction([before], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[0]
+    after = _traj([U, A1], extra_marker=1)
+    after.meta.extra["dropped_model_turns"] = {"aborted_final_turn": 1}
+    after_validation(record, before, after, ["repair_trimmed_tail: 1 trailing tool/user message(s) removed"])
+    assert len(record.keys) == 1 and list(record.lost.values()) == ["repair:aborted_final_turn"]
+    assert record.repairs == {"trimmed_tail": 1}

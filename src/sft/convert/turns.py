@@ -233,7 +233,8 @@ def _same_turn(before: Message, after: Message) -> bool:
 
 def after_validation(record: TrajectoryTurns, before: Trajectory, after: Trajectory | None, issues: list[str]) -> None:
     """Update a trajectory's turns after ``repair_and_validate``: a reject takes all its turns with the first
-    issue's code; a repair that removed whole turns (``drop_tool_errors``) loses those turns."""
+    issue's code; turns a repair removed (``drop_tool_errors``, or one that records ``dropped_model_turns``)
+    are lost with its reason; the repairs' notes are added to the trajectory's repair counts."""
     if after is None:
         record.fate = f"validate:{issue_code(issues[0]) if issues else 'invalid_trajectory'}"
         return
@@ -243,6 +244,7 @@ def after_validation(record: TrajectoryTurns, before: Trajectory, after: Traject
     old, new = _trainable_assistants(before), _trainable_assistants(after)
     if len(new) >= len(old) or not record.keys:
         return
+    reasons, default = _removal_reasons(before, after, issues)
     # The rendered turns are a prefix of the trainable ones (keys first, cut keys after): align greedily.
     kept: list[str] = []
     position = 0
@@ -251,8 +253,18 @@ def after_validation(record: TrajectoryTurns, before: Trajectory, after: Traject
             kept.append(key)
             position += 1
         else:
-            record.lost[key] = "repair:dropped_tool_errors"
+            record.lost[key] = reasons.pop(0) if reasons else default
     record.keys = kept
+
+
+def _removal_reasons(before: Trajectory, after: Trajectory, issues: list[str]) -> tuple[list[str], str]:
+    """Why validation removed turns: first the ``dropped_model_turns`` a repair recorded on the trajectory
+    there, then ``drop_tool_errors`` (its note counts calls, not turns), else ``repair:validation``."""
+    added: Counter[str] = Counter({str(k): int(v) for k, v in (after.meta.extra.get("dropped_model_turns") or {}).items()})
+    added.subtract({str(k): int(v) for k, v in (before.meta.extra.get("dropped_model_turns") or {}).items()})
+    reasons = [f"repair:{reason}" for reason, n in sorted(added.items()) for _ in range(max(0, n))]
+    dropped_errors = any(issue_code(issue) == "repair_dropped_tool_errors" for issue in issues)
+    return reasons, "repair:dropped_tool_errors" if dropped_errors else "repair:validation"
 
 
 # ------------------------------------------------------------------------------------------------- job-wide
