@@ -13,8 +13,16 @@ export SFT_ALLOW_OVERWRITE_OUTPUT=1
 bash scripts/dryrun.sh
 "$ENV_BIN/kedro" run "$@"
 "$PY" - <<'PY'
+import json
 import yaml
-out = yaml.safe_load(open("config.demo.yaml"))["runtime_info"]["output"]
+from sft.convert.turns import summary_line
+cfg = yaml.safe_load(open("config.demo.yaml"))
+# how faithful the conversion was: the model's turns in the job vs the trainable turns in the rows
+funnel = json.load(open(f"data/08_reporting/{cfg['runtime_info']['input']['conversion']['data_name']}/funnel.json"))
+print("\n" + summary_line(funnel.get("model_turns")))
+for agent, entry in (funnel.get("model_turns") or {}).get("per_agent", {}).items():
+    print(f"  {agent}: kept {entry['output']} of {entry['source']}, lost {entry['lost'] or 'none'}")
+out = cfg["runtime_info"]["output"]
 print("\nruntime_info.output written to config.demo.yaml:")
 print(yaml.safe_dump(out, sort_keys=False))
 PY

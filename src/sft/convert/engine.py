@@ -55,6 +55,7 @@ from sft.convert.score import finalize_score, median_steps_by_scaffold, score_fe
 from sft.convert.secrets import SecretScrubber, scrub_trajectory
 from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
 from sft.convert.trial_index import cached_trial_content_hash
+from sft.convert.turns import TrialTurns, TurnLedger, after_validation
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
@@ -65,8 +66,8 @@ from sft.sources.scaffolds import ADAPTERS
 logger = logging.getLogger(__name__)
 
 # 2: outcome/exclusion filters run before extraction; 3: candidates carry hash, score features and LF body;
-# 4: header line + row bytes (TrialOutcome.to_bytes)
-CACHE_VERSION = "4"
+# 4: header line + row bytes (TrialOutcome.to_bytes); 5: model-turn accounting (TrialOutcome.turns)
+CACHE_VERSION = "5"
 # Chunks of trials in flight per worker: enough to keep every worker busy past one slow trial, few enough
 # that the results waiting for their turn in the parent stay a handful of trials.
 WINDOW_PER_WORKER = 3
@@ -143,6 +144,8 @@ class TrialOutcome:
     parsed: bool = False
     outcome_kept: bool = False
     repo_excluded: bool = False
+    # sft.convert.turns.TrialTurns as a dict (None: the trial's files were not read)
+    turns: dict[str, Any] | None = None
     cache_hit: bool = False  # set by process_trial, never stored in the cache entry
 
     def to_bytes(self) -> bytes:
@@ -224,6 +227,9 @@ class ConversionResult:
     # Per-sample token numbers of exactly lf_rows and how they were counted, set by the over-length node so
     # the report need not tokenize the dataset a second time (sft.pipelines.report.nodes).
     token_samples: dict[str, Any] | None = None
+    # The model turns of every trial and the fate of each trajectory (sft.convert.turns), so the over-length
+    # node can account for the turns it drops or cuts; None for ready-made datasets.
+    turn_ledger: TurnLedger | None = None
 
 
 # --------------------------------------------------------------------------------------------- worker
@@ -397,19 +403,24 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     )
     outcome.counters.update(extraction.counters)
     outcome.problems.extend(extraction.problems)
+    turns = extraction.turns or TrialTurns()
     outcome.source_used = extraction.source_used
     outcome.rejects.extend(r.model_dump() for r in extraction.rejects)  # trial or per-trajectory rejects
     if not extraction.trajectories:
         if not extraction.rejects:
             _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
+        outcome.turns = turns.model_dump()
         return outcome
     outcome.parsed = True
+    turns_of = {record.uid: record for record in turns.trajectories}
 
     scrubber = SecretScrubber(list(settings.secret_values)) if settings.scrub_secrets else None
     for traj in extraction.trajectories:
         if scrubber is not None:
             traj = scrub_trajectory(traj, scrubber)
         repaired, issues = repair_and_validate(traj, drop_tool_errors=settings.drop_tool_errors)
+        if traj.uid in turns_of:
+            after_validation(turns_of[traj.uid], traj, repaired, issues)
         if repaired is None:
             _reject(outcome, "validate", "invalid_trajectory",
                     f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues), trajectory=traj.uid)
@@ -418,6 +429,7 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     outcome.rendered_with_reasoning = settings.keep_reasoning
     if scrubber is not None:
         outcome.scrub_counts = dict(scrubber.counts)
+    outcome.turns = turns.model_dump()
     if not outcome.candidates and not any(r["stage"] == "validate" for r in outcome.rejects):
         _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
     return outcome
@@ -577,6 +589,7 @@ def convert_job(
     rejects: list[dict[str, Any]] = []
     candidates: list[_Candidate] = []
     spool = Spool(spool_dir(root))  # the rows wait on disk, not in this process, until they are written
+    ledger = TurnLedger()
 
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
     for outcome in _run_workers(trials, settings, workers):
@@ -584,6 +597,7 @@ def convert_job(
         if settings.cache_dir:
             cache["hits" if outcome.cache_hit else "misses"] += 1
         rejects.extend(outcome.rejects)
+        ledger.add(outcome.trial_name, outcome.turns, outcome.rejects)
         extraction_counters.update(outcome.counters)
         scrub_counts.update(outcome.scrub_counts)
         if outcome.parsed:
@@ -679,10 +693,12 @@ def convert_job(
         "workers": workers,
         "cache": {"enabled": bool(settings.cache_dir), **cache},
     }
+    ledger.set_fates(rejects)
+    report.update(ledger.report())  # "model_turns" and "repairs" (over written trajectories)
     _check_accounting(trials, written, rejects)
     im_rows = SpooledRows(spool, im_refs)
     return ConversionResult(lf_rows=SpooledRows(spool, lf_refs), im_rows=im_rows, rejects=rejects, funnel=report,
-                            kept=TrajectoryView(im_rows))
+                            kept=TrajectoryView(im_rows), turn_ledger=ledger)
 
 
 @dataclass(frozen=True)

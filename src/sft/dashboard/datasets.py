@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import yaml
 
+from sft.convert.turns import kept_share, summary_line
 from sft.dashboard.safety import ForbiddenPath, ProjectFiles
 from sft.report.tokens import row_identity
 
@@ -393,6 +394,7 @@ class DatasetStore:
             "stats": stats,
             "stats_path": stats_path,
             "histogram": self.token_histogram(name, stats),
+            "model_turns": model_turns_view(stats),
         }
 
     def sample_list(self, name: str, offset: int, limit: int) -> dict[str, Any]:
@@ -418,6 +420,28 @@ class DatasetStore:
 
 
 # ------------------------------------------------------------------------------------ run -> dataset
+
+
+def model_turns_view(stats: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The stats' model-turn accounting as the page shows it: one line, one row per agent, the repairs.
+
+    None when the stats hold none (a ready-made dataset, or stats written before the accounting existed).
+    """
+    turns = (stats or {}).get("model_turns")
+    if not isinstance(turns, Mapping):
+        return None
+    agents = []
+    for agent, entry in (turns.get("per_agent") or {}).items():
+        if not isinstance(entry, Mapping):
+            continue
+        share = kept_share(entry)
+        agents.append({"agent": agent, "source": entry.get("source"), "output": entry.get("output"),
+                       "kept_pct": None if share is None else round(100 * share, 1),
+                       "lost": dict(entry.get("lost") or {})})
+    share = kept_share(turns)
+    return {"summary": summary_line(turns), "source": turns.get("source"), "output": turns.get("output"),
+            "kept_pct": None if share is None else round(100 * share, 1), "lost": dict(turns.get("lost") or {}),
+            "agents": agents, "repairs": dict((stats or {}).get("repairs") or {})}
 
 
 def run_dataset_ref(files: ProjectFiles, datasets: DatasetStore, training_yaml: Path | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sft.convert.render import lf_meta_of_row
+from sft.convert.turns import kept_share, summary_line
 from sft.report.tokens import distribution
 from sft.versions import package_versions as versions_of
 
@@ -148,6 +149,9 @@ def build_stats(
                                         for row, m in zip(rows, metas, strict=True)).most_common()),
         },
         "funnel": report.get("funnel", {}),
+        # model turns in the source vs trainable turns in the rows, per agent and reason (sft.convert.turns)
+        "model_turns": report.get("model_turns"),
+        "repairs": dict(report.get("repairs") or {}),
         "secrets_redacted": dict(report.get("secrets_redacted") or {}),
         "rejects": {
             "total": len(reject_list),
@@ -283,6 +287,28 @@ def _fidelity_section(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _model_turns_section(stats: dict[str, Any]) -> list[str]:
+    """Model turns kept per agent, where the others went, and the repairs made (README "Model-turn accounting")."""
+    turns = stats.get("model_turns")
+    lines = ["", "## Model turns", ""]
+    if not turns:
+        return lines + ["Not counted: the source is a ready-made dataset, not a Harbor job."]
+    lines += [summary_line(turns) + ".", "",
+              "A model turn is one assistant turn the model produced in the source (a successful proxy-log call, an "
+              "ATIF agent step); kept = a trainable assistant turn of a written row, each counted once.", ""]
+    rows = []
+    for agent, entry in (turns.get("per_agent") or {}).items():
+        share = kept_share(entry)
+        lost = ", ".join(f"{reason} {n}" for reason, n in (entry.get("lost") or {}).items()) or "–"
+        rows.append([agent, entry.get("source"), entry.get("output"), f"{100 * share:.1f}%" if share is not None else "–",
+                     lost])
+    lines += _table(["agent", "source", "kept", "kept %", "lost (stage:reason turns)"], rows)
+    repairs = stats.get("repairs") or {}
+    lines += ["", "Repairs in the written rows (kind: count): "
+              + (", ".join(f"{k} {v}" for k, v in repairs.items()) if repairs else "none") + "."]
+    return lines
+
+
 def render_card(stats: dict[str, Any]) -> str:
     """The dataset card (Markdown with a Hugging Face style YAML header)."""
     ds, src, settings = stats.get("dataset", {}), stats.get("source", {}), stats.get("settings", {})
@@ -304,6 +330,7 @@ def render_card(stats: dict[str, Any]) -> str:
     by_stage = (stats.get("rejects") or {}).get("by_stage") or {}
     if by_stage:
         lines += ["", "Rejects by stage: " + ", ".join(f"{k} {v}" for k, v in by_stage.items()) + "."]
+    lines += _model_turns_section(stats)
     redacted = stats.get("secrets_redacted") or {}
     lines += ["", "Secrets redacted (per pattern): "
               + (", ".join(f"{k} {v}" for k, v in sorted(redacted.items())) if redacted else "none found") + "."]
@@ -346,6 +373,8 @@ def dryrun_lines(stats: dict[str, Any]) -> list[str]:
     fid = stats.get("template_fidelity") or {}
     total = (summary.get("distributions") or {}).get("total_tokens") or {}
     lines = [f"dataset {stats.get('dataset', {}).get('data_name')}: {stats.get('dataset', {}).get('rows')} rows"]
+    if stats.get("model_turns"):
+        lines.append(summary_line(stats["model_turns"]))
     if summary.get("tokens_skipped"):
         lines.append(f"WARN tokens: not counted ({summary['tokens_skipped']})")
     else:

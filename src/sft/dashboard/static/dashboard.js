@@ -533,6 +533,21 @@
       } else {
         statsBox.append(el("div", { class: "muted", text: `no ${this.name}.stats.json; rows: ${data.rows}` }));
       }
+      const turnsBox = el("div", { id: "model-turns" });
+      const mt = data.model_turns;
+      if (mt) {
+        const lostText = (lost) => Object.entries(lost || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–";
+        turnsBox.append(el("div", { class: "muted" }, mt.summary),
+          el("table", { class: "samples" },
+            el("thead", {}, el("tr", {}, el("th", {}, "agent"), el("th", { class: "num" }, "source"),
+              el("th", { class: "num" }, "kept"), el("th", { class: "num" }, "kept %"), el("th", {}, "lost"))),
+            el("tbody", {}, ...mt.agents.map((a) => el("tr", {}, el("td", {}, a.agent),
+              el("td", { class: "num" }, fmtNum(a.source, 0)), el("td", { class: "num" }, fmtNum(a.output, 0)),
+              el("td", { class: "num" }, a.kept_pct === null ? "–" : `${a.kept_pct}%`), el("td", {}, lostText(a.lost)))))),
+          el("div", { class: "muted" }, `repairs: ${lostText(mt.repairs).replace(/^–$/, "none")}`));
+      } else {
+        turnsBox.append(el("div", { class: "muted", text: "model turns: not counted (ready-made data or older stats)" }));
+      }
       this.list = el("tbody");
       this.sample = el("div", { id: "sample-view" });
       this.counter = el("span", { id: "sample-counter" });
@@ -546,7 +561,7 @@
             : el("div", { class: "muted", text: "no card (run the report pipeline)" }))),
           el("div", {}, el("h2", {}, "Token lengths"), hist,
             el("div", { class: "muted", id: "histogram-source" }, `${data.histogram.exact ? "exact counts" : "estimate"}: ${data.histogram.source}`),
-            el("h2", {}, "Statistics"), statsBox)),
+            el("h2", {}, "Statistics"), statsBox, el("h2", {}, "Model turns"), turnsBox)),
         el("h2", {}, "Samples"),
         el("div", { class: "two" },
           el("div", {}, el("table", { class: "samples" }, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "instance"),

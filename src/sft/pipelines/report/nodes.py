@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, TrajectoryView
 from sft.convert.spool import SpooledRows, rows_sha256, select_rows
+from sft.convert.turns import apply_overlength
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity, enforce_fidelity, skipped_report
 from sft.report.overlength import overlength_summary, plan_overlength_policy
@@ -154,6 +155,8 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
         rejects_by_stage=dict(Counter(r["stage"] for r in rejects)),
         rejects_by_reason=dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
     )
+    # "model_turns" and "repairs" without the dropped rows and the cut turns (sft.convert.turns)
+    report.update(apply_overlength(conversion_result.turn_ledger, decisions, new_rejects) or {})
     logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
                 policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
                 summary["kept_over_cutoff"])

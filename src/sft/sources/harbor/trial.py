@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sft.convert.canonical import Reject, Trajectory
+from sft.convert.turns import TrialTurns, account_extraction, account_rejected_trial
 from sft.sources.harbor.atif import AtifError
 from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
 from sft.sources.harbor.litellm import LogShapeError, gc_paused, read_log
+from sft.sources.harbor.turns import count_source_atif, count_source_litellm
 from sft.sources.scaffolds import (
     AdapterReport,
     ScaffoldAdapter,
@@ -46,6 +48,7 @@ class TrialExtraction(BaseModel):
     source_used: str | None = None  # litellm | atif | mixed (multi-step trials read per step)
     problems: list[str] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
+    turns: TrialTurns | None = None  # model turns in the source vs the trajectories (sft.convert.turns)
 
 
 class _TrialRejected(Exception):
@@ -86,6 +89,7 @@ def _from_litellm(
     report.counters["failed_requests_dropped"] += read.failed_dropped
     report.counters["invalid_log_lines"] += read.invalid_lines
     report.counters["log_records"] += len(read.records)
+    count_source_litellm(read.records, report.counters)
     if not read.records:
         raise _TrialRejected(
             "parse",
@@ -129,6 +133,7 @@ def _extract_agent_dir(
         else:
             detail = f"{agent_dir}: neither {LITELLM_LOG} nor {ATIF_MAIN} exists"
         raise _TrialRejected("parse", "no_trajectory_source", detail)
+    count_source_atif(agent_dir, report.counters)
     try:
         trajectories = adapter.from_atif(
             agent_dir, info, job_dir=job_dir, report=report, include_subagents=include_subagents
@@ -173,19 +178,23 @@ def _run(
     report = AdapterReport()
     trajectories: list[Trajectory] = []
     sources: set[str] = set()
-    for agent_dir in info.agent_dirs:
-        found, source = _extract_agent_dir(
-            adapter, agent_dir, info, job_dir, trajectory_source, include_subagents, report
-        )
-        sources.add(source)
-        if info.is_multistep:
-            for trajectory in found:
-                trajectory.meta.extra["step"] = agent_dir.parent.name
-        trajectories.extend(found)
-    extraction.problems.extend(report.problems)
-    extraction.counters.update(report.counters)
+    try:  # the counters also when the trial is rejected: its source turns are counted as lost
+        for agent_dir in info.agent_dirs:
+            found, source = _extract_agent_dir(
+                adapter, agent_dir, info, job_dir, trajectory_source, include_subagents, report
+            )
+            sources.add(source)
+            if info.is_multistep:
+                for trajectory in found:
+                    trajectory.meta.extra["step"] = agent_dir.parent.name
+            trajectories.extend(found)
+    finally:
+        extraction.problems.extend(report.problems)
+        extraction.counters.update(report.counters)
+    skipped: list[Trajectory] = []
     if not include_subagents:
         kept = [t for t in trajectories if t.meta.agent_type == "main"]
+        skipped = [t for t in trajectories if t.meta.agent_type != "main"]
         extraction.counters["subagents_skipped"] = len(trajectories) - len(kept)
         trajectories = kept
     for index, trajectory in enumerate(trajectories):
@@ -198,6 +207,9 @@ def _run(
             f"{trial_dir}: no conversation could be recovered ({', '.join(extraction.problems[-3:]) or 'no problems recorded'})",
         )
     extraction.trajectories = trajectories
+    extraction.turns = account_extraction(
+        trajectories, skipped, extraction.counters, adapter.name, include_subagents=include_subagents
+    )
 
 
 def extract_trial(
@@ -244,6 +256,9 @@ def extract_trial(
                 f"{trial_dir}: {type(exc).__name__}: {exc}",
             )
         )
+    if extraction.turns is None and extraction.rejects:
+        first = extraction.rejects[0]
+        extraction.turns = account_rejected_trial(extraction.counters, scaffold, first.stage, first.reason)
     return extraction
 
 
