@@ -38,7 +38,10 @@ def _meta(name: str) -> TrajectoryMeta:
 
 
 def generated_corpus(n_trials: int) -> list[Trajectory]:
-    from sft.demo.jobgen import generate_job
+    try:  # the job generator moves out of the package (issue 16); either place works
+        from tests.support.jobgen import generate_job
+    except ImportError:
+        from sft.demo.jobgen import generate_job
 
     with tempfile.TemporaryDirectory() as tmp:
         job = generate_job(Path(tmp) / "job", n_trials=n_trials, seed=7, max_turns=40)

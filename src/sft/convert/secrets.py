@@ -165,9 +165,11 @@ def _scoped(pattern: re.Pattern[str]) -> str:
 @functools.cache
 def upstream_rules() -> tuple[Rule, ...]:
     """The selected detect-secrets patterns as rules (imported lazily: detect-secrets pulls in requests)."""
+    from detect_secrets import plugins
+
     out = []
     for plugin in UPSTREAM_PLUGINS:
-        detector = getattr(importlib.import_module(f"detect_secrets.plugins.{plugin.module}"), plugin.cls)
+        detector = getattr(importlib.import_module(f"{plugins.__name__}.{plugin.module}"), plugin.cls)
         patterns = list(detector.denylist)
         if len(plugin.anchors) not in (1, len(patterns)) or len(plugin.names) not in (1, len(patterns)):
             raise RuntimeError(
