@@ -210,7 +210,7 @@ def output_dir_lock(output_dir: Path) -> Iterator[Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     lock_path = output_dir / LOCK_NAME
-    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held across the yield
+    handle = open(lock_path, "a+", encoding="utf-8")  # held across the yield
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
