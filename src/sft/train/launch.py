@@ -1,6 +1,6 @@
 """Run ``llamafactory-cli train <yaml>`` the way the reference does, and watch it.
 
-The launch (reference-contract §6.1, llamafactory-notes §11.2):
+The launch (docs/config-contract.md §6.1, docs/llamafactory-rules.md §11.2):
 
 - ``llamafactory-cli`` from the training env (``meta_info.environment.sft_uv``/bin); when that env is
   absent, the one beside the current interpreter, said in one log line;
