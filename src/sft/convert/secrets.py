@@ -28,7 +28,9 @@ searched when one occurs in it, which rules out most tool output with a few C-le
 only the rules whose anchors occurred run, as one precompiled alternation (cached per rule subset).
 ``scrub_trajectory`` runs the anchor tests once over all the strings of a trajectory joined together, and
 returns the trajectory itself when none matches (almost always): rebuilding every message for nothing was
-a tenth of the conversion time. ``benchmarks/bench_secrets.py`` measures it.
+a tenth of the conversion time. detect-secrets is imported with this module (it pulls in ``requests``,
+0.15 s or more), so the engine's forked workers inherit it instead of each importing it again.
+``benchmarks/bench_secrets.py`` measures the throughput.
 
 The rules aim at the providers' documented key shapes, with enough length that ordinary identifiers
 (``sk-learn``, ``hf_hub_download``) never match. Left out of detect-secrets on purpose: the keyword and
@@ -50,6 +52,7 @@ from importlib.metadata import version
 from typing import Any
 
 import ahocorasick
+from detect_secrets import plugins  # imported here, so the engine's forked workers share the import
 
 from sft.convert.canonical import Message, Trajectory
 
@@ -164,9 +167,7 @@ def _scoped(pattern: re.Pattern[str]) -> str:
 
 @functools.cache
 def upstream_rules() -> tuple[Rule, ...]:
-    """The selected detect-secrets patterns as rules (imported lazily: detect-secrets pulls in requests)."""
-    from detect_secrets import plugins
-
+    """The selected detect-secrets patterns as rules."""
     out = []
     for plugin in UPSTREAM_PLUGINS:
         detector = getattr(importlib.import_module(f"{plugins.__name__}.{plugin.module}"), plugin.cls)
