@@ -62,3 +62,14 @@ def test_options_without_a_command_mean_run() -> None:
     assert proc.returncode != 0
     assert "no_such_pipeline" in proc.stdout + proc.stderr
     assert "No such command" not in proc.stdout + proc.stderr
+
+
+def test_dashboard_without_its_extra_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sft.cli import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the 'dashboard' extra were not installed
+    result = CliRunner().invoke(cli, ["dashboard", "--project-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "'dashboard' extra" in result.output and "uvicorn" in result.output

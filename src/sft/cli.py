@@ -18,6 +18,7 @@ import sys
 import click
 from kedro.framework.cli.project import run  # noqa: F401  (re-exported for Kedro's find_run_command)
 
+_DASHBOARD_MODULES = {"fastapi", "starlette", "uvicorn"}
 # A command that hands every argument, --help included, to the command's own parser.
 _FORWARD = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
             "add_help_option": False}
@@ -51,4 +52,12 @@ def cache(args: tuple[str, ...]) -> None:
 def dashboard(args: tuple[str, ...]) -> None:
     from sft.dashboard.cli import main
 
-    sys.exit(main(list(args)))
+    try:
+        code = main(list(args))
+    except ModuleNotFoundError as exc:  # the web stack is an optional extra
+        if exc.name not in _DASHBOARD_MODULES:
+            raise
+        raise click.ClickException(
+            f"sft dashboard needs {exc.name!r}, which is in the 'dashboard' extra: pip install -e '.[dashboard]'"
+        ) from exc
+    sys.exit(code)
