@@ -34,8 +34,14 @@ CREDENTIALS = ["4f0c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d", "hf_RunOwnTokenZZ9yX8
 
 
 def _meta(name: str) -> TrajectoryMeta:
-    return TrajectoryMeta(instance_id=name, repo="bench/bench", trial_name=name, scaffold="claude-code",
-                          source_kind="atif", source_file="agent/trajectory.json")
+    return TrajectoryMeta(
+        instance_id=name,
+        repo="bench/bench",
+        trial_name=name,
+        scaffold="claude-code",
+        source_kind="atif",
+        source_file="agent/trajectory.json",
+    )
 
 
 def generated_corpus(n_trials: int) -> list[Trajectory]:
@@ -46,8 +52,11 @@ def generated_corpus(n_trials: int) -> list[Trajectory]:
 
     with tempfile.TemporaryDirectory() as tmp:
         job = generate_job(Path(tmp) / "job", n_trials=n_trials, seed=7, max_turns=60)
-    return [Trajectory(messages=conv.messages, tools=conv.tools, meta=_meta(name))
-            for name, convs in sorted(job.truth.items()) for conv in convs]
+    return [
+        Trajectory(messages=conv.messages, tools=conv.tools, meta=_meta(name))
+        for name, convs in sorted(job.truth.items())
+        for conv in convs
+    ]
 
 
 def source_file_corpus(n_files: int, files_per_traj: int = 20) -> list[Trajectory]:
@@ -65,7 +74,7 @@ def source_file_corpus(n_files: int, files_per_traj: int = 20) -> list[Trajector
     trajs = []
     for start in range(0, len(files), files_per_traj):
         messages = [Message(role="user", content="Read the sources and fix the bug.")]
-        for path in files[start:start + files_per_traj]:
+        for path in files[start : start + files_per_traj]:
             messages.append(Message(role="assistant", content=f"Reading {path.name}."))
             messages.append(Message(role="tool", content=path.read_text(encoding="utf-8", errors="replace")))
         trajs.append(Trajectory(messages=messages, tools=[], meta=_meta(f"src{start}")))
@@ -120,11 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, counts[name] = _time(module, trajs)
                 best[name] = min(best[name], seconds)
         for name in scrubbers:
-            results[f"{corpus}/{name}"] = {"trajectories": len(trajs), "mb": round(mb, 2),
-                                           "best_s": round(best[name], 4), "mb_per_s": round(mb / best[name], 1),
-                                           "hits": counts[name]}
-            print(f"{corpus:13s} {name:8s} {len(trajs):5d} trajs {mb:7.1f} MB  best {best[name]:.3f}s  "
-                  f"{mb / best[name]:7.1f} MB/s  hits {counts[name]}")
+            results[f"{corpus}/{name}"] = {
+                "trajectories": len(trajs),
+                "mb": round(mb, 2),
+                "best_s": round(best[name], 4),
+                "mb_per_s": round(mb / best[name], 1),
+                "hits": counts[name],
+            }
+            print(
+                f"{corpus:13s} {name:8s} {len(trajs):5d} trajs {mb:7.1f} MB  best {best[name]:.3f}s  "
+                f"{mb / best[name]:7.1f} MB/s  hits {counts[name]}"
+            )
         if "against" in best:
             print(f"{corpus:13s} current / against time: {best['current'] / best['against']:.3f}")
     if args.json:

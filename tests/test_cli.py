@@ -39,8 +39,10 @@ def test_sft_help_lists_every_command_on_one_line() -> None:
     assert all(len(text) > 10 for text in listed.values()), listed
 
 
-@pytest.mark.parametrize(("command", "usage"), [("cache", "usage: sft cache"), ("dashboard", "usage: sft dashboard"),
-                                                ("dryrun", "Usage: sft dryrun")])
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [("cache", "usage: sft cache"), ("dashboard", "usage: sft dashboard"), ("dryrun", "Usage: sft dryrun")],
+)
 def test_each_command_shows_its_own_help(command: str, usage: str) -> None:
     proc = _run(sys.executable, "-m", "sft", command, "--help")
     assert proc.returncode == 0, proc.stderr

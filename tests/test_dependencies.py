@@ -47,7 +47,13 @@ def test_install_script_installs_what_the_tests_need() -> None:
 
 def test_kedro_jupyter_lab_starts_in_the_installed_environment() -> None:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run([_tool("kedro"), "jupyter", "lab", "--help"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [_tool("kedro"), "jupyter", "lab", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "jupyter lab" in proc.stdout.lower()

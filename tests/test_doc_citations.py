@@ -36,7 +36,8 @@ def _scanned() -> list[Path]:
 
 def _basenames() -> set[str]:
     return {p.name for d in SCANNED_DIRS if (REPO / d).is_dir() for p in (REPO / d).rglob("*.md")} | {
-        p.name for p in REPO.glob("*.md")}
+        p.name for p in REPO.glob("*.md")
+    }
 
 
 def _citations() -> list[tuple[Path, int, str]]:

@@ -20,8 +20,10 @@ from kedro.framework.cli.project import run  # noqa: F401  (re-exported for Kedr
 
 _DASHBOARD_MODULES = {"fastapi", "starlette", "uvicorn"}
 # A command that hands every argument, --help included, to the command's own parser.
-_FORWARD = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
-            "add_help_option": False}
+_FORWARD = {
+    "context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
+    "add_help_option": False,
+}
 
 
 @click.group(name="sft")

@@ -64,15 +64,18 @@ def test_every_pattern_of_each_used_plugin_is_a_rule() -> None:
     assert "detect-secrets-" in ruleset_id()
 
 
-@pytest.mark.parametrize("text", [
-    "git clone https://github.com/org/repo.git && git remote add up git@github.com:org/repo.git",
-    "see https://user@example.com/path and ftp://host:21/file",
-    "import glob; glob.glob('*.py')  # global settings",
-    "AccountKey=short; SG.short.x; eyJ alone; pypi-AgE; sq0csp-x; hooks.slack.com/services",
-    "npm_config_cache=/tmp/npm and npm_package_version=1.0.0",
-    "AIzaShort and sk_live_short",
-    "aws s3 ls s3://bucket --profile dev; AWS_REGION='us-east-1'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "git clone https://github.com/org/repo.git && git remote add up git@github.com:org/repo.git",
+        "see https://user@example.com/path and ftp://host:21/file",
+        "import glob; glob.glob('*.py')  # global settings",
+        "AccountKey=short; SG.short.x; eyJ alone; pypi-AgE; sq0csp-x; hooks.slack.com/services",
+        "npm_config_cache=/tmp/npm and npm_package_version=1.0.0",
+        "AIzaShort and sk_live_short",
+        "aws s3 ls s3://bucket --profile dev; AWS_REGION='us-east-1'",
+    ],
+)
 def test_ordinary_text_resembling_a_format_is_untouched(text: str) -> None:
     scrubber = SecretScrubber([])
     assert scrubber.scrub(text) == text
