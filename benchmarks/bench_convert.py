@@ -109,7 +109,7 @@ def child_convert(args: argparse.Namespace) -> int:
     conversion = {**json.loads(args.conversion), "use_cache": args.cache}
     cfg = cfg.model_copy(update={"conversion": cfg.conversion.model_copy(update=conversion)})
     out = Path(args.out)
-    import pyarrow.json  # noqa: F401  # library imports are excluded from the timings, like interpreter start
+    import pyarrow.json  # library imports are excluded from the timings, like interpreter start
     import pyarrow.parquet  # noqa: F401
 
     started = time.perf_counter()
@@ -267,7 +267,7 @@ def measure_incremental(job: Path, work: Path, workers: int, new_fraction: float
     try:
         from sft.convert.trial_index import RACY_MARGIN_NS
     except ImportError:  # a tree without the stat index
-        RACY_MARGIN_NS = 0  # noqa: N806
+        RACY_MARGIN_NS = 0
     time.sleep(RACY_MARGIN_NS / 1e9 + 0.2)
     root = bench_root(work, "root-incremental")
     runs = {}

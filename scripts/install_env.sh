@@ -90,10 +90,10 @@ echo "[INFO] installing $TORCH_PIN ($([[ $HAS_GPU = 1 ]] && echo 'GPU machine: C
 "$VPY" -m pip install -q "$TORCH_PIN"
 
 echo "[INFO] installing LLaMA-Factory, Kedro and the project (pinned by requirements/constraints.txt)"
-"$VPY" -m pip install -q -c requirements/constraints.txt -e "$ROOT[dev]"
+"$VPY" -m pip install -q -c requirements/constraints.txt -e "$ROOT[dev,dashboard,notebook]"
 
 # On CPU torch the PyPI torchvision/torchaudio wheels are CUDA builds that cannot load
-# (llamafactory-notes §12.3): drop torchvision, and make torchaudio import as pure Python.
+# (docs/llamafactory-rules.md §12.3): drop torchvision, and make torchaudio import as pure Python.
 if ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' 2>/dev/null; then
   if "$VPY" -m pip show -q torchvision >/dev/null 2>&1; then
     echo "[INFO] CPU torch: uninstalling the CUDA-only torchvision wheel"

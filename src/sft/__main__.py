@@ -1,31 +1,44 @@
-"""`python -m sft` / the `sft` console script: Kedro's project CLI plus sft's own commands."""
+"""`python -m sft` / the `sft` console script: Kedro's ``run`` plus sft's own commands (``sft.cli``).
+
+``sft --help`` lists every command, one line each. ``sft`` alone, or followed by options
+(``sft --pipeline=convert``), is ``sft run``: the behaviour of Kedro's project template, kept.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import click
 from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
+from sft.cli import cli as sft_commands
 
-def main(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+_HELP = ("sft: Harbor trajectories -> LLaMA-Factory dataset -> fine-tuned model (a Kedro project).\n\n"
+         "`sft` alone or `sft --pipeline=NAME ...` is `sft run`. Kedro's other commands (viz, jupyter, "
+         "catalog, ...) are under `kedro`, which lists sft's commands too.")
+
+
+def build_cli(package_name: str) -> click.Group:
+    """The ``sft`` command line: Kedro's run command (or a plugin's) and sft's commands."""
+    group = click.Group(name="sft", help=_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+    run = find_run_command(package_name)
+    group.add_command(run, name="run")
+    if not run.short_help:  # Kedro's run has a long docstring; one line in the listing
+        run.short_help = "Run a pipeline (default: the whole stage)."
+    for name, command in sft_commands.commands.items():
+        group.add_command(command, name=name)
+    return group
+
+
+def main() -> None:
     package_name = Path(__file__).parent.name
     configure_project(package_name)
-    if sys.argv[1:2] == ["dryrun"]:
-        from sft.preflight.dryrun import main as dryrun_main
-
-        sys.exit(dryrun_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["cache"]:
-        from sft.convert.cache_cli import main as cache_main
-
-        sys.exit(cache_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["dashboard"]:
-        from sft.dashboard.cli import main as dashboard_main
-
-        sys.exit(dashboard_main(sys.argv[2:]))
-    run = find_run_command(package_name)
-    run(*args, **kwargs)
+    argv = list(sys.argv[1:])
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")
+    build_cli(package_name).main(args=argv, prog_name="sft")
 
 
 if __name__ == "__main__":

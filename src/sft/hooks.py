@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 class SftHooks:
     @hook_impl
-    def after_context_created(self, context) -> None:  # noqa: ANN001 (Kedro passes KedroContext)
+    def after_context_created(self, context) -> None:  # Kedro passes a KedroContext
         # Offline-safe defaults; an explicit user setting wins.
         os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

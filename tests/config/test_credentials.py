@@ -54,3 +54,24 @@ def test_redaction_of_keys_and_values() -> None:
 @pytest.mark.parametrize("key", ["api_key", "HF_TOKEN", "password", "client_secret"])
 def test_secret_looking_keys_are_redacted(key: str) -> None:
     assert redact_mapping({key: "v"})[key] == REDACTED
+
+
+def test_wandb_online_accepts_a_key_kept_in_conf_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README names conf/local/credentials.yml as a key source: the schema's online check takes it."""
+    import copy
+
+    from sft.config.loader import ConfigError, load_config, validate_config
+
+    root = Path(__file__).resolve().parents[2]
+    data = load_config(root / "config.demo.yaml").model_dump(mode="json")
+    data["runtime_info"]["input"]["experiment"]["wandb_mode"] = "online"
+    data["runtime_info"]["input"]["credentials"]["wandb_api_key"] = ""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("SFT_PROJECT_ROOT", str(tmp_path))
+    with pytest.raises(ConfigError, match="conf/local/credentials.yml"):
+        validate_config(copy.deepcopy(data), tmp_path / "config.yaml")
+    _local(tmp_path, "sft:\n  wandb_api_key: local-w\n")
+    cfg = validate_config(copy.deepcopy(data), tmp_path / "config.yaml")
+    assert cfg.input.experiment.wandb_mode == "online"
+    creds = resolve_credentials(cfg.input.credentials, tmp_path, env={})
+    assert (creds.wandb_api_key, creds.wandb_source) == ("local-w", "conf/local")

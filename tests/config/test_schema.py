@@ -108,8 +108,9 @@ def test_n_gpus_per_node_must_be_positive_int(raw: dict, value: object) -> None:
     assert "infrastructure.n_gpus_per_node" in msg and "positive integer" in msg
 
 
-def test_wandb_online_needs_key(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_online_needs_key(raw: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("SFT_PROJECT_ROOT", str(tmp_path))  # no conf/local/credentials.yml there
     inp(raw)["experiment"]["wandb_mode"] = "online"
     assert "WANDB_API_KEY" in check(raw)
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)

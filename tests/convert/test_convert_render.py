@@ -1,4 +1,4 @@
-"""render_lf_row / render_im_row / dataset_info_entry: every shape rule of llamafactory-notes §3 and §14.1."""
+"""render_lf_row / render_im_row / dataset_info_entry: every shape rule of docs/llamafactory-rules.md §3 and §14.1."""
 
 from __future__ import annotations
 

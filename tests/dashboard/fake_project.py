@@ -1,5 +1,5 @@
 """A project directory laid out like a real one after a few training runs (written by hand, shapes from
-llamafactory-notes.md §9 and reference-contract.md §8-§9), plus credentials and traps for the safety tests.
+docs/llamafactory-rules.md §9 and docs/config-contract.md §8-§9), plus credentials and traps for the safety tests.
 
 Runs:
 - ``qwen3-8b-sft-v1``: finished (10 steps, final log line without loss, train_results.json, index run_001);

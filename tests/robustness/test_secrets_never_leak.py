@@ -1,6 +1,6 @@
 """Planted credentials never reach any file the convert pipeline writes, and the report counts them.
 
-One key of every provider pattern plus the run's own credentials (``WANDB_API_KEY``, ``HF_TOKEN``) is
+One key of every supported format (tests/convert/secret_samples.py, >= 20) plus the run's own credentials (``WANDB_API_KEY``, ``HF_TOKEN``) is
 planted into a copy of the demo job, in the four places an agent puts them: tool outputs, user messages,
 tool-call arguments and reasoning (proxy logs of every shape and the ATIF-only trial). Then
 ``kedro run --pipeline=convert`` (convert + register + report) runs in a scratch project, and every file
@@ -23,46 +23,30 @@ import pytest
 
 from sft.config.loader import load_config
 from sft.convert.engine import convert_job
+from tests.convert.secret_samples import PEM_LINES, SAMPLES
 from tests.pipelines.conftest import run_session
 from tests.robustness.helpers import DEMO_JOB, LOG
 
 WANDB_KEY = "4f0c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"  # the run's own credentials, no provider shape
 HF_TOKEN = "hf_RunOwnTokenZZ9yX8wV7uT6sR5qP4oN3mL2k"
-PEM_BODY = ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKB",
-            "xIuOAOIiF0iGMT2DbeSLXP9HmHGc1Jh4gMmz3eXoQ0bQGY9zHsRQk3cJv1nDaW5Z")
+PEM_BODY = PEM_LINES
+# One value of every supported format (tests/convert/secret_samples.py), the key body line by line.
 PLANTED: dict[str, str] = {
-    "openai": "sk-" + "T3BlbkFJ" * 6,
-    "openai_project": "sk-proj-" + "Zq81_Lm-" * 10,
-    "anthropic": "sk-ant-api03-" + "pL4n7_eD-" * 10,
-    "huggingface": "hf_" + "PlantedHubToken0123456789abcdefgh",
-    "github_classic": "ghp_" + "PlantedGitHubToken0123456789abcdefgh",
-    "github_fine_grained": "github_pat_" + "11PLANTED0_" + "abcdefghij" * 6,
-    "aws_access_key_id": "AKIA" + "PLANTEDKEY123456",
-    "aws_secret_access_key": "wJalrXUtnPLANTED/K7MDENG/bPxRfiCYPLANTED",  # 40, the real length
-    "slack": "xoxb-" + "1234567890-0987654321-PlantedSlackTokenValue",
+    **{s.format: s.secret for s in SAMPLES if s.rule != "private_key"},
     "private_key_line_1": PEM_BODY[0],
     "private_key_line_2": PEM_BODY[1],
-    "bearer_token": "eyJhbGciOiJIUzI1NiJ9.eyJwbGFudGVkIjoxfQ.UGxhbnRlZEJlYXJlclNpZw",
     "wandb_api_key": WANDB_KEY,
     "hf_token": HF_TOKEN,
 }
-# The report's pattern names each planted value is counted under.
-PATTERN_NAMES = {"openai", "anthropic", "huggingface", "github", "aws_access_key_id", "aws_secret_access_key",
-                 "slack", "private_key", "authorization", "credential"}
+# The report's rule names the planted values are counted under.
+PATTERN_NAMES = {s.rule for s in SAMPLES} | {"credential"}
 
 
 def secret_blob(place: str) -> str:
-    """What an agent might print: an env dump, a curl call and a key file, every planted value once."""
-    p = PLANTED
-    return (
-        f"\n[{place}] OPENAI_API_KEY={p['openai']}\nOPENAI_PROJECT_KEY={p['openai_project']}\n"
-        f"ANTHROPIC_API_KEY={p['anthropic']}\nHF_HUB_TOKEN={p['huggingface']}\nGH_TOKEN={p['github_classic']}\n"
-        f"GITHUB_PAT={p['github_fine_grained']}\nAWS_ACCESS_KEY_ID={p['aws_access_key_id']}\n"
-        f"aws_secret_access_key = {p['aws_secret_access_key']}\nSLACK_BOT_TOKEN={p['slack']}\n"
-        f"curl -H 'Authorization: Bearer {p['bearer_token']}' https://api.example.com\n"
-        f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY[0]}\n{PEM_BODY[1]}\n-----END PRIVATE KEY-----\n"
-        f"WANDB_API_KEY={p['wandb_api_key']} HF_TOKEN={p['hf_token']}\n"
-    )
+    """What an agent might print: an env dump, config lines, a curl call and a key file, every planted
+    value once."""
+    lines = "\n".join(s.line for s in SAMPLES)
+    return f"\n[{place}] {lines}\nWANDB_API_KEY={WANDB_KEY} HF_TOKEN={HF_TOKEN}\n"
 
 
 # ------------------------------------------------------------------------------------------------ planting
@@ -195,6 +179,12 @@ def planted_project(project_copy: Path, tiny_model_dir: Path, monkeypatch: pytes
     job = project_copy / "data" / "01_raw" / "demo_job"
     shutil.copytree(DEMO_JOB, job)
     plant_secrets(job)
+    # Every planted format in four places makes the demo trials long: lift the cutoff so that the rows
+    # are written (an overlength reject would keep the redacted text out of the dataset files).
+    config = project_copy / "config.demo.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "cutoff_len: 4096" in text
+    config.write_text(text.replace("cutoff_len: 4096", "cutoff_len: 65536"), encoding="utf-8")
     (project_copy / "artifacts" / "demo").mkdir(parents=True)
     os.symlink(tiny_model_dir, project_copy / "artifacts" / "demo" / "tiny-qwen3")
     monkeypatch.setenv("SFT_CONFIG", "config.demo.yaml")

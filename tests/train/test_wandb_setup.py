@@ -1,4 +1,4 @@
-"""wandb environment per reference-contract §3.7 (no training)."""
+"""wandb environment per docs/config-contract.md §3.7 (no training)."""
 
 from __future__ import annotations
 

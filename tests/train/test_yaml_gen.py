@@ -30,7 +30,7 @@ from sft.train.yaml_gen import (
 )
 from tests.train.helpers import PROJECT_ROOT, base_config
 
-# reference-contract §6.2, in emitted order
+# docs/config-contract.md §6.2, in emitted order
 CONTRACT_ORDER = [
     "model_name_or_path", "trust_remote_code", "stage", "do_train", "finetuning_type", "deepspeed", "dataset_dir",
     "dataset", "template", "cutoff_len", "rope_scaling", "max_samples", "overwrite_cache",

@@ -2,7 +2,9 @@
 
 Precedence (highest first): the environment (``WANDB_API_KEY``, ``HF_TOKEN`` /
 ``HUGGING_FACE_HUB_TOKEN``), ``conf/local/credentials.yml`` (keys ``wandb_api_key``, ``hf_token``, at the
-top level or under ``sft:``), then ``runtime_info.input.credentials`` in the config file.
+top level or under ``sft:``), then ``runtime_info.input.credentials`` in the config file. The schema's
+check for ``experiment.wandb_mode: online`` accepts a key from any of the three
+(``RuntimeInput._wandb_key_available``).
 """
 
 from __future__ import annotations

@@ -229,12 +229,12 @@ class RuntimeInput(_Strict):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RuntimeInput:
-        if self.experiment.wandb_mode == "online":
-            if not (os.environ.get("WANDB_API_KEY") or self.credentials.wandb_api_key):
-                raise ValueError(
-                    "experiment.wandb_mode is 'online' but no key is set: export WANDB_API_KEY "
-                    "(or set credentials.wandb_api_key), or use wandb_mode offline / disabled"
-                )
+        if self.experiment.wandb_mode == "online" and not self._wandb_key_available():
+            raise ValueError(
+                "experiment.wandb_mode is 'online' but no key is set: export WANDB_API_KEY, or put "
+                "wandb_api_key into conf/local/credentials.yml (git-ignored), or set credentials.wandb_api_key; "
+                "or use wandb_mode offline / disabled"
+            )
         if self.training.save_only_model and self.training.resume_from_checkpoint:
             raise ValueError(
                 "training.save_only_model is true together with training.resume_from_checkpoint: "
@@ -242,6 +242,16 @@ class RuntimeInput(_Strict):
                 "Set save_only_model: false for resumable runs, or drop resume_from_checkpoint"
             )
         return self
+
+    def _wandb_key_available(self) -> bool:
+        """A W&B key from any source the README names (sft.config.credentials: env > conf/local > config)."""
+        if os.environ.get("WANDB_API_KEY") or self.credentials.wandb_api_key:
+            return True
+        # Imported here: the loader imports this module (project_root finds conf/local/credentials.yml).
+        from sft.config.credentials import resolve_credentials
+        from sft.config.loader import project_root
+
+        return bool(resolve_credentials(self.credentials, project_root()).wandb_api_key)
 
     @property
     def dataset_key(self) -> str:

@@ -52,7 +52,7 @@ from sft.convert.filters import (
 )
 from sft.convert.render import RenderError, lf_meta_column, render_lf_body
 from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
-from sft.convert.secrets import SecretScrubber, scrub_trajectory
+from sft.convert.secrets import SecretScrubber, ruleset_id, scrub_trajectory
 from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
 from sft.convert.trial_index import cached_trial_content_hash
 from sft.convert.turns import TrialTurns, TurnLedger, after_validation
@@ -121,6 +121,7 @@ class WorkerSettings:
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
         parts["code"] = conversion_code_fingerprint()
+        parts["secret_rules"] = ruleset_id()  # the imported detect-secrets rules are not in "code"
         return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

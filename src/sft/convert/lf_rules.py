@@ -2,7 +2,7 @@
 
 LLaMA-Factory silently drops malformed rows (and, on a datasets-cache hit, without even a warning), and a
 single bad ``function_call`` or ``tools`` value aborts the whole run inside ``dataset.map``
-(llamafactory-notes.md §2). This module re-implements what ``SharegptDatasetConverter`` /
+(docs/llamafactory-rules.md §2). This module re-implements what ``SharegptDatasetConverter`` /
 ``OpenAIDatasetConverter`` (``data/converter.py``), ``DatasetAttr.join`` (``data/parser.py``),
 ``FunctionFormatter`` / ``ToolFormatter`` (``data/formatter.py``) and the supervised processor do with a
 row, so that our own rendered rows and user-supplied datasets (``hf_lf`` / ``local_lf``) are checked the

@@ -1,6 +1,6 @@
 """Render a validated canonical trajectory to one LLaMA-Factory 0.9.5 ShareGPT row (and to the IM row).
 
-The row follows llamafactory-notes.md §3 and §14.1 so that LLaMA-Factory keeps it and renders exactly
+The row follows docs/llamafactory-rules.md §3 and §14.1 so that LLaMA-Factory keeps it and renders exactly
 what Qwen3's own chat template would show the model:
 
 - ``human``/``observation`` at even positions, ``gpt``/``function_call`` at odd ones, ending on an
@@ -36,7 +36,7 @@ from sft.convert.canonical import Message, Trajectory
 from sft.convert.validate import first_untrainable_assistant
 
 # qwen3 / qwen3_nothink have no default system prompt; LLaMA-Factory then emits two stray newlines before
-# "# Tools" (llamafactory-notes §5.1). A short neutral default keeps the rendering identical to Qwen3's.
+# "# Tools" (docs/llamafactory-rules.md §5.1). A short neutral default keeps the rendering identical to Qwen3's.
 DEFAULT_SYSTEM = "You are a helpful assistant."
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "\n</think>\n\n"

@@ -1,4 +1,4 @@
-"""The reference's rule-based quality score (``rule_score`` v5, reference-contract.md §12.2).
+"""The reference's rule-based quality score (``rule_score`` v5, docs/config-contract.md §12.2).
 
 Five dimensions from cheap structural signals of a main-agent trajectory::
 

@@ -31,7 +31,7 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._directory = directory
-        self._file = tempfile.TemporaryFile(dir=directory, prefix="sft-spool-")  # noqa: SIM115 (lives with self)
+        self._file = tempfile.TemporaryFile(dir=directory, prefix="sft-spool-")  # lives with self
         self._fd = self._file.fileno()
         self._end = 0
 

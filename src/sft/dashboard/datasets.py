@@ -1,7 +1,7 @@
 """The dataset view: which dataset a run trained on, its card and stats, a token-length histogram, and the
 rows themselves, one trajectory at a time, split into turns.
 
-Where things are (reference-contract.md §8, the report pipeline's catalog):
+Where things are (docs/config-contract.md §8, the report pipeline's catalog):
 
 - rows: ``artifacts/data/lf_data/<data_name>.json`` (sft writes a JSON array with one row per line, so a
   row is found by its line offset without parsing the whole file; a pretty-printed array is parsed whole
@@ -44,7 +44,7 @@ CHARS_PER_TOKEN = 4.0
 THINK_RE = re.compile(r"<think>(.*?)</think>\s*", re.DOTALL)
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 TOOL_RESPONSE_RE = re.compile(r"<tool_response>\n?(.*?)\n?</tool_response>", re.DOTALL)
-# N parallel results inside one observation value (llamafactory-notes.md §3.4).
+# N parallel results inside one observation value (docs/llamafactory-rules.md §3.4).
 OBSERVATION_SEPARATOR = "\n</tool_response>\n<tool_response>\n"
 SHAREGPT_ROLES: dict[str, str] = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

@@ -1,6 +1,6 @@
 """Run discovery, the per-step series, final metrics, status and the console log, read from the project's files.
 
-Sources (llamafactory-notes.md §9, reference-contract.md §8-§9):
+Sources (docs/llamafactory-rules.md §9, docs/config-contract.md §8-§9):
 
 - ``artifacts/model/<run>/trainer_log.jsonl``: one line per logging step, appended while training runs; the
   primary live source. Read incrementally (only the appended bytes are parsed on each poll) and a half
@@ -36,7 +36,7 @@ from sft.dashboard.safety import ProjectFiles
 
 logger = logging.getLogger(__name__)
 
-RUNNING_WINDOW_SEC = 180.0  # "running": the log changed less than 3 minutes ago (reference-contract §11)
+RUNNING_WINDOW_SEC = 180.0  # "running": the log changed less than 3 minutes ago (docs/config-contract.md §11)
 RESULT_FILES: tuple[str, ...] = ("train_results.json", "all_results.json")
 RUN_MARKERS: tuple[str, ...] = ("trainer_log.jsonl", "trainer_state.json")
 SERIES_KEYS: tuple[str, ...] = (

@@ -2,7 +2,7 @@
 
 Why both: the stats file is what scripts, the dry run and the next pipeline stage read; the card is what a
 person opens next to the data. The stats keep the reference's sidecar keys (``token_lens``, ``n_turns``,
-``total_tokens``, ``count``, ``scores``, ``tool_call_errors``; reference-contract.md §12.3) as a superset,
+``total_tokens``, ``count``, ``scores``, ``tool_call_errors``; docs/config-contract.md §12.3) as a superset,
 so consumers of the reference's ``<data_name>.stats.json`` keep working.
 """
 

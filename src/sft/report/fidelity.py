@@ -20,7 +20,7 @@ Per row the ids are compared; a difference is classified:
   template opens the final turn with an empty block, LLaMA-Factory renders the turn verbatim.
 - ``by_design:history_reasoning`` — equal once all think blocks are removed, and LLaMA-Factory has more
   non-empty think blocks than the chat template: Qwen3's chat template drops the reasoning of assistant
-  turns before the last real user message; LLaMA-Factory trains it (llamafactory-notes.md §5.2).
+  turns before the last real user message; LLaMA-Factory trains it (docs/llamafactory-rules.md §5.2).
 - ``mismatch`` — anything else; the first differing position and the decoded context of both sides are
   reported.
 

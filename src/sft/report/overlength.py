@@ -2,7 +2,7 @@
 
 LLaMA-Factory never drops an over-long sample: it truncates it at ``cutoff_len`` pair by pair, which can cut
 the system/tools block mid-text and leaves the final response without its end token
-(llamafactory-notes.md §8.1). ``sft`` decides instead, per sample, from the exact per-turn token counts of
+(docs/llamafactory-rules.md §8.1). ``sft`` decides instead, per sample, from the exact per-turn token counts of
 ``sft.report.tokens.token_stats``:
 
 - ``drop``: a sample over ``cutoff_len`` is removed (a reject line, stage ``overlength``);

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
-# The entry shape the reference writes for every source type (reference-contract.md §5.3). Used for a Hub
+# The entry shape the reference writes for every source type (docs/config-contract.md §5.3). Used for a Hub
 # dataset whose rows are not available locally, so its layout cannot be detected.
 REFERENCE_COLUMNS: dict[str, str] = {"messages": "messages"}
 REFERENCE_TAGS: dict[str, str] = {

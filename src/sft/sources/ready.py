@@ -1,7 +1,7 @@
 """Ready-made LLaMA-Factory datasets: ``source.type: local_lf`` (a file) and ``hf_lf`` (the Hugging Face Hub).
 
 Conversion is skipped for these sources, but the rows go through the same gate as converted data, so a
-user who brings their own data gets the same guarantees (reference-contract.md §3.1, §3.3, §15.1):
+user who brings their own data gets the same guarantees (docs/config-contract.md §3.1, §3.3, §15.1):
 
 1. **Read** ``.json`` (array or JSON lines), ``.jsonl`` or ``.parquet``; an unreadable, empty or
    unrecognised file is a ``ReadyDataError`` naming the file and the first offending row.

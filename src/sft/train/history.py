@@ -1,4 +1,4 @@
-"""Run history: ``artifacts/index.yaml`` and ``artifacts/archives/run_NNN/`` (reference-contract §9).
+"""Run history: ``artifacts/index.yaml`` and ``artifacts/archives/run_NNN/`` (docs/config-contract.md §9).
 
 Every training run, successful or not, gets an entry and an archive. Unlike the reference's archive
 script (which always exits 0 and falls back to plain-text appends), the index is written as structured

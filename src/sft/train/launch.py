@@ -1,6 +1,6 @@
 """Run ``llamafactory-cli train <yaml>`` the way the reference does, and watch it.
 
-The launch (reference-contract §6.1, llamafactory-notes §11.2):
+The launch (docs/config-contract.md §6.1, docs/llamafactory-rules.md §11.2):
 
 - ``llamafactory-cli`` from the training env (``meta_info.environment.sft_uv``/bin); when that env is
   absent, the one beside the current interpreter, said in one log line;
@@ -210,7 +210,7 @@ def output_dir_lock(output_dir: Path) -> Iterator[Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     lock_path = output_dir / LOCK_NAME
-    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held across the yield
+    handle = open(lock_path, "a+", encoding="utf-8")  # held across the yield
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,6 +1,6 @@
 """Turn a finished LLaMA-Factory run directory into ``runtime_info.output`` (and curves).
 
-Everything is derived from the files LLaMA-Factory wrote (llamafactory-notes §9), never from the
+Everything is derived from the files LLaMA-Factory wrote (docs/llamafactory-rules.md §9), never from the
 launcher's exit code or console text, so a wrapper hiccup cannot lose or falsify a good run's record.
 The checkpoint hand-off is the **highest complete** ``checkpoint-<step>`` (not the newest mtime, which a
 copy or a partial save can fool), and only steps this run could have reached count, so a stale
@@ -122,7 +122,7 @@ def last_step_loss(output_dir: Path) -> float | None:
 
 
 def collect_results(output_dir: Path, *, log_path: Path | None, wandb_run_id: str | None) -> dict[str, Any]:
-    """The exact ``runtime_info.output`` mapping (reference-contract §2.5), all paths absolute.
+    """The exact ``runtime_info.output`` mapping (docs/config-contract.md §2.5), all paths absolute.
 
     Raises RunResultsError when ``train_results.json`` or ``trainer_state.json`` is missing: LLaMA-Factory
     writes them only at the end of a successful run.

@@ -91,7 +91,7 @@ def _log_tail(log_path: Path, n_lines: int = 15) -> str:
 
 def _trainer_env(cfg: RuntimeInput, wandb_vars: Mapping[str, str], hf_token: str) -> dict[str, str]:
     env = dict(wandb_vars)
-    # The reference exports the HF token only for Hub datasets (reference-contract §3.8).
+    # The reference exports the HF token only for Hub datasets (docs/config-contract.md §3.8).
     if hf_token and cfg.source.type == "hf_lf":
         env["HF_TOKEN"] = hf_token
         env["HUGGING_FACE_HUB_TOKEN"] = hf_token

@@ -1,4 +1,4 @@
-"""Weights & Biases settings for the trainer's environment (reference-contract §3.7).
+"""Weights & Biases settings for the trainer's environment (docs/config-contract.md §3.7).
 
 The run id is chosen here, before launch, and exported as ``WANDB_RUN_ID``: the id in
 ``runtime_info.output.training_curves`` is then exactly the run this training wrote, not "the newest

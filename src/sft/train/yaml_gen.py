@@ -1,11 +1,11 @@
 """Generate the LLaMA-Factory training YAML from config.yaml, and the output-dir safety rules.
 
-The YAML follows the reference's key order (reference-contract §6.2) so a diff against a reference run
+The YAML follows the reference's key order (docs/config-contract.md §6.2) so a diff against a reference run
 reads naturally; user extras under ``training:`` follow, after validation against LLaMA-Factory's own
 argument names. Paths are absolute because LLaMA-Factory resolves ``deepspeed`` and ``dataset_dir``
 against the launch cwd. Credentials never enter this mapping: they travel as environment variables.
 
-Output-dir rules (newer reference behaviour, reference-contract §14 row 1, plus §15.2): LLaMA-Factory
+Output-dir rules (newer reference behaviour, docs/config-contract.md §14 row 1, plus §15.2): LLaMA-Factory
 silently *resumes* when ``output_dir`` holds a checkpoint and ``overwrite_output_dir`` is false, and
 silently *overwrites* when it is true. sft refuses a non-empty ``output_dir`` unless a resume is
 requested (then the YAML has ``overwrite_output_dir: false`` and an explicit checkpoint path) or
@@ -63,7 +63,7 @@ def resolve_output_dir(output_dir: str, root: Path) -> Path:
 
 
 def training_yaml_path(output_dir: Path, root: Path) -> Path:
-    """``artifacts/training_config/<basename(output_dir)>.yaml`` (reference-contract §3.6)."""
+    """``artifacts/training_config/<basename(output_dir)>.yaml`` (docs/config-contract.md §3.6)."""
     return Path(root).resolve() / "artifacts" / "training_config" / f"{Path(output_dir).name}.yaml"
 
 
@@ -141,7 +141,7 @@ def _rope_scaling_value(training: TrainingConfig, model_path: str) -> str | None
 
 
 def _check_rope_transformers_version(method: str) -> None:
-    """transformers 5.x crashes at model load with LLaMA-Factory's rope patch (llamafactory-notes §8.2)."""
+    """transformers 5.x crashes at model load with LLaMA-Factory's rope patch (docs/llamafactory-rules.md §8.2)."""
     try:
         major = int(metadata.version("transformers").split(".")[0])
     except (metadata.PackageNotFoundError, ValueError):
@@ -251,7 +251,7 @@ def build_training_args(
     on_cpu: bool,
     wandb_enabled: bool | None = None,
 ) -> dict[str, Any]:
-    """The LLaMA-Factory YAML mapping, in the contract's key order (reference-contract §6.2).
+    """The LLaMA-Factory YAML mapping, in the contract's key order (docs/config-contract.md §6.2).
 
     ``wandb_enabled`` defaults to ``experiment.wandb_mode != 'disabled'``. Raises TrainingConfigError
     for unknown ``training`` keys, an unusable resume request, or a rope setting that cannot load.
@@ -332,7 +332,7 @@ def build_training_args(
 
 
 def _adapt_for_cpu(args: dict[str, Any]) -> None:
-    """Settings a CPU-only machine needs (llamafactory-notes §13.1), each said in a log line."""
+    """Settings a CPU-only machine needs (docs/llamafactory-rules.md §13.1), each said in a log line."""
     if args.get("bf16") and not args.get("use_cpu"):
         args["use_cpu"] = True
         logger.info("CPU-only machine with bf16: true -> use_cpu: true (LLaMA-Factory refuses bf16 on CPU otherwise)")

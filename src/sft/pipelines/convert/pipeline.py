@@ -7,7 +7,7 @@ from sft.pipelines.convert.nodes import build_dataset, split_conversion_result
 from sft.pipelines.report.nodes import apply_length_policy
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             settings_node(),

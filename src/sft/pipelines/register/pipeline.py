@@ -6,7 +6,7 @@ from sft.pipelines.common import settings_node
 from sft.pipelines.register.nodes import register_dataset
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             settings_node(),

@@ -17,7 +17,7 @@ from sft.pipelines.report.nodes import (
 )
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             settings_node(),

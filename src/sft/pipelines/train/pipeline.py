@@ -6,7 +6,7 @@ from sft.pipelines.common import settings_node
 from sft.pipelines.train.nodes import extract_training_metrics, plot_training_curves, train_model
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             settings_node(),
