@@ -329,7 +329,12 @@ class _Sample:
         return not self.steps and not self.preamble
 
 
-def _segment(chain: list[tuple[Path, dict[str, Any]]], steps_of: Any, problems: list[str]) -> list[_Sample]:
+def _segment(
+    chain: list[tuple[Path, dict[str, Any]]],
+    steps_of: Any,
+    problems: list[str],
+    is_boundary: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[_Sample]:
     """Split a document chain into samples at replace boundaries and at non-matching continuations."""
     samples: list[_Sample] = []
     current = _Sample()
@@ -350,7 +355,7 @@ def _segment(chain: list[tuple[Path, dict[str, Any]]], steps_of: Any, problems: 
         if path.name not in current.source_files:
             current.source_files.append(path.name)
         for step in steps:
-            if _is_replace_boundary(step):
+            if _is_replace_boundary(step) or (is_boundary is not None and is_boundary(step)):
                 if not current.empty():
                     samples.append(current)
                 current = _Sample(preamble=_boundary_context(step, problems), source_files=[path.name])
@@ -412,6 +417,10 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
     """A sample's messages: steps in order, copied context per ``copied_context``, mid-run system steps
     as user-side context, then ``_fold_user_side``.
 
+    An agent step without calls or observation followed by another agent step is one model response
+    split in two (codex writes a response's message and its function_call as separate steps): they are
+    joined (repair ``merged_consecutive_agent_steps``).
+
     Mid-run ``system`` steps (Harbor's ``openhands``: "Retrieving content for: ...", "Added workspace
     context"; any agent's status notes) are context the model was shown during the run, not a second
     system prompt (a chat template has one, at the top): they become user-side text (repair
@@ -432,6 +441,22 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
                 ctx.repairs["merged_system_messages"] += 1
                 continue
             started = started or message.role != "system"
+            previous = messages[-1] if messages else None
+            if (
+                message.role == "assistant"
+                and previous is not None
+                and previous.role == "assistant"
+                and not previous.tool_calls
+                and previous.trainable == message.trainable
+            ):
+                # One model response written as two agent steps (codex: the message item, then the
+                # function_call item of the same response): one assistant turn.
+                messages[-1] = message.model_copy(update={
+                    "content": _join(previous.content, message.content),
+                    "reasoning_content": _join(previous.reasoning_content, message.reasoning_content),
+                })
+                ctx.repairs["merged_consecutive_agent_steps"] += 1
+                continue
             messages.append(message)
     return _fold_user_side(messages, ctx)
 
@@ -546,6 +571,8 @@ class AtifOptions:
     # synthetic calls that an observation answers implicitly (terminus-2 mark_task_complete)
     empty_result_calls: frozenset[str] = frozenset()
     copied_context: str = "drop"  # drop | context (conversion.copied_context)
+    # an agent's own context hand-off marker where the file has no extra.context_management
+    replace_boundary: Callable[[dict[str, Any]], bool] | None = None
 
 
 def _conversation_extra(ctx: _StepContext, extra: dict[str, Any]) -> dict[str, Any]:
@@ -572,7 +599,7 @@ def _conversations_from_chain(
     by_name = {path.name: (path, doc) for path, doc in chain}
     tools = normalize_tools(_as_dict(head.get("agent")).get("tool_definitions"), problems)
     steps_of = _main_steps if options.split_sidechains else _all_steps
-    samples = _segment(chain, steps_of, problems)
+    samples = _segment(chain, steps_of, problems, options.replace_boundary)
     out: list[AtifConversation] = []
     for index, sample in enumerate(samples):
         files = [by_name[name] for name in sample.source_files if name in by_name] or chain[:1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sft.convert.canonical import Message
 from sft.sources.harbor.atif import AtifOptions, StrippedText
@@ -27,6 +28,9 @@ class AtifHooks:
     # True when the assistant text is not what the model emitted (conversion.rebuilt_atif decides)
     is_rebuilt: Callable[[list[Message]], bool] | None = None
     rebuilt_fix: str = ""  # how to get the verbatim text instead
+    # a step that hands the context over (later steps saw only what follows it), beyond the generic
+    # extra.context_management.boundary == "replace"
+    replace_boundary: Callable[[dict[str, Any]], bool] | None = None
     caveats: tuple[str, ...] = field(default_factory=tuple)  # what this agent's ATIF cannot hold
 
     def options(self, *, include_subagents: bool, copied_context: str) -> AtifOptions:
@@ -37,6 +41,7 @@ class AtifHooks:
             strip_decorations=self.strip_decorations,
             empty_result_calls=self.empty_result_calls,
             copied_context=copied_context,
+            replace_boundary=self.replace_boundary,
         )
 
 
@@ -86,6 +91,22 @@ def terminus_is_rebuilt(messages: list[Message]) -> bool:
     return False
 
 
+def terminus_summarization_handoff(step: dict[str, Any]) -> bool:
+    """terminus-2's summarisation step: a ``system`` step whose observation points at the
+    ``summarization-<n>-*`` sub-agent files. Harbor marks it ``context_management.boundary: replace`` since
+    ATIF-v1.7; older files (ATIF-v1.5 golden ``hello-world-context-summarization``) carry only the refs.
+    After it the model's chat was reset to the hand-off (Terminus2._summarize: ``chat._messages = [...]``).
+    """
+    if step.get("source") != "system":
+        return False
+    results = (step.get("observation") or {}).get("results") or []
+    for result in results if isinstance(results, list) else []:
+        for ref in (result.get("subagent_trajectory_ref") or []) if isinstance(result, dict) else []:
+            if isinstance(ref, dict) and "summarization-" in str(ref.get("trajectory_path") or ""):
+                return True
+    return False
+
+
 register_atif_hooks(
     AtifHooks(
         prefer_raw_tool_result=True,
@@ -101,6 +122,7 @@ register_atif_hooks(
         # mark_task_complete (ATIF-v1.6 files never link): the terminal screen answers the whole step.
         empty_result_calls=frozenset({"mark_task_complete"}),
         is_rebuilt=terminus_is_rebuilt,
+        replace_boundary=terminus_summarization_handoff,
         rebuilt_fix=(
             "use the job's proxy log (trajectory_source auto/litellm), rerun terminus-2 with "
             "trajectory_config raw_content=true, or set conversion.rebuilt_atif: keep"
