@@ -380,12 +380,12 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         return outcome
     if not _passes_trial_filters(outcome, info, settings):
         return outcome  # filtered on result.json alone: the (large) logs are never read
-    # auto: every agent converts (its proxy-log adapter, else its ATIF file), so no agent is refused here.
-    scaffold = _scaffold_of_agent(info.agent_name) if settings.scaffold == "auto" else settings.scaffold
+    # auto is resolved per trial by extract_trial (sft.sources.scaffolds.adapter_for_agent): every agent
+    # converts (its proxy-log adapter, else its ATIF file), so no agent is refused here.
     extraction = extract_trial(
         trial_dir,
         Path(settings.job_dir),
-        scaffold,
+        settings.scaffold,
         trajectory_source=settings.trajectory_source,
         include_subagents=settings.include_subagents,
         info=info,  # read above: result.json and config.json are parsed once per trial
