@@ -413,6 +413,11 @@ def _join(first: str, second: str) -> str:
     return f"{first}\n\n{second}" if first and second else first or second
 
 
+def _plain_agent_step(step: dict[str, Any]) -> bool:
+    """An agent step that holds neither calls nor an observation (not even a malformed one)."""
+    return step.get("source") == "agent" and step.get("tool_calls") in (None, []) and not step.get("observation")
+
+
 def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
     """A sample's messages: steps in order, copied context per ``copied_context``, mid-run system steps
     as user-side context, then ``_fold_user_side``.
@@ -429,7 +434,9 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
     messages = list(sample.preamble)
     steps = _drop_copied_prefix(sample.steps, ctx)
     started = bool(messages)
+    previous_plain = False  # the step before was an agent step with no calls and no observation at all
     for step in steps:
+        plain_before, previous_plain = previous_plain, _plain_agent_step(step)
         for message in step_messages(step, problems=ctx.problems, ctx=ctx):
             if message.role == "system" and started:
                 message = Message(role="user", content=message.content)
@@ -444,6 +451,7 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
             previous = messages[-1] if messages else None
             if (
                 message.role == "assistant"
+                and plain_before
                 and previous is not None
                 and previous.role == "assistant"
                 and not previous.tool_calls
