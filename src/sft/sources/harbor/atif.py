@@ -1,17 +1,22 @@
 """ATIF (Harbor's Agent Trajectory Interchange Format, ``agent/trajectory.json``) -> canonical messages.
 
-docs/input-formats.md §6: system/user/agent steps; agent steps carry reasoning, tool calls and the
-observation results (tool results) of those calls. The SFT rules of the RFC are applied here:
+The one generic reader for every Harbor agent; agent-specific rules come in through ``AtifOptions``
+(filled from the per-agent hooks in ``sft.sources.scaffolds.atif_hooks``). docs/input-formats.md §6:
+system/user/agent steps; agent steps carry reasoning, tool calls and the observation results (tool
+results) of those calls. The SFT rules:
 
-* ``is_copied_context`` steps and agent steps with ``llm_call_count == 0`` stay as context but their
-  assistant messages get ``trainable=False``;
-* a ``system`` step with ``extra.context_management.boundary == "replace"`` ends a sample: later steps
-  saw only that step's observation, so a new sample starts after it;
+* agent steps with ``llm_call_count == 0`` stay as context but their assistant messages get
+  ``trainable=False``; ``is_copied_context`` steps follow ``copied_context`` (``_drop_copied_prefix``);
+* a ``system`` step with ``extra.context_management.boundary == "replace"`` (or the agent hook's own
+  hand-off marker) ends a sample: later steps saw only that step's observation, so a new sample starts;
 * ``continued_trajectory_ref`` chains (terminus-2 ``trajectory.cont-<n>.json``) are followed; when a
   continuation's copied-context steps repeat the current sample exactly they are dropped (the sample is
   extended), otherwise the continuation starts a new sample from its own copied context;
 * subagents (embedded ``subagent_trajectories``, referenced ``trajectory.*.json`` files, and claude-code
-  sidechain steps split by ``extra.agent_id``) become separate conversations.
+  sidechain steps split by ``extra.agent_id``) become separate conversations;
+* repairs (results without ``source_call_id``, mid-run system steps, split responses, Harbor decorations,
+  copied context) are counted per conversation in ``extra["repairs"]`` (README "Repair and
+  normalisation rules"); a conversation that cannot be paired up unambiguously carries ``reject``.
 """
 
 from __future__ import annotations
