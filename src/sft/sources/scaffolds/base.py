@@ -181,11 +181,14 @@ class ScaffoldAdapter(ABC):
             if conv.reject is not None:
                 report.rejects.append((label, conv.reject[0], f"{conv.reject[1]} ({turns} model turns)"))
                 report.counters["atif_conversations_rejected"] += 1
+                report.counters["atif_rejected_model_turns"] += turns
                 continue
             if hooks.is_rebuilt is not None and hooks.is_rebuilt(conv.messages):
                 report.counters["rebuilt_atif_conversations"] += 1
                 if rebuilt_atif != "keep":
                     report.counters["rebuilt_atif_dropped_turns"] += turns
+                    report.counters["atif_conversations_rejected"] += 1
+                    report.counters["atif_rejected_model_turns"] += turns
                     report.rejects.append((
                         label,
                         "rebuilt_atif",
