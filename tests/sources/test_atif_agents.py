@@ -341,3 +341,16 @@ def test_claude_code_atif_without_raw_tool_result_is_stripped_and_noted(harbor) 
     assert trajectory.meta.extra["atif_caveats"] == (
         "no system prompt or tool schemas in ATIF; 1 tool results stripped of Harbor's [stdout]/[metadata] decorations"
     )
+
+
+def test_calls_and_results_both_without_ids_pair_by_position(harbor) -> None:
+    agent = harbor.trial("t__n", agent_name="mini-swe-agent") / "agent"
+    steps = [{"source": "user", "message": "task"},
+             {"source": "agent", "message": "m", "tool_calls": [{"function_name": "run", "arguments": {"n": 1}}],
+              "observation": {"results": [{"content": "out"}]}},
+             {"source": "agent", "message": "done"}]
+    harbor.write_atif(agent, _doc(steps, agent="mini-swe-agent"))
+    (trajectory,) = extract_trial(agent.parent, harbor.job_dir, "auto").trajectories
+    assert trajectory.messages[2] == Message(role="tool", content="out", tool_call_id=None)
+    repaired = _valid(trajectory)  # the validator's id repair gives the call and its result one id
+    assert repaired.messages[1].tool_calls[0].id == repaired.messages[2].tool_call_id == "call_000001"

@@ -179,10 +179,10 @@ class _StepContext:
 def _pair_results_without_id(
     step: dict[str, Any],
     calls: list[ToolCall],
-    answered: set[str],
+    answered: set[int],
     without_id: list[tuple[int, str, bool]],
     ctx: _StepContext,
-) -> tuple[list[tuple[str, int, str, bool]], list[str]]:
+) -> tuple[list[tuple[int, int, str, bool]], list[str]]:
     """Results that name no ``source_call_id`` -> the step's unanswered calls (ATIF leaves the id optional).
 
     Rules (each pairing counted as repair ``paired_result_without_id``):
@@ -198,9 +198,9 @@ def _pair_results_without_id(
       user-side text, folded into the observation later);
     * any other count is ambiguous: the conversation is rejected naming the step and the fix.
 
-    Returns ``(call_id, order, text, error)`` pairs and the texts that stay user-side.
+    Returns ``(call position, order, text, error)`` pairs and the texts that stay user-side.
     """
-    unanswered = [c.id for c in calls if c.id not in answered]
+    unanswered = [position for position in range(len(calls)) if position not in answered]
     if not calls or not without_id:
         return [], [text for _, text, _ in without_id]
     if not unanswered:
@@ -219,7 +219,8 @@ def _pair_results_without_id(
         ctx.reject = (
             "ambiguous_results_without_id",
             f"{ctx.where}: step {step.get('step_id')}: {len(without_id)} observation results have no "
-            f"source_call_id but {len(unanswered)} calls ({', '.join(unanswered)}) are unanswered, so which "
+            f"source_call_id but {len(unanswered)} calls ({', '.join(calls[p].id or f'#{p}' for p in unanswered)}) "
+            "are unanswered, so which "
             "result answers which call is unknown; set observation.results[].source_call_id in the file",
         )
     return [], [text for _, text, _ in without_id]
@@ -240,7 +241,7 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
     call_errors = {
         str(c.get("tool_call_id")): bool(_as_dict(c.get("extra")).get("tool_use_is_error")) for c in raw_calls
     }
-    paired: list[tuple[str, int, str, bool]] = []
+    paired: list[tuple[int, int, str, bool]] = []  # (call position, result order, text, error)
     without_id: list[tuple[int, str, bool]] = []
     loose_texts: list[str] = []
     results = _as_list(_as_dict(step.get("observation")).get("results"))
@@ -252,7 +253,7 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
         if call_id is None:
             without_id.append((order, text, raw_error))
         elif str(call_id) in call_index:
-            paired.append((str(call_id), order, text, raw_error))
+            paired.append((call_index[str(call_id)], order, text, raw_error))
         else:
             problems.append(
                 f"{ctx.where}: step {step.get('step_id')}: observation for unknown call {call_id!r} kept as "
@@ -264,15 +265,17 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
     loose_texts += leftover
     answered = {p[0] for p in paired}
     if paired or loose_texts:  # the step has an observation: synthetic calls it answers get an empty result
-        for call in calls:
-            if call.id not in answered and call.name in options.empty_result_calls:
-                paired.append((call.id, len(results), "", False))
+        for position, call in enumerate(calls):
+            if position not in answered and call.name in options.empty_result_calls:
+                paired.append((position, len(results), "", False))
                 ctx.repairs["empty_result_for_synthetic_call"] += 1
     tool_messages: list[tuple[int, int, Message]] = []
-    for call_id, order, text, raw_error in paired:
+    for position, order, text, raw_error in paired:
+        call_id = calls[position].id
         error = raw_error or call_errors.get(call_id, False) or is_error_text(text)
-        message = Message(role="tool", content=text, tool_call_id=call_id, is_error=error)
-        tool_messages.append((call_index[call_id], order, message))
+        # a call without id pairs with its result here; repair_and_validate then gives both one id
+        message = Message(role="tool", content=text, tool_call_id=call_id or None, is_error=error)
+        tool_messages.append((position, order, message))
     tool_messages.sort(key=lambda item: (item[0], item[1]))
     out = [assistant, *(m for _, _, m in tool_messages)]
     if loose_texts:
