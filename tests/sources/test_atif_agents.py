@@ -354,3 +354,14 @@ def test_calls_and_results_both_without_ids_pair_by_position(harbor) -> None:
     assert trajectory.messages[2] == Message(role="tool", content="out", tool_call_id=None)
     repaired = _valid(trajectory)  # the validator's id repair gives the call and its result one id
     assert repaired.messages[1].tool_calls[0].id == repaired.messages[2].tool_call_id == "call_000001"
+
+
+def test_conversion_options_are_validated_with_the_choices() -> None:
+    from sft.config.schema import ConversionConfig
+
+    config = ConversionConfig(data_name="d")
+    assert (config.copied_context, config.rebuilt_atif) == ("drop", "drop")
+    with pytest.raises(ValueError, match="copied_context"):
+        ConversionConfig(data_name="d", copied_context="train")
+    with pytest.raises(ValueError, match="rebuilt_atif"):
+        ConversionConfig(data_name="d", rebuilt_atif="yes")
