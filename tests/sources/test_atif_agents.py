@@ -365,3 +365,18 @@ def test_conversion_options_are_validated_with_the_choices() -> None:
         ConversionConfig(data_name="d", copied_context="train")
     with pytest.raises(ValueError, match="rebuilt_atif"):
         ConversionConfig(data_name="d", rebuilt_atif="yes")
+
+
+def test_a_call_without_any_result_mid_run_is_rejected_naming_step_and_call(harbor) -> None:
+    agent = harbor.trial("t__u", agent_name="codex") / "agent"
+    steps = [{"source": "user", "message": "task"},
+             {"source": "agent", "message": "m", "tool_calls": [{"tool_call_id": "c9", "function_name": "shell", "arguments": {}}]},
+             {"source": "agent", "message": "next", "tool_calls": [{"tool_call_id": "c10", "function_name": "shell", "arguments": {}}]}]
+    harbor.write_atif(agent, _doc(steps, agent="codex"))
+    (reject,) = extract_trial(agent.parent, harbor.job_dir, "auto").rejects
+    assert reject.reason == "unanswered_tool_call"
+    assert "trajectory.json: step 2: calls ['c9'] have no observation result" in reject.detail
+    assert "add it to that step's observation.results" in reject.detail and "(2 model turns)" in reject.detail
+    # the last step may end on its calls (the run stopped there): no reject
+    harbor.write_atif(agent, _doc(steps[:2], agent="codex"))
+    assert extract_trial(agent.parent, harbor.job_dir, "auto").rejects == []

@@ -174,6 +174,9 @@ class _StepContext:
     repairs: Counter[str] = field(default_factory=Counter)
     result_sources: Counter[str] = field(default_factory=Counter)
     reject: tuple[str, str] | None = None  # (reason, detail): the conversation cannot be converted
+    agent_steps: int = 0  # agent steps read so far
+    # (agent step number, step_id, calls left without any result) per agent step
+    unanswered: list[tuple[int, Any, list[str]]] = field(default_factory=list)
 
 
 def _pair_results_without_id(
@@ -269,6 +272,10 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
             if position not in answered and call.name in options.empty_result_calls:
                 paired.append((position, len(results), "", False))
                 ctx.repairs["empty_result_for_synthetic_call"] += 1
+    ctx.agent_steps += 1
+    left = [calls[p].id or f"#{p} ({calls[p].name})" for p in range(len(calls)) if p not in {q[0] for q in paired}]
+    if left:
+        ctx.unanswered.append((ctx.agent_steps, step.get("step_id"), left))
     tool_messages: list[tuple[int, int, Message]] = []
     for position, order, text, raw_error in paired:
         call_id = calls[position].id
@@ -474,7 +481,27 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
                 ctx.repairs["merged_consecutive_agent_steps"] += 1
                 continue
             messages.append(message)
+    _check_unanswered(ctx)
     return _fold_user_side(messages, ctx)
+
+
+def _check_unanswered(ctx: _StepContext) -> None:
+    """A call without any result before the last agent step: the file lost that tool output.
+
+    The last agent step may end on calls (the run stopped; validation trims the sample to end there). Any
+    earlier one is a gap LLaMA-Factory cannot represent; the reject names the step and the calls instead
+    of the generic "calls ... have no result" of validation.
+    """
+    gaps = [(step_id, left) for number, step_id, left in ctx.unanswered if number < ctx.agent_steps]
+    if gaps and ctx.reject is None:
+        step_id, left = gaps[0]
+        ctx.reject = (
+            "unanswered_tool_call",
+            f"{ctx.where}: step {step_id}: calls {left} have no observation result (no observation.results[] "
+            "entry names them by source_call_id and none is left without one) although later steps follow; "
+            f"{len(gaps)} such step(s). The tool output is missing from the file: add it to that step's "
+            "observation.results to make the conversation convertible",
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
