@@ -50,7 +50,16 @@ def test_real_claude_code_trajectory(harbor, fixtures_dir: Path) -> None:
             Message(role="tool", content=by_id[c["tool_call_id"]], tool_call_id=c["tool_call_id"])
             for c in calls
         ]
+    # The one complete Harbor decoration in this (upstream-trimmed) file: the [metadata] line Harbor appends
+    # from the session's toolUseResult; the model saw only the Bash output. The trimmed "[metadata] {...
+    # [trimmed]" lines are no valid JSON, so the strict rule leaves them as written.
+    decorated = '(Bash completed with no output)\n\n[metadata] {"noOutputExpected": false}'
+    (position,) = [i for i, m in enumerate(expected) if m.content == decorated]
+    expected[position] = expected[position].model_copy(update={"content": "(Bash completed with no output)"})
     assert trajectory.messages == expected
+    assert trajectory.meta.extra["repairs"] == {"stripped_harbor_decorations": 1}
+    assert trajectory.meta.extra["tool_result_sources"] == {"as_written": 11, "stripped": 1}
+    assert "raw_tool_result" not in trajectory.meta.extra["atif_caveats"]  # the file has none: the note says so
     # spot checks that do not depend on the loop above
     assert len(trajectory.messages) == 1 + 11 + 12  # user, 11 agent steps, 12 tool results
     assert [c.name for c in trajectory.messages[1].tool_calls] == ["Read", "Bash"]
@@ -133,7 +142,7 @@ def test_claude_code_sidechains_become_subagents(harbor) -> None:
 def test_terminus2_rebuilt_default_mode(harbor, fixtures_dir: Path) -> None:
     trial_dir = harbor.trial("hello-world__T", instance_id="hello-world", agent_name="terminus-2")
     harbor.copy_fixture("terminus2_invalid_json.trajectory.json", trial_dir / "agent" / "trajectory.json")
-    extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2")
+    extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2", rebuilt_atif="keep")
     (trajectory,) = extraction.trajectories
     doc = json.loads((fixtures_dir / "terminus2_invalid_json.trajectory.json").read_text())
     steps = doc["steps"]
@@ -156,10 +165,33 @@ def test_terminus2_rebuilt_default_mode(harbor, fixtures_dir: Path) -> None:
         role="tool", content=steps[2]["observation"]["results"][0]["content"], tool_call_id="call_1_1"
     )
     assert m[5].tool_calls == [ToolCall(id="call_2_task_complete", name="mark_task_complete", arguments={})]
-    assert m[6].role == "user" and m[6].content.startswith("Current terminal state:")
+    # The screen after mark_task_complete has no source_call_id (Harbor never links it): it is that call's
+    # result, not a user turn after an unanswered call.
+    assert m[6] == Message(
+        role="tool", content=steps[3]["observation"]["results"][0]["content"], tool_call_id="call_2_task_complete"
+    )
+    assert m[6].content.startswith("Current terminal state:")
+    assert m[8] == Message(
+        role="tool", content=steps[4]["observation"]["results"][0]["content"], tool_call_id="call_3_task_complete"
+    )
     assert len(m) == 9
     assert trajectory.meta.extra["atif_content_rebuilt"] is True
+    assert trajectory.meta.extra["repairs"] == {"paired_result_without_id": 2}
     assert trajectory.meta.teacher_model == "openai/gpt-4o"
+    assert extraction.counters["rebuilt_atif_conversations"] == 1
+
+
+def test_terminus2_rebuilt_is_dropped_by_default_with_a_reason(harbor) -> None:
+    trial_dir = harbor.trial("hello-world__D", instance_id="hello-world", agent_name="terminus-2")
+    harbor.copy_fixture("terminus2_invalid_json.trajectory.json", trial_dir / "agent" / "trajectory.json")
+    extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2")
+    assert extraction.trajectories == []
+    (reject,) = extraction.rejects
+    assert (reject.stage, reject.reason) == ("parse", "rebuilt_atif")
+    assert reject.trajectory == "hello-world__D#hello-world__D/agent/trajectory.json#main"
+    assert "trajectory.json" in reject.detail and "(4 model turns)" in reject.detail
+    assert "raw_content=true" in reject.detail and "rebuilt_atif: keep" in reject.detail
+    assert extraction.counters["rebuilt_atif_dropped_turns"] == 4
 
 
 def test_terminus2_linear_history_continuation(harbor) -> None:
@@ -183,13 +215,23 @@ def test_terminus2_linear_history_continuation(harbor) -> None:
         "New Terminal Output:\n\nroot@CONTAINER_ID:/app# echo 'test2'"
     )
     assert first.meta.extra["segment"] == 0 and first.meta.extra["atif_files"] == ["trajectory.json"]
-    # segment 1 is the continuation with its copied context (handoff, questions, answers) as prompt
-    roles = [(x.role, x.trainable) for x in second.messages]
-    assert roles[:4] == [("user", True), ("user", True), ("assistant", False), ("user", True)]
-    assert second.messages[1].content.startswith("You are picking up work")
-    assert second.messages[4].content.startswith('{\n  "analysis": "Based on the handoff')
-    assert second.messages[4].trainable
-    assert len(second.messages) == 12
+    # segment 1 is the continuation: copied_context drop starts it at the hand-off prompt (the copied
+    # questions turn is trained in the questions sub-agent, not again here)
+    cont = json.loads((harbor.job_dir / trial_dir.name / "agent" / "trajectory.cont-1.json").read_text())
+    assert second.messages[0] == Message(role="user", content=cont["steps"][3]["message"])
+    assert second.messages[0].content.startswith("Here are the answers the other agent provided.")
+    assert [x.role for x in second.messages] == ["user", "assistant"] * 4 + ["user"]
+    assert [x.content for x in second.messages if x.role == "assistant"] == [
+        s["message"] for s in cont["steps"][4:]
+    ]
+    assert all(x.trainable for x in second.messages)
+    assert second.meta.extra["repairs"] == {"dropped_copied_context": 1}
+    # copied_context: context keeps the copied turns (task + questions prompt joined, the questions trained)
+    kept = extract_trial(trial_dir, harbor.job_dir, "terminus2", copied_context="context").trajectories[1]
+    assert [(x.role, x.trainable) for x in kept.messages[:3]] == [("user", True), ("assistant", True), ("user", True)]
+    assert kept.messages[0].content == cont["steps"][0]["message"] + "\n\n" + cont["steps"][1]["message"]
+    assert kept.messages[1].content == cont["steps"][2]["message"]
+    assert kept.meta.extra["repairs"] == {"merged_user_turns": 1}
     assert second.meta.source_file == f"{trial_dir.name}/agent/trajectory.cont-1.json"
     assert second.meta.extra["atif_files"] == ["trajectory.cont-1.json"]
     assert all("atif_content_rebuilt" not in t.meta.extra for t in extraction.trajectories)  # raw JSON text
@@ -244,8 +286,16 @@ def test_summarization_subagent_files_and_embedded_subagents(harbor) -> None:
     ]
     summary = by_id["summarization-1-summary"]
     assert summary.meta.agent_type == "subagent"
+    # copied_context drop: the sub-agent's own answer after its own prompt; the copied a1 is trained in main
+    assert summary.messages == [
+        Message(role="user", content="Summarize."),
+        Message(role="assistant", content="Summary text"),
+    ]
+    assert summary.meta.extra["repairs"] == {"dropped_copied_context": 1}
+    with_context = extract_trial(trial_dir, harbor.job_dir, "terminus2", copied_context="context")
+    (summary,) = [t for t in with_context.trajectories if t.meta.agent_id == "summarization-1-summary"]
     assert [(x.content, x.trainable) for x in summary.messages if x.role == "assistant"] == [
-        ("a1", False),
+        ("a1", True),
         ("Summary text", True),
     ]
     assert summary.meta.source_file == f"{trial_dir.name}/agent/trajectory.summarization-1-summary.json"
@@ -283,9 +333,9 @@ def test_replace_boundary_in_one_file_and_matching_continuation(harbor) -> None:
     assert first.messages == [Message(role="user", content="task"), Message(role="assistant", content="a1")]
     # after the boundary: its observation text, then the rest; the continuation's copied steps repeat this
     # sample exactly, so they are dropped and the sample is extended
+    # the boundary's text and the next user step are one user turn (repair merged_user_turns)
     assert second.messages == [
-        Message(role="user", content="Summary so far"),
-        Message(role="user", content="continue"),
+        Message(role="user", content="Summary so far\n\ncontinue"),
         Message(role="assistant", content="a2"),
         Message(role="assistant", content="a3", trainable=False),
         Message(role="assistant", content="a4"),

@@ -27,11 +27,11 @@ def test_every_trial_recovers_exactly_the_true_conversations(demo_job) -> None:
     checked = 0
     for trial_name, expected in demo_job.truth.items():
         trial = demo_job.job_dir / trial_name
-        info_agent = next(t for t in demo_job.trials if t.trial_name == trial_name)
+        info_agent = next(t for t in [*demo_job.trials, *demo_job.atif_shape_trials] if t.trial_name == trial_name)
         kinds = {c.source_kind for c in expected}
         source = "auto" if len(kinds) != 1 else next(iter(kinds))
         ex = extract_trial(trial, demo_job.job_dir, info_agent.scaffold, trajectory_source=source)
-        assert not ex.rejects, (trial_name, ex.rejects)
+        assert [r.reason for r in ex.rejects] == list(demo_job.expected_rejects.get(trial_name, {})), trial_name
         # the pipeline's repair step (trailing observations trimmed) runs before anything is kept
         repaired = [repair_and_validate(t, drop_tool_errors=False)[0] for t in ex.trajectories]
         assert all(r is not None for r in repaired), trial_name
@@ -40,6 +40,21 @@ def test_every_trial_recovers_exactly_the_true_conversations(demo_job) -> None:
         assert got == want, trial_name
         checked += 1
     assert checked >= 10
+
+
+def test_atif_shape_trials_keep_or_count_every_model_turn(demo_job) -> None:
+    """The ATIF-only shapes (codex, openhands, gemini-cli, decorated claude-code, terminus-2 rebuilt and
+    summarised): with ``auto`` and the default options, every model turn is kept or counted by reason."""
+    shapes = demo_job.atif_shape_trials
+    assert {t.scaffold for t in shapes} == {"codex", "openhands", "gemini-cli", "claude-code", "terminus-2"}
+    for info in shapes:
+        ex = extract_trial(demo_job.job_dir / info.trial_name, demo_job.job_dir, "auto")
+        kept = sum(m.role == "assistant" for t in ex.trajectories for m in t.messages)
+        refused = sum(demo_job.expected_rejects[info.trial_name].values())
+        assert [r.reason for r in ex.rejects] == list(demo_job.expected_rejects[info.trial_name]), info.trial_name
+        assert kept + refused == demo_job.source_model_turns[info.trial_name], info.trial_name
+        assert ex.counters.get("rebuilt_atif_dropped_turns", 0) == demo_job.expected_rejects[info.trial_name].get(
+            "rebuilt_atif", 0)
 
 
 def test_bundled_demo_job_matches_the_generator(demo_job, project_root: Path) -> None:

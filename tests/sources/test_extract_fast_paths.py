@@ -17,7 +17,7 @@ from sft.sources.harbor import litellm
 from sft.sources.harbor import trial as trial_module
 from sft.sources.harbor.job import read_trial_info
 from sft.sources.harbor.trial import extract_trial
-from sft.sources.scaffolds import ADAPTERS, base
+from sft.sources.scaffolds import ADAPTERS, adapter_for_agent, base
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_JOB = ROOT / "data" / "01_raw" / "demo_job"
@@ -28,8 +28,8 @@ def _demo_trials() -> list[Path]:
 
 
 def _scaffold(trial_dir: Path) -> str:
-    agent = read_trial_info(trial_dir).agent_name or ""
-    return next(name for name, cls in ADAPTERS.items() if cls.accepts_agent_name(agent))
+    """The scaffold ``auto`` picks: a proxy-log adapter, else the agent's own (ATIF) name."""
+    return adapter_for_agent(read_trial_info(trial_dir).agent_name).name
 
 
 def _comparable(extraction: Any) -> dict[str, Any]:

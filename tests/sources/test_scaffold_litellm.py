@@ -390,5 +390,7 @@ def test_registry() -> None:
     assert get_adapter("open-code").name == "open-code"
     assert get_adapter("opencode").name == "open-code"
     assert get_adapter("terminus-2").name == "terminus2"
+    codex = get_adapter("codex")  # no proxy-log adapter: Harbor's ATIF through the generic reader
+    assert (codex.name, codex.supports_litellm) == ("codex", False)
     with pytest.raises(UnknownScaffoldError, match="valid: claude-code"):
-        get_adapter("codex")
+        get_adapter("no-such-agent")

@@ -91,8 +91,10 @@ def test_corrupt_atif_and_bad_arguments_are_rejects(harbor) -> None:
     (trial_dir / "agent" / "trajectory.json").write_text("[1, 2]")
     (reject,) = extract_trial(trial_dir, harbor.job_dir, "claude-code").rejects
     assert reject.reason == "invalid_atif" and "trajectory.json" in reject.detail
-    (reject,) = extract_trial(trial_dir, harbor.job_dir, "codex").rejects
+    (reject,) = extract_trial(trial_dir, harbor.job_dir, "no-such-agent").rejects
     assert (reject.stage, reject.reason) == ("scaffold", "unknown_scaffold")
+    (reject,) = extract_trial(trial_dir, harbor.job_dir, "auto").rejects  # claude-code by result.json
+    assert reject.reason == "invalid_atif" and "a valid ATIF trajectory.json is needed" in reject.detail
     (reject,) = extract_trial(trial_dir, harbor.job_dir, "claude-code", trajectory_source="both").rejects
     assert reject.reason == "bad_trajectory_source"
 

@@ -12,7 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCAFFOLDS = ("claude-code", "open-code", "openhands-sdk", "terminus2")
+from sft.sources.harbor.agents import (
+    HARBOR_AGENT_NAMES,
+    HARBOR_VERSION_OF_AGENT_NAMES,
+    PROXY_LOG_SCAFFOLDS,
+    SCAFFOLD_CHOICES,
+)
+
+SCAFFOLDS = tuple(PROXY_LOG_SCAFFOLDS)  # the scaffolds with a proxy-log adapter
 SOURCE_TYPES = ("harbor_job", "hf_lf", "local_lf")
 WANDB_MODES = ("online", "offline", "disabled")
 TEMPLATES_WITH_REASONING = ("qwen3", "qwen3_5")
@@ -44,7 +51,8 @@ class MetaInfo(BaseModel):
 class SourceConfig(_Strict):
     type: Literal["harbor_job", "hf_lf", "local_lf"] = "harbor_job"
     # "auto" (an sft extension, as in trajgen's wrapper): per trial from result.json agent_info.name.
-    scaffold: Literal["claude-code", "open-code", "openhands-sdk", "terminus2", "auto"] | None = None
+    # Besides the four proxy-log scaffolds, every Harbor agent name is accepted (read from its ATIF file).
+    scaffold: str | None = None
     job_dir: str = ""
     hf_hub_url: str = ""
     hf_subset: str = ""
@@ -62,13 +70,24 @@ class SourceConfig(_Strict):
     def _empty_scaffold_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("scaffold")
+    @classmethod
+    def _known_scaffold(cls, value: str | None) -> str | None:
+        if value is None or value in SCAFFOLD_CHOICES:
+            return value
+        raise ValueError(
+            f"unknown scaffold {value!r}. Valid: auto (per trial from result.json), a proxy-log scaffold "
+            f"({' | '.join(PROXY_LOG_SCAFFOLDS)}), or any Harbor {HARBOR_VERSION_OF_AGENT_NAMES} agent name "
+            f"read from its ATIF trajectory.json ({', '.join(n for n in HARBOR_AGENT_NAMES if n not in PROXY_LOG_SCAFFOLDS)})"
+        )
+
     @model_validator(mode="after")
     def _required_per_type(self) -> SourceConfig:
         if self.type == "harbor_job":
             if not self.scaffold:
                 raise ValueError(
                     "source.scaffold is required for source.type harbor_job. "
-                    f"Valid scaffold: {' | '.join(SCAFFOLDS)}"
+                    f"Valid scaffold: auto | {' | '.join(SCAFFOLDS)} | any Harbor agent name (e.g. codex)"
                 )
             if not self.job_dir:
                 raise ValueError("source.job_dir is required for source.type harbor_job (a Harbor job directory)")
@@ -97,6 +116,15 @@ class ConversionConfig(_Strict):
     resolved_threshold: float = 1.0  # reward >= this counts as resolved
     keep_exception_trials: bool = True  # a trial with an exception *and* a valid reward
     include_subagents: bool = True
+    # ATIF copied-context steps (terminus-2 summarisation sub-agents and continuations repeat earlier turns):
+    # "drop" starts each such conversation after its last copied assistant turn (those turns are trained in
+    # the conversation they were copied from); "context" keeps them as turns, so LLaMA-Factory (which has no
+    # per-turn mask) trains them a second time.
+    copied_context: Literal["drop", "context"] = "drop"
+    # terminus-2 ATIF in its default mode holds assistant text rebuilt as "Analysis:/Plan:" plus synthetic
+    # tool calls, not what the model emitted: "drop" rejects such conversations (reason rebuilt_atif; use the
+    # proxy log or rerun with raw_content=true), "keep" trains on the rebuilt text (flagged in the row meta).
+    rebuilt_atif: Literal["drop", "keep"] = "drop"
     max_trajectories_per_instance: int = 0  # 0 = no cap
     drop_tool_errors: bool = False
     keep_reasoning: bool | None = None  # None = decided by training.template

@@ -61,7 +61,7 @@ from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
 from sft.sources.harbor.litellm import gc_paused
 from sft.sources.harbor.trial import extract_trial
-from sft.sources.scaffolds import ADAPTERS
+from sft.sources.scaffolds import adapter_for_agent
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class WorkerSettings:
     # How the worker renders the LF body. Not in the cache key: a cached entry rendered the other way is
     # re-rendered from its stored trajectory (no re-extraction), so the setting stays parent-cheap.
     keep_reasoning: bool = True
+    copied_context: str = "drop"  # conversion.copied_context (ATIF copied-context steps)
+    rebuilt_atif: str = "drop"  # conversion.rebuilt_atif (terminus-2 default-mode ATIF)
 
     def cache_fingerprint(self) -> str:
         # Secret values are part of what the output depends on, but must never be written anywhere:
@@ -267,15 +269,14 @@ def _trial_info_or_none(trial_dir: Path) -> TrialInfo | None:
         return None
 
 
-def _scaffold_of_agent(agent_name: str | None) -> str | None:
-    for name, cls in ADAPTERS.items():
-        if cls.accepts_agent_name(agent_name or ""):
-            return name
-    return None
+def _scaffold_of_agent(agent_name: str | None) -> str:
+    """The scaffold ``auto`` picks: the proxy-log adapter of the agent, else the agent's own name (read
+    from its ATIF file by the generic adapter; ``atif`` when result.json names no agent)."""
+    return adapter_for_agent(agent_name).name
 
 
 def scaffold_of_trial(trial_dir: Path) -> str | None:
-    """``source.scaffold: auto``: the adapter whose Harbor agent names include result.json's agent."""
+    """``source.scaffold: auto``: the scaffold of result.json's agent (None: result.json unreadable)."""
     info = _trial_info_or_none(trial_dir)
     return None if info is None else _scaffold_of_agent(info.agent_name)
 
@@ -386,21 +387,17 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         return outcome
     if not _passes_trial_filters(outcome, info, settings):
         return outcome  # filtered on result.json alone: the (large) logs are never read
-    scaffold = settings.scaffold
-    if scaffold == "auto":
-        scaffold = _scaffold_of_agent(info.agent_name)
-        if scaffold is None:
-            _reject(outcome, "scaffold", "unknown_agent",
-                    f"{trial_dir / 'result.json'}: agent_info.name is not one of the supported scaffolds "
-                    f"({', '.join(ADAPTERS)}); set source.scaffold explicitly")
-            return outcome
+    # auto is resolved per trial by extract_trial (sft.sources.scaffolds.adapter_for_agent): every agent
+    # converts (its proxy-log adapter, else its ATIF file), so no agent is refused here.
     extraction = extract_trial(
         trial_dir,
         Path(settings.job_dir),
-        scaffold,
+        settings.scaffold,
         trajectory_source=settings.trajectory_source,
         include_subagents=settings.include_subagents,
         info=info,  # read above: result.json and config.json are parsed once per trial
+        copied_context=settings.copied_context,
+        rebuilt_atif=settings.rebuilt_atif,
     )
     outcome.counters.update(extraction.counters)
     outcome.problems.extend(extraction.problems)
@@ -561,6 +558,8 @@ def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values:
         cache_dir=cache_dir,
         cache_trust_file_stats=conv.cache_trust_file_stats,
         keep_reasoning=cfg.keeps_reasoning(),
+        copied_context=conv.copied_context,
+        rebuilt_atif=conv.rebuilt_atif,
     )
 
 

@@ -7,7 +7,10 @@ shapes in ``docs/input-formats.md`` §2-8 and returns, separately, the conversat
 
 Layout decision: Harbor's ``JobConfig.agents`` is a list, so one job may run several agents; its
 ``result.json`` then has one ``stats.evals`` key per agent. The bundled demo is therefore ONE mixed job
-(:func:`generate_demo_job`, 12 trials, what ``config.demo.yaml`` reads with ``scaffold: auto``).
+(:func:`generate_demo_job`, 12 trials plus the 6 ATIF-only shape trials of :mod:`sft.demo.atif_shapes`
+(codex, openhands, gemini-cli, decorated claude-code ATIF, terminus-2 ATIF-v1.6 rebuilt and summarised;
+``GeneratedJob.atif_shape_trials``, not listed in the job's result.json), what ``config.demo.yaml`` reads
+with ``scaffold: auto``).
 :func:`generate_demo_jobs` writes the same 12 trials as one job per scaffold (``<root>/claude-code``,
 ``<root>/open-code``, ``<root>/openhands-sdk``, ``<root>/terminus2``; 3 trials each), the usual shape of
 a trajgen job, for converters that take one scaffold per job. Together the trials cover:
@@ -77,6 +80,8 @@ from typing import IO, Any
 import orjson
 
 from sft.convert.canonical import AgentType, Message, SourceKind, ToolCall
+from sft.demo.atif_shapes import AtifShape
+from sft.demo.atif_shapes import atif_shapes as all_atif_shapes
 from sft.io_utils import atomic_writer
 
 SCAFFOLDS: tuple[str, ...] = ("claude-code", "open-code", "openhands-sdk", "terminus2")
@@ -178,6 +183,12 @@ class GeneratedJob:
     trials: list[TrialInfo] = field(default_factory=list)
     truth: dict[str, list[ExpectedConversation]] = field(default_factory=dict)
     bytes_written: int = 0
+    # ATIF-only shape trials (sft.demo.atif_shapes), kept apart from ``trials`` (the planned trials of the four
+    # proxy-log scaffolds that the job's result.json lists); their truth is in ``truth`` too.
+    atif_shape_trials: list[TrialInfo] = field(default_factory=list)
+    # conversations of the shape trials refused by default: reason -> model turns
+    expected_rejects: dict[str, dict[str, int]] = field(default_factory=dict)
+    source_model_turns: dict[str, int] = field(default_factory=dict)  # trial -> model turns in its files
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1583,7 +1594,12 @@ def _agent_config(plan: TrialPlan) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if plan.scaffold == "terminus2":
         kwargs = {"trajectory_config": {"raw_content": True, "linear_history": True}}
-    return {"name": HARBOR_AGENT_NAME[plan.scaffold], "model_name": MODEL_STRING, "kwargs": kwargs}
+    return {"name": _harbor_agent(plan.scaffold), "model_name": MODEL_STRING, "kwargs": kwargs}
+
+
+def _harbor_agent(scaffold: str) -> str:
+    """Harbor's agent name for a scaffold (ATIF shape trials already use Harbor's name)."""
+    return HARBOR_AGENT_NAME.get(scaffold, scaffold)
 
 
 def _trial_config(plan: TrialPlan, trial_name: str, job_name: str, job_id: str) -> dict[str, Any]:
@@ -1658,8 +1674,8 @@ def _trial_result(
             "job_id": job_id,
         },
         "agent_info": {
-            "name": HARBOR_AGENT_NAME[plan.scaffold],
-            "version": AGENT_VERSION[plan.scaffold],
+            "name": _harbor_agent(plan.scaffold),
+            "version": AGENT_VERSION.get(plan.scaffold, "1.0.0"),
             "model_info": {"name": TEACHER_MODEL, "provider": "openai"},
         },
         "agent_result": {
@@ -1756,7 +1772,7 @@ def _job_result(
 ) -> dict[str, Any]:
     evals: dict[str, Any] = {}
     for info in infos:
-        key = f"{HARBOR_AGENT_NAME[info.scaffold]}__{TEACHER_MODEL}__{DATASET}"
+        key = f"{_harbor_agent(info.scaffold)}__{TEACHER_MODEL}__{DATASET}"
         entry = evals.setdefault(
             key,
             {
@@ -1801,8 +1817,38 @@ def _job_result(
     }
 
 
+def _write_atif_shape_trial(
+    job: GeneratedJob, job_name: str, job_id: str, shape: AtifShape, index: int, seed: int, writer: _Writer
+) -> None:
+    """One ATIF-only trial of ``sft.demo.atif_shapes`` with Harbor-shaped config.json / result.json."""
+    plan = TrialPlan(shape.agent_name, f"acme__widgets-{900 + index}", shape.source_turns, atif_only=True)
+    rng = _rng("atif-shape", seed, index, shape.key)
+    trial_name = trial_name_for(plan.instance_id, _short_id(rng))
+    trial_dir = job.job_dir / trial_name
+    for name, doc in shape.files.items():
+        writer.json(trial_dir / "agent" / name, doc)
+    start_ms = int((_EPOCH_BASE + timedelta(days=seed % 365, hours=20, minutes=7 * index)).timestamp() * 1000)
+    writer.json(trial_dir / "config.json", _trial_config(plan, trial_name, job_name, job_id))
+    writer.json(trial_dir / "result.json",
+                _trial_result(plan, trial_name, job_name, job_id, [], start_ms, start_ms + 600_000, rng))
+    writer.bytes(trial_dir / "verifier" / "reward.txt", b"1\n")
+    job.atif_shape_trials.append(TrialInfo(trial_name, plan.instance_id, shape.agent_name, 1.0, None, False, 0, plan))
+    job.truth[trial_name] = [
+        ExpectedConversation(messages, [], agent_type, agent_id, "atif")  # type: ignore[arg-type]
+        for agent_type, agent_id, messages in shape.expected
+    ]
+    job.expected_rejects[trial_name] = dict(shape.rejected)
+    job.source_model_turns[trial_name] = shape.source_turns
+
+
 def _write_job(
-    out_dir: Path, plans: Sequence[TrialPlan], *, seed: int, payload_bytes: int, with_truth: bool
+    out_dir: Path,
+    plans: Sequence[TrialPlan],
+    *,
+    seed: int,
+    payload_bytes: int,
+    with_truth: bool,
+    atif_shapes: bool = False,
 ) -> GeneratedJob:
     out_dir = Path(out_dir)
     job_name = out_dir.name
@@ -1824,6 +1870,10 @@ def _write_job(
         log_lines.append(
             f"Trial {info.trial_name} completed (reward={info.reward}, exception={info.exception_type})"
         )
+    if atif_shapes:  # after the planned trials, so their bytes do not change
+        for index, shape in enumerate(all_atif_shapes(_make_task("acme__widgets-900", _rng("atif-task", seed), False).instruction)):
+            _write_atif_shape_trial(job, job_name, job_id, shape, index, seed, writer)
+            log_lines.append(f"Trial {job.atif_shape_trials[-1].trial_name} completed (reward=1.0, exception=None)")
     agents = [_agent_config(p) for p in {p.scaffold: p for p in plans}.values()]
     writer.json(
         out_dir / "config.json",
@@ -1960,9 +2010,10 @@ def demo_plans() -> dict[str, list[TrialPlan]]:
 
 
 def generate_demo_job(out_dir: Path, *, seed: int = 0) -> GeneratedJob:
-    """Write the bundled demo: the 12 demo trials of all four scaffolds in one (multi-agent) job."""
+    """Write the bundled demo: the 12 demo trials of all four scaffolds in one (multi-agent) job, then the
+    ATIF-only shape trials."""
     plans = [plan for group in demo_plans().values() for plan in group]
-    return _write_job(Path(out_dir), plans, seed=seed, payload_bytes=0, with_truth=True)
+    return _write_job(Path(out_dir), plans, seed=seed, payload_bytes=0, with_truth=True, atif_shapes=True)
 
 
 def generate_demo_jobs(root: Path, *, seed: int = 0) -> dict[str, GeneratedJob]:

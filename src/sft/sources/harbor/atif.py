@@ -1,23 +1,30 @@
 """ATIF (Harbor's Agent Trajectory Interchange Format, ``agent/trajectory.json``) -> canonical messages.
 
-docs/input-formats.md §6: system/user/agent steps; agent steps carry reasoning, tool calls and the
-observation results (tool results) of those calls. The SFT rules of the RFC are applied here:
+The one generic reader for every Harbor agent; agent-specific rules come in through ``AtifOptions``
+(filled from the per-agent hooks in ``sft.sources.scaffolds.atif_hooks``). docs/input-formats.md §6:
+system/user/agent steps; agent steps carry reasoning, tool calls and the observation results (tool
+results) of those calls. The SFT rules:
 
-* ``is_copied_context`` steps and agent steps with ``llm_call_count == 0`` stay as context but their
-  assistant messages get ``trainable=False``;
-* a ``system`` step with ``extra.context_management.boundary == "replace"`` ends a sample: later steps
-  saw only that step's observation, so a new sample starts after it;
+* agent steps with ``llm_call_count == 0`` stay as context but their assistant messages get
+  ``trainable=False``; ``is_copied_context`` steps follow ``copied_context`` (``_drop_copied_prefix``);
+* a ``system`` step with ``extra.context_management.boundary == "replace"`` (or the agent hook's own
+  hand-off marker) ends a sample: later steps saw only that step's observation, so a new sample starts;
 * ``continued_trajectory_ref`` chains (terminus-2 ``trajectory.cont-<n>.json``) are followed; when a
   continuation's copied-context steps repeat the current sample exactly they are dropped (the sample is
   extended), otherwise the continuation starts a new sample from its own copied context;
 * subagents (embedded ``subagent_trajectories``, referenced ``trajectory.*.json`` files, and claude-code
-  sidechain steps split by ``extra.agent_id``) become separate conversations.
+  sidechain steps split by ``extra.agent_id``) become separate conversations;
+* repairs (results without ``source_call_id``, mid-run system steps, split responses, Harbor decorations,
+  copied context) are counted per conversation in ``extra["repairs"]`` (README "Repair and
+  normalisation rules"); a conversation that cannot be paired up unambiguously carries ``reject``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +63,7 @@ class AtifConversation:
     model_name: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    reject: tuple[str, str] | None = None  # (reason, detail) when the conversation cannot be converted
 
 
 @dataclass
@@ -111,20 +119,41 @@ def _is_replace_boundary(step: dict[str, Any]) -> bool:
     return step.get("source") == "system" and management.get("boundary") == "replace"
 
 
-def _is_trainable(step: dict[str, Any]) -> bool:
-    return not step.get("is_copied_context") and step.get("llm_call_count") != 0
+def _is_trainable(step: dict[str, Any], options: AtifOptions) -> bool:
+    """Copied context is trained only with ``copied_context: context``; a deterministic dispatch
+    (``llm_call_count == 0``: no model call produced it) never is."""
+    if step.get("llm_call_count") == 0:
+        return False
+    return options.copied_context == "context" or not step.get("is_copied_context")
 
 
-def _result_text(result: dict[str, Any], prefer_raw: bool, problems: list[str]) -> tuple[str, bool]:
-    """Observation text; for claude-code the raw tool result the model saw (Harbor appends metadata)."""
-    if prefer_raw:
+def _result_text(result: dict[str, Any], ctx: _StepContext) -> tuple[str, bool]:
+    """The observation text the model saw, and whether the result says it is an error.
+
+    claude-code: the raw tool result (``extra.tool_result_metadata.raw_tool_result``) when the file has
+    it; otherwise the agent's ``strip_decorations`` hook takes Harbor's additions back off the text.
+    ``ctx.result_sources`` counts where each text came from (``raw_tool_result`` / ``stripped`` /
+    ``as_written``); a stripped one is also repair ``stripped_harbor_decorations``.
+    """
+    options, stats, problems = ctx.options, ctx.result_sources, ctx.problems
+    if options.prefer_raw_tool_result:
         metadata = _as_dict(_as_dict(result.get("extra")).get("tool_result_metadata"))
         raw = metadata.get("raw_tool_result")
         if isinstance(raw, dict) and "content" in raw:
+            stats["raw_tool_result"] += 1
             return content_text(raw.get("content"), problems), bool(raw.get("is_error"))
         if isinstance(raw, str):
+            stats["raw_tool_result"] += 1
             return raw, False
-    return content_text(result.get("content"), problems), False
+    text = content_text(result.get("content"), problems)
+    if options.strip_decorations is not None:
+        stripped = options.strip_decorations(text)
+        if stripped is not None:
+            stats["stripped"] += 1
+            ctx.repairs["stripped_harbor_decorations"] += 1
+            return stripped.text, stripped.is_error
+    stats["as_written"] += 1
+    return text, False
 
 
 def _tool_call(call: dict[str, Any]) -> ToolCall:
@@ -135,37 +164,125 @@ def _tool_call(call: dict[str, Any]) -> ToolCall:
     )
 
 
-def _agent_step_messages(step: dict[str, Any], prefer_raw: bool, problems: list[str]) -> list[Message]:
-    calls = [c for c in _as_list(step.get("tool_calls")) if isinstance(c, dict)]
+@dataclass
+class _StepContext:
+    """Per-conversation state of the step readers: options, repair counts, result-source counts."""
+
+    options: AtifOptions
+    problems: list[str]
+    where: str  # the file, for messages
+    repairs: Counter[str] = field(default_factory=Counter)
+    result_sources: Counter[str] = field(default_factory=Counter)
+    reject: tuple[str, str] | None = None  # (reason, detail): the conversation cannot be converted
+    agent_steps: int = 0  # agent steps read so far
+    # (agent step number, step_id, calls left without any result) per agent step
+    unanswered: list[tuple[int, Any, list[str]]] = field(default_factory=list)
+
+
+def _pair_results_without_id(
+    step: dict[str, Any],
+    calls: list[ToolCall],
+    answered: set[int],
+    without_id: list[tuple[int, str, bool]],
+    ctx: _StepContext,
+) -> tuple[list[tuple[int, int, str, bool]], list[str]]:
+    """Results that name no ``source_call_id`` -> the step's unanswered calls (ATIF leaves the id optional).
+
+    Rules (each pairing counted as repair ``paired_result_without_id``):
+
+    * no calls in the step: the results are the next prompt (terminus-2 raw_content, OpenHands text mode),
+      kept as user-side text, not a repair;
+    * as many results as unanswered calls: paired in call order (the order ATIF lists both in);
+    * one result, several unanswered calls: one output for the batch (terminus-2 sends a batch of
+      keystrokes and reads one terminal screen afterwards): it answers the first unanswered call, the
+      others get an empty result (repair ``empty_result_for_batched_call``), because LLaMA-Factory needs one
+      result per call and the model saw one output, not one per call;
+    * every call already answered: the extra results are context the model saw after them (kept as
+      user-side text, folded into the observation later);
+    * any other count is ambiguous: the conversation is rejected naming the step and the fix.
+
+    Returns ``(call position, order, text, error)`` pairs and the texts that stay user-side.
+    """
+    unanswered = [position for position in range(len(calls)) if position not in answered]
+    if not calls or not without_id:
+        return [], [text for _, text, _ in without_id]
+    if not unanswered:
+        return [], [text for _, text, _ in without_id]
+    if len(without_id) == len(unanswered):
+        ctx.repairs["paired_result_without_id"] += len(without_id)
+        return [(cid, order, text, err) for cid, (order, text, err) in zip(unanswered, without_id, strict=True)], []
+    if len(without_id) == 1:
+        order, text, err = without_id[0]
+        ctx.repairs["paired_result_without_id"] += 1
+        ctx.repairs["empty_result_for_batched_call"] += len(unanswered) - 1
+        pairs = [(unanswered[0], order, text, err)]
+        pairs += [(cid, order, "", False) for cid in unanswered[1:]]
+        return pairs, []
+    if ctx.reject is None:
+        ctx.reject = (
+            "ambiguous_results_without_id",
+            f"{ctx.where}: step {step.get('step_id')}: {len(without_id)} observation results have no "
+            f"source_call_id but {len(unanswered)} calls ({', '.join(calls[p].id or f'#{p}' for p in unanswered)}) "
+            "are unanswered, so which "
+            "result answers which call is unknown; set observation.results[].source_call_id in the file",
+        )
+    return [], [text for _, text, _ in without_id]
+
+
+def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Message]:
+    options, problems = ctx.options, ctx.problems
+    raw_calls = [c for c in _as_list(step.get("tool_calls")) if isinstance(c, dict)]
+    calls = [_tool_call(c) for c in raw_calls]
     assistant = Message(
         role="assistant",
         content=content_text(step.get("message"), problems),
         reasoning_content=str(step.get("reasoning_content") or ""),
-        tool_calls=[_tool_call(c) for c in calls],
-        trainable=_is_trainable(step),
+        tool_calls=calls,
+        trainable=_is_trainable(step, options),
     )
-    call_index = {str(c.get("tool_call_id")): i for i, c in enumerate(calls) if c.get("tool_call_id")}
+    call_index = {c.id: i for i, c in enumerate(calls) if c.id}
     call_errors = {
-        str(c.get("tool_call_id")): bool(_as_dict(c.get("extra")).get("tool_use_is_error")) for c in calls
+        str(c.get("tool_call_id")): bool(_as_dict(c.get("extra")).get("tool_use_is_error")) for c in raw_calls
     }
-    tool_messages: list[tuple[int, int, Message]] = []
+    paired: list[tuple[int, int, str, bool]] = []  # (call position, result order, text, error)
+    without_id: list[tuple[int, str, bool]] = []
     loose_texts: list[str] = []
     results = _as_list(_as_dict(step.get("observation")).get("results"))
     for order, result in enumerate(r for r in results if isinstance(r, dict)):
         call_id = result.get("source_call_id")
         if call_id is None and not result.get("content") and result.get("subagent_trajectory_ref"):
             continue  # a pure subagent pointer, no text the model saw
-        text, raw_error = _result_text(result, prefer_raw, problems)
-        if call_id is not None and str(call_id) in call_index:
-            error = raw_error or call_errors.get(str(call_id), False) or is_error_text(text)
-            message = Message(role="tool", content=text, tool_call_id=str(call_id), is_error=error)
-            tool_messages.append((call_index[str(call_id)], order, message))
+        text, raw_error = _result_text(result, ctx)
+        if call_id is None:
+            without_id.append((order, text, raw_error))
+        elif str(call_id) in call_index:
+            paired.append((call_index[str(call_id)], order, text, raw_error))
         else:
-            if call_id is not None:
-                problems.append(
-                    f"step {step.get('step_id')}: observation for unknown call {call_id!r} kept as user text"
-                )
+            problems.append(
+                f"{ctx.where}: step {step.get('step_id')}: observation for unknown call {call_id!r} kept as "
+                "user-side text"
+            )
             loose_texts.append(text)
+    more, leftover = _pair_results_without_id(step, calls, {p[0] for p in paired}, without_id, ctx)
+    paired += more
+    loose_texts += leftover
+    answered = {p[0] for p in paired}
+    if paired or loose_texts:  # the step has an observation: synthetic calls it answers get an empty result
+        for position, call in enumerate(calls):
+            if position not in answered and call.name in options.empty_result_calls:
+                paired.append((position, len(results), "", False))
+                ctx.repairs["empty_result_for_synthetic_call"] += 1
+    ctx.agent_steps += 1
+    left = [calls[p].id or f"#{p} ({calls[p].name})" for p in range(len(calls)) if p not in {q[0] for q in paired}]
+    if left:
+        ctx.unanswered.append((ctx.agent_steps, step.get("step_id"), left))
+    tool_messages: list[tuple[int, int, Message]] = []
+    for position, order, text, raw_error in paired:
+        call_id = calls[position].id
+        error = raw_error or call_errors.get(call_id, False) or is_error_text(text)
+        # a call without id pairs with its result here; repair_and_validate then gives both one id
+        message = Message(role="tool", content=text, tool_call_id=call_id or None, is_error=error)
+        tool_messages.append((position, order, message))
     tool_messages.sort(key=lambda item: (item[0], item[1]))
     out = [assistant, *(m for _, _, m in tool_messages)]
     if loose_texts:
@@ -174,18 +291,24 @@ def _agent_step_messages(step: dict[str, Any], prefer_raw: bool, problems: list[
 
 
 def step_messages(
-    step: dict[str, Any], *, prefer_raw_tool_result: bool = False, problems: list[str]
+    step: dict[str, Any],
+    *,
+    prefer_raw_tool_result: bool = False,
+    problems: list[str],
+    ctx: _StepContext | None = None,
 ) -> list[Message]:
-    """The canonical messages one ATIF step stands for."""
+    """The canonical messages one ATIF step stands for (a system step stays a system message here;
+    ``_sample_messages`` turns mid-run ones into user-side context)."""
+    ctx = ctx or _StepContext(AtifOptions(prefer_raw_tool_result=prefer_raw_tool_result), problems, "ATIF")
     source = step.get("source")
     if source == "agent":
-        return _agent_step_messages(step, prefer_raw_tool_result, problems)
+        return _agent_step_messages(step, ctx)
     text = content_text(step.get("message"), problems)
     if source == "system":
         return [Message(role="system", content=text)]
     if source == "user":
         return [Message(role="user", content=text)]
-    problems.append(f"step {step.get('step_id')}: unknown source {source!r}; dropped")
+    problems.append(f"{ctx.where}: step {step.get('step_id')}: unknown source {source!r}; dropped")
     return []
 
 
@@ -221,7 +344,12 @@ class _Sample:
         return not self.steps and not self.preamble
 
 
-def _segment(chain: list[tuple[Path, dict[str, Any]]], steps_of: Any, problems: list[str]) -> list[_Sample]:
+def _segment(
+    chain: list[tuple[Path, dict[str, Any]]],
+    steps_of: Any,
+    problems: list[str],
+    is_boundary: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[_Sample]:
     """Split a document chain into samples at replace boundaries and at non-matching continuations."""
     samples: list[_Sample] = []
     current = _Sample()
@@ -242,7 +370,7 @@ def _segment(chain: list[tuple[Path, dict[str, Any]]], steps_of: Any, problems: 
         if path.name not in current.source_files:
             current.source_files.append(path.name)
         for step in steps:
-            if _is_replace_boundary(step):
+            if _is_replace_boundary(step) or (is_boundary is not None and is_boundary(step)):
                 if not current.empty():
                     samples.append(current)
                 current = _Sample(preamble=_boundary_context(step, problems), source_files=[path.name])
@@ -253,11 +381,127 @@ def _segment(chain: list[tuple[Path, dict[str, Any]]], steps_of: Any, problems: 
     return samples
 
 
-def _sample_messages(sample: _Sample, prefer_raw: bool, problems: list[str]) -> list[Message]:
+def _drop_copied_prefix(steps: list[dict[str, Any]], ctx: _StepContext) -> list[dict[str, Any]]:
+    """``copied_context: drop``: start after the last assistant step of the leading copied-context run.
+
+    Those assistant turns are trained in the conversation they were copied from (the main segment);
+    copied user steps after them (terminus-2's hand-off prompt in a linear_history continuation) stay,
+    they are the prompt of what follows. Counted as repair ``dropped_copied_context`` (assistant turns).
+    """
+    if ctx.options.copied_context != "drop":
+        return steps
+    run = 0
+    while run < len(steps) and steps[run].get("is_copied_context"):
+        run += 1
+    last_agent = max((i for i in range(run) if steps[i].get("source") == "agent"), default=-1)
+    if last_agent < 0:
+        return steps
+    ctx.repairs["dropped_copied_context"] += sum(1 for s in steps[: last_agent + 1] if s.get("source") == "agent")
+    # The leading system step (the agent's system prompt) is not copied context: keep it.
+    head = [steps[0]] if steps[0].get("source") == "system" and not steps[0].get("is_copied_context") else []
+    return head + steps[last_agent + 1 :]
+
+
+def _fold_user_side(messages: list[Message], ctx: _StepContext) -> list[Message]:
+    """User-side text that LLaMA-Factory cannot place as its own turn joins its neighbour.
+
+    * after a tool result (a mid-run system step, an observation for no call): appended to the last
+      result of that observation with a blank line; the model read it in the same place, right after the
+      tool output and before its next turn (repair ``context_into_observation``);
+    * after a user turn (two user messages in a row): joined with a blank line (repair ``merged_user_turns``).
+    """
+    out: list[Message] = []
+    for message in messages:
+        previous = out[-1] if out else None
+        if message.role == "user" and previous is not None and previous.role == "tool":
+            out[-1] = previous.model_copy(update={"content": _join(previous.content, message.content)})
+            ctx.repairs["context_into_observation"] += 1
+        elif message.role == "user" and previous is not None and previous.role == "user":
+            out[-1] = previous.model_copy(update={"content": _join(previous.content, message.content)})
+            ctx.repairs["merged_user_turns"] += 1
+        else:
+            out.append(message)
+    return out
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}\n\n{second}" if first and second else first or second
+
+
+def _plain_agent_step(step: dict[str, Any]) -> bool:
+    """An agent step that holds neither calls nor an observation (not even a malformed one)."""
+    return step.get("source") == "agent" and step.get("tool_calls") in (None, []) and not step.get("observation")
+
+
+def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
+    """A sample's messages: steps in order, copied context per ``copied_context``, mid-run system steps
+    as user-side context, then ``_fold_user_side``.
+
+    An agent step without calls or observation followed by another agent step is one model response
+    split in two (codex writes a response's message and its function_call as separate steps): they are
+    joined (repair ``merged_consecutive_agent_steps``).
+
+    Mid-run ``system`` steps (Harbor's ``openhands``: "Retrieving content for: ...", "Added workspace
+    context"; any agent's status notes) are context the model was shown during the run, not a second
+    system prompt (a chat template has one, at the top): they become user-side text (repair
+    ``mid_run_system_to_context``). Only system steps before the first user/agent step stay the system prompt.
+    """
     messages = list(sample.preamble)
-    for step in sample.steps:
-        messages.extend(step_messages(step, prefer_raw_tool_result=prefer_raw, problems=problems))
-    return messages
+    steps = _drop_copied_prefix(sample.steps, ctx)
+    started = bool(messages)
+    previous_plain = False  # the step before was an agent step with no calls and no observation at all
+    for step in steps:
+        plain_before, previous_plain = previous_plain, _plain_agent_step(step)
+        for message in step_messages(step, problems=ctx.problems, ctx=ctx):
+            if message.role == "system" and started:
+                message = Message(role="user", content=message.content)
+                ctx.repairs["mid_run_system_to_context"] += 1
+            elif message.role == "system" and messages and messages[-1].role == "system":
+                messages[-1] = messages[-1].model_copy(
+                    update={"content": _join(messages[-1].content, message.content)}
+                )
+                ctx.repairs["merged_system_messages"] += 1
+                continue
+            started = started or message.role != "system"
+            previous = messages[-1] if messages else None
+            if (
+                message.role == "assistant"
+                and plain_before
+                and previous is not None
+                and previous.role == "assistant"
+                and not previous.tool_calls
+                and previous.trainable == message.trainable
+            ):
+                # One model response written as two agent steps (codex: the message item, then the
+                # function_call item of the same response): one assistant turn.
+                messages[-1] = message.model_copy(update={
+                    "content": _join(previous.content, message.content),
+                    "reasoning_content": _join(previous.reasoning_content, message.reasoning_content),
+                })
+                ctx.repairs["merged_consecutive_agent_steps"] += 1
+                continue
+            messages.append(message)
+    _check_unanswered(ctx)
+    return _fold_user_side(messages, ctx)
+
+
+def _check_unanswered(ctx: _StepContext) -> None:
+    """A call without any result before the last agent step: the file lost that tool output.
+
+    The last agent step may end on calls (the run stopped; validation trims the sample to end there). Any
+    earlier one is a gap LLaMA-Factory cannot represent; the reject names the step and the calls instead
+    of the generic "calls ... have no result" of validation.
+    """
+    gaps = [(step_id, left) for number, step_id, left in ctx.unanswered if number < ctx.agent_steps]
+    if gaps and ctx.reject is None:
+        step_id, left = gaps[0]
+        ctx.reject = (
+            "unanswered_tool_call",
+            f"{ctx.where}: step {step_id}: calls {left} have no observation result (no observation.results[] "
+            "entry names them by source_call_id and none is left without one) although later steps follow; "
+            f"{len(gaps)} such step(s). The tool output is missing from the file: add it to that step's "
+            "observation.results to make the conversation convertible",
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -350,13 +594,39 @@ def _file_agent_id(path: Path) -> str:
     return path.stem
 
 
+@dataclass(frozen=True)
+class StrippedText:
+    """A tool result with the harness's decorations taken off (``AtifOptions.strip_decorations``)."""
+
+    text: str
+    is_error: bool = False
+
+
 @dataclass
 class AtifOptions:
-    """Scaffold-specific reading rules."""
+    """Reading rules: the generic ones plus the per-agent hooks (``sft.sources.scaffolds.atif_hooks``)."""
 
     prefer_raw_tool_result: bool = False  # claude-code: observation extra raw_tool_result
     split_sidechains: bool = False  # claude-code: extra.is_sidechain steps -> subagents by extra.agent_id
     include_subagents: bool = True
+    # text -> the model-visible text, or None when the text carries no decoration
+    strip_decorations: Callable[[str], StrippedText | None] | None = None
+    # synthetic calls that an observation answers implicitly (terminus-2 mark_task_complete)
+    empty_result_calls: frozenset[str] = frozenset()
+    copied_context: str = "drop"  # drop | context (conversion.copied_context)
+    # an agent's own context hand-off marker where the file has no extra.context_management
+    replace_boundary: Callable[[dict[str, Any]], bool] | None = None
+
+
+def _conversation_extra(ctx: _StepContext, extra: dict[str, Any]) -> dict[str, Any]:
+    """Repair counts (the shared ``repairs`` convention) and where tool-result texts came from."""
+    repairs = {k: v for k, v in sorted(ctx.repairs.items()) if v}
+    if repairs:
+        extra["repairs"] = repairs
+    sources = {k: v for k, v in sorted(ctx.result_sources.items()) if v}
+    if sources:
+        extra["tool_result_sources"] = sources
+    return extra
 
 
 def _conversations_from_chain(
@@ -372,13 +642,14 @@ def _conversations_from_chain(
     by_name = {path.name: (path, doc) for path, doc in chain}
     tools = normalize_tools(_as_dict(head.get("agent")).get("tool_definitions"), problems)
     steps_of = _main_steps if options.split_sidechains else _all_steps
-    samples = _segment(chain, steps_of, problems)
+    samples = _segment(chain, steps_of, problems, options.replace_boundary)
     out: list[AtifConversation] = []
     for index, sample in enumerate(samples):
-        messages = _sample_messages(sample, options.prefer_raw_tool_result, problems)
+        files = [by_name[name] for name in sample.source_files if name in by_name] or chain[:1]
+        ctx = _StepContext(options, problems, str(files[0][0]))
+        messages = _sample_messages(sample, ctx)
         if not messages:
             continue
-        files = [by_name[name] for name in sample.source_files if name in by_name] or chain[:1]
         extra: dict[str, Any] = {
             "atif_files": sample.source_files,
             "schema_version": head.get("schema_version"),
@@ -394,7 +665,8 @@ def _conversations_from_chain(
                 agent_id=agent_id,
                 model_name=_doc_model(head),
                 usage=_chain_usage([doc for _, doc in files]),
-                extra=extra,
+                extra=_conversation_extra(ctx, extra),
+                reject=ctx.reject,
             )
         )
     return out
@@ -411,11 +683,8 @@ def _sidechain_conversations(
             groups.setdefault(str(extra.get("agent_id") or "sidechain"), []).append(step)
     out: list[AtifConversation] = []
     for agent_id, steps in groups.items():
-        messages: list[Message] = []
-        for step in steps:
-            messages.extend(
-                step_messages(step, prefer_raw_tool_result=options.prefer_raw_tool_result, problems=problems)
-            )
+        ctx = _StepContext(options, problems, f"{path} sidechain {agent_id}")
+        messages = _sample_messages(_Sample(steps=steps), ctx)
         out.append(
             AtifConversation(
                 messages=messages,
@@ -424,11 +693,11 @@ def _sidechain_conversations(
                 agent_type="subagent",
                 agent_id=agent_id,
                 model_name=_doc_model(doc),
-                extra={
-                    "atif_files": [path.name],
-                    "sidechain": True,
-                    "schema_version": doc.get("schema_version"),
-                },
+                extra=_conversation_extra(
+                    ctx,
+                    {"atif_files": [path.name], "sidechain": True, "schema_version": doc.get("schema_version")},
+                ),
+                reject=ctx.reject,
             )
         )
     return out

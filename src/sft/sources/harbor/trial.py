@@ -3,7 +3,9 @@
 ``extract_trial`` never raises: every failure (no result.json, corrupt files, the wrong scaffold, a log
 whose shape no adapter understands) becomes a Reject naming the file, so one bad trial never stops a job.
 Source choice per agent dir: ``auto`` prefers the LiteLLM proxy log (exact prompts, tool schemas,
-reasoning) and falls back to ATIF ``trajectory.json``; ``litellm`` and ``atif`` force one.
+reasoning) and falls back to ATIF ``trajectory.json``; ``litellm`` and ``atif`` force one. Agents without a
+proxy-log adapter (every Harbor agent but the four named scaffolds) are read from ATIF. Which source was
+used, and why, is recorded per trial (``TrialExtraction.source_reason``, ``meta.extra["source_reason"]``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sft.sources.scaffolds import (
     ScaffoldAdapter,
     ScaffoldMismatchError,
     UnknownScaffoldError,
+    adapter_for_agent,
     get_adapter,
 )
 from sft.sources.scaffolds.base import relative_source
@@ -46,6 +49,7 @@ class TrialExtraction(BaseModel):
     trajectories: list[Trajectory] = Field(default_factory=list)
     rejects: list[Reject] = Field(default_factory=list)
     source_used: str | None = None  # litellm | atif | mixed (multi-step trials read per step)
+    source_reason: str | None = None  # why that source (trajectory_source auto decides per trial)
     problems: list[str] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
     turns: TrialTurns | None = None  # model turns in the source vs the trajectories (sft.convert.turns)
@@ -106,13 +110,28 @@ def _extract_agent_dir(
     agent_dir: Path,
     info: TrialInfo,
     job_dir: Path,
-    trajectory_source: str,
-    include_subagents: bool,
+    options: AtifReadOptions,
     report: AdapterReport,
-) -> tuple[list[Trajectory], str]:
+) -> tuple[list[Trajectory], str, str]:
+    """The agent dir's trajectories, the source used (litellm | atif) and why that one."""
+    trajectory_source = options.trajectory_source
     log_path = agent_dir / LITELLM_LOG
     atif_path = agent_dir / ATIF_MAIN
+    if not adapter.supports_litellm:
+        if trajectory_source == "litellm":
+            raise _TrialRejected(
+                "parse",
+                "no_litellm_adapter",
+                f"{agent_dir}: agent {adapter.name!r} has no proxy-log adapter (only claude-code, open-code, "
+                "openhands-sdk and terminus2 have one); set conversion.trajectory_source to auto or atif to read "
+                f"its {ATIF_MAIN}",
+            )
+        reason = "atif: no proxy-log adapter for agent " + repr(adapter.name)
+        if log_path.is_file():
+            reason += f" ({LITELLM_LOG} present but not read)"
+        return _from_atif(adapter, agent_dir, info, job_dir, options, report, atif_path), "atif", reason
     use_log = trajectory_source == "litellm" or (trajectory_source == "auto" and log_path.is_file())
+    reason = "atif: trajectory_source is 'atif'" if trajectory_source == "atif" else f"atif: no {LITELLM_LOG}"
     if use_log:
         if not log_path.is_file():
             raise _TrialRejected(
@@ -121,26 +140,61 @@ def _extract_agent_dir(
                 f"{log_path} does not exist (trajectory_source is 'litellm'; use 'auto' to fall back to ATIF)",
             )
         try:
-            return _from_litellm(adapter, log_path, info, job_dir, report), "litellm"
+            found = _from_litellm(adapter, log_path, info, job_dir, report)
+            return found, "litellm", f"litellm: {LITELLM_LOG} (trajectory_source {trajectory_source!r})"
         except _TrialRejected as exc:
             if trajectory_source != "auto" or exc.reason != "empty_litellm_log" or not atif_path.is_file():
                 raise
             report.problems.append(f"{exc.detail}; falling back to {atif_path.name}")
             report.counters["atif_fallbacks"] += 1
+            reason = f"atif: {LITELLM_LOG} has no usable call"
+    return _from_atif(adapter, agent_dir, info, job_dir, options, report, atif_path), "atif", reason
+
+
+def _from_atif(
+    adapter: ScaffoldAdapter,
+    agent_dir: Path,
+    info: TrialInfo,
+    job_dir: Path,
+    options: AtifReadOptions,
+    report: AdapterReport,
+    atif_path: Path,
+) -> list[Trajectory]:
+    trajectory_source = options.trajectory_source
+    log_path = agent_dir / LITELLM_LOG
     if not atif_path.is_file():
         if trajectory_source == "atif":
             detail = f"{atif_path} does not exist (required by trajectory_source 'atif')"
+        elif log_path.is_file() and not adapter.supports_litellm:
+            detail = (f"{atif_path} does not exist and agent {adapter.name!r} has no proxy-log adapter for "
+                      f"{log_path.name}; Harbor writes {ATIF_MAIN} after the run (the run may have been killed)")
         else:
             detail = f"{agent_dir}: neither {LITELLM_LOG} nor {ATIF_MAIN} exists"
         raise _TrialRejected("parse", "no_trajectory_source", detail)
     count_source_atif(agent_dir, report.counters)
     try:
-        trajectories = adapter.from_atif(
-            agent_dir, info, job_dir=job_dir, report=report, include_subagents=include_subagents
+        return adapter.from_atif(
+            agent_dir,
+            info,
+            job_dir=job_dir,
+            report=report,
+            include_subagents=options.include_subagents,
+            copied_context=options.copied_context,
+            rebuilt_atif=options.rebuilt_atif,
         )
     except AtifError as exc:
-        raise _TrialRejected("parse", "invalid_atif", str(exc)) from exc
-    return trajectories, "atif"
+        raise _TrialRejected("parse", "invalid_atif", f"{exc}; a valid ATIF trajectory.json is needed") from exc
+
+
+class AtifReadOptions(BaseModel):
+    """The conversion options that change how a trial is read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trajectory_source: str = "auto"
+    include_subagents: bool = True
+    copied_context: str = "drop"
+    rebuilt_atif: str = "drop"
 
 
 def _run(
@@ -148,20 +202,21 @@ def _run(
     trial_dir: Path,
     job_dir: Path,
     scaffold: str,
-    trajectory_source: str,
-    include_subagents: bool,
+    options: AtifReadOptions,
     info: TrialInfo | None,
 ) -> None:
-    if trajectory_source not in TRAJECTORY_SOURCES:
+    if options.trajectory_source not in TRAJECTORY_SOURCES:
         raise _TrialRejected(
             "parse",
             "bad_trajectory_source",
-            f"trajectory_source {trajectory_source!r}; valid: {', '.join(TRAJECTORY_SOURCES)}",
+            f"trajectory_source {options.trajectory_source!r}; valid: {', '.join(TRAJECTORY_SOURCES)}",
         )
-    try:
-        adapter = get_adapter(scaffold)
-    except UnknownScaffoldError as exc:
-        raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
+    adapter: ScaffoldAdapter | None = None
+    if scaffold != "auto":
+        try:
+            adapter = get_adapter(scaffold)
+        except UnknownScaffoldError as exc:
+            raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
     if info is None:
         try:
             info = read_trial_info(trial_dir)
@@ -170,6 +225,9 @@ def _run(
             raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
     extraction.info = info
     extraction.problems.extend(info.problems)
+    if adapter is None:  # auto: the agent's proxy-log adapter, else the generic ATIF adapter for its name
+        adapter = adapter_for_agent(info.agent_name)
+        scaffold = adapter.name
     _check_agent_name(adapter, info, scaffold)
     if not info.agent_dirs:
         raise _TrialRejected(
@@ -178,12 +236,15 @@ def _run(
     report = AdapterReport()
     trajectories: list[Trajectory] = []
     sources: set[str] = set()
+    reasons: list[str] = []
     try:  # the counters also when the trial is rejected: its source turns are counted as lost
         for agent_dir in info.agent_dirs:
-            found, source = _extract_agent_dir(
-                adapter, agent_dir, info, job_dir, trajectory_source, include_subagents, report
-            )
+            found, source, reason = _extract_agent_dir(adapter, agent_dir, info, job_dir, options, report)
             sources.add(source)
+            reasons.append(reason)
+            report.counters[f"source_{source}"] += 1
+            for trajectory in found:
+                trajectory.meta.extra["source_reason"] = reason
             if info.is_multistep:
                 for trajectory in found:
                     trajectory.meta.extra["step"] = agent_dir.parent.name
@@ -191,8 +252,20 @@ def _run(
     finally:
         extraction.problems.extend(report.problems)
         extraction.counters.update(report.counters)
+    extraction.source_reason = "; ".join(dict.fromkeys(reasons))
+    for label, reason, detail in report.rejects:
+        extraction.rejects.append(
+            Reject(
+                trial_name=trial_dir.name,
+                instance_id=info.instance_id,
+                trajectory=f"{trial_dir.name}#{label}",
+                stage="parse",
+                reason=reason,
+                detail=detail,
+            )
+        )
     skipped: list[Trajectory] = []
-    if not include_subagents:
+    if not options.include_subagents:
         kept = [t for t in trajectories if t.meta.agent_type == "main"]
         skipped = [t for t in trajectories if t.meta.agent_type != "main"]
         extraction.counters["subagents_skipped"] = len(trajectories) - len(kept)
@@ -201,6 +274,8 @@ def _run(
         trajectory.meta.trajectory_index = index
     extraction.source_used = sources.pop() if len(sources) == 1 else "mixed"
     if not trajectories:
+        if extraction.rejects:  # every conversation was refused, each with its own reason
+            return
         raise _TrialRejected(
             "parse",
             "no_trajectories",
@@ -208,7 +283,7 @@ def _run(
         )
     extraction.trajectories = trajectories
     extraction.turns = account_extraction(
-        trajectories, skipped, extraction.counters, adapter.name, include_subagents=include_subagents
+        trajectories, skipped, extraction.counters, adapter.name, include_subagents=options.include_subagents
     )
 
 
@@ -220,17 +295,27 @@ def extract_trial(
     include_subagents: bool = True,
     *,
     info: TrialInfo | None = None,
+    copied_context: str = "drop",
+    rebuilt_atif: str = "drop",
 ) -> TrialExtraction:
     """Read one trial dir into canonical trajectories; every failure becomes a Reject, nothing raises.
 
+    ``scaffold``: a config scaffold, a Harbor agent name, or ``auto`` (per trial from result.json).
     ``info``: the trial's ``read_trial_info(trial_dir)`` when the caller already read it (the engine reads
-    it first to filter on the outcome); None reads it here.
+    it first to filter on the outcome); None reads it here. ``copied_context`` / ``rebuilt_atif``: the
+    conversion options of the same names (ATIF reading).
     """
     trial_dir, job_dir = Path(trial_dir), Path(job_dir)
     extraction = TrialExtraction()
+    options = AtifReadOptions(
+        trajectory_source=trajectory_source,
+        include_subagents=include_subagents,
+        copied_context=copied_context,
+        rebuilt_atif=rebuilt_atif,
+    )
     try:
         with gc_paused():
-            _run(extraction, trial_dir, job_dir, scaffold, trajectory_source, include_subagents, info)
+            _run(extraction, trial_dir, job_dir, scaffold, options, info)
     except _TrialRejected as exc:
         extraction.trajectories = []
         extraction.rejects.append(_reject(trial_dir, extraction.info, exc.stage, exc.reason, exc.detail))

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 
 from sft.convert.canonical import Message, Trajectory, TrajectoryMeta
 from sft.sources.harbor import litellm
-from sft.sources.harbor.atif import AtifConversation, AtifOptions, parse_agent_dir
+from sft.sources.harbor.atif import AtifConversation, parse_agent_dir
 from sft.sources.harbor.job import TrialInfo
+from sft.sources.scaffolds.atif_hooks import AtifHooks, atif_hooks_for
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class AdapterReport:
 
     problems: list[str] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    # conversations refused during extraction: (trajectory label, reason, detail)
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,7 +118,7 @@ class ScaffoldAdapter(ABC):
 
     name: ClassVar[str]
     harbor_agent_names: ClassVar[tuple[str, ...]]
-    atif_options: ClassVar[AtifOptions] = AtifOptions()
+    supports_litellm: ClassVar[bool] = True  # False: ATIF only (no proxy-log adapter for this agent)
 
     # ------------------------------------------------------------------------------------------------------
     # the interface
@@ -152,28 +155,65 @@ class ScaffoldAdapter(ABC):
         job_dir: Path | None = None,
         report: AdapterReport | None = None,
         include_subagents: bool = True,
+        copied_context: str = "drop",
+        rebuilt_atif: str = "drop",
     ) -> list[Trajectory]:
-        """Trajectories from ``agent_dir/trajectory.json`` (+ continuations and subagent files)."""
+        """Trajectories from ``agent_dir/trajectory.json`` (+ continuations and subagent files).
+
+        The generic reader with this agent's hooks (``atif_hooks``). A conversation the hooks call rebuilt
+        (not the model's own text) is kept only with ``rebuilt_atif: keep``; otherwise it, and any
+        conversation the reader could not pair up, goes to ``report.rejects`` with the reason.
+        """
         report = report if report is not None else AdapterReport()
         job_dir = job_dir if job_dir is not None else info.trial_dir.parent
-        options = AtifOptions(
-            prefer_raw_tool_result=self.atif_options.prefer_raw_tool_result,
-            split_sidechains=self.atif_options.split_sidechains,
-            include_subagents=include_subagents,
-        )
+        hooks = self.atif_hooks()
+        options = hooks.options(include_subagents=include_subagents, copied_context=copied_context)
         parsed = parse_agent_dir(agent_dir, options)
         report.problems.extend(parsed.problems)
         main_agent = parsed.agent_names[0] if parsed.agent_names else ""
-        if main_agent and not self.accepts_agent_name(main_agent):
-            raise ScaffoldMismatchError(
-                f"{agent_dir / 'trajectory.json'} was written by agent {main_agent!r}, but the scaffold is "
-                f"{self.name!r} (expects {', '.join(self.harbor_agent_names)}); set source.scaffold to match the job"
-            )
+        self.check_atif_agent(main_agent, agent_dir)
         trajectories = []
         for conv in parsed.conversations:
+            label = f"{relative_source(conv.source_file, job_dir)}#{conv.agent_id or conv.agent_type}"
+            if "segment" in conv.extra:
+                label += f"#segment-{conv.extra['segment']}"
+            turns = sum(1 for m in conv.messages if m.role == "assistant" and m.trainable)
+            if conv.reject is not None:
+                report.rejects.append((label, conv.reject[0], f"{conv.reject[1]} ({turns} model turns)"))
+                report.counters["atif_conversations_rejected"] += 1
+                report.counters["atif_rejected_model_turns"] += turns
+                continue
+            if hooks.is_rebuilt is not None and hooks.is_rebuilt(conv.messages):
+                report.counters["rebuilt_atif_conversations"] += 1
+                if rebuilt_atif != "keep":
+                    report.counters["rebuilt_atif_dropped_turns"] += turns
+                    report.counters["atif_conversations_rejected"] += 1
+                    report.counters["atif_rejected_model_turns"] += turns
+                    report.rejects.append((
+                        label,
+                        "rebuilt_atif",
+                        f"{conv.source_file}: the assistant text is rebuilt by Harbor ('Analysis:/Plan:' plus "
+                        f"synthetic tool calls), not what the model emitted ({turns} model turns); "
+                        f"{hooks.rebuilt_fix or 'set conversion.rebuilt_atif: keep to train on it anyway'}",
+                    ))
+                    continue
+                conv.extra["atif_content_rebuilt"] = True
             trajectories.append(self.trajectory_from_atif(conv, info, job_dir))
         report.counters["atif_conversations"] += len(trajectories)
         return self.order_and_index(trajectories)
+
+    def atif_hooks(self) -> AtifHooks:
+        """This scaffold's ATIF hooks (from the registry, by its first Harbor agent name)."""
+        return atif_hooks_for(self.harbor_agent_names[0] if self.harbor_agent_names else self.name)
+
+    def check_atif_agent(self, atif_agent: str, agent_dir: Path) -> None:
+        """Refuse ATIF another agent wrote (the generic ATIF adapter accepts any)."""
+        if atif_agent and not self.accepts_agent_name(atif_agent):
+            raise ScaffoldMismatchError(
+                f"{agent_dir / 'trajectory.json'} was written by agent {atif_agent!r}, but the scaffold is "
+                f"{self.name!r} (expects {', '.join(self.harbor_agent_names)}); set source.scaffold to match the "
+                "job, or to auto"
+            )
 
     # ------------------------------------------------------------------------------------------------------
     # shared helpers
@@ -184,8 +224,23 @@ class ScaffoldAdapter(ABC):
         return any(agent_name == n or agent_name.startswith(n + "-") for n in cls.harbor_agent_names)
 
     def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
-        """Scaffold-specific notes for an ATIF-derived trajectory (subclasses add caveats)."""
-        return dict(conv.extra)
+        """Notes for an ATIF-derived trajectory: the hooks' caveats and, true to the file, where the tool
+        results came from (``tool_result_sources``: raw_tool_result / stripped / as_written)."""
+        extra = dict(conv.extra)
+        caveats = list(self.atif_hooks().caveats)
+        sources = extra.get("tool_result_sources") or {}
+        if sources.get("raw_tool_result"):
+            caveats.append(f"{sources['raw_tool_result']} tool results from raw_tool_result")
+        if sources.get("stripped"):
+            caveats.append(f"{sources['stripped']} tool results stripped of Harbor's [stdout]/[metadata] decorations")
+        if extra.get("atif_content_rebuilt"):
+            caveats.append(
+                "assistant text rebuilt from parsed JSON (Analysis/Plan) with synthetic tool calls; "
+                "rerun with trajectory_config raw_content=true for the verbatim responses"
+            )
+        if caveats:
+            extra["atif_caveats"] = "; ".join(caveats)
+        return extra
 
     def trajectory_from_atif(self, conv: AtifConversation, info: TrialInfo, job_dir: Path) -> Trajectory:
         return make_trajectory(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from sft.convert.canonical import Trajectory
-from sft.sources.harbor.atif import AtifConversation, AtifOptions
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, LogConversation, ScaffoldAdapter, classify_main
 
@@ -40,15 +39,9 @@ def main_and_subagents(
 class ClaudeCodeAdapter(ScaffoldAdapter):
     name = "claude-code"
     harbor_agent_names = ("claude-code",)
-    atif_options = AtifOptions(prefer_raw_tool_result=True, split_sidechains=True)
 
     def trajectories_from_log(
         self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
     ) -> list[Trajectory]:
         conversations = self.cumulative_conversations(records, report)
         return main_and_subagents(self, conversations, info, source_file)
-
-    def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
-        extra = super().atif_extra(conv)
-        extra["atif_caveats"] = "no system prompt or tool schemas in ATIF; tool results from raw_tool_result"
-        return extra

@@ -10,7 +10,6 @@ from typing import Any
 
 from sft.convert.canonical import Trajectory
 from sft.sources.harbor import litellm
-from sft.sources.harbor.atif import AtifConversation
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, ScaffoldAdapter
 from sft.sources.scaffolds.claude_code import main_and_subagents
@@ -63,8 +62,3 @@ class OpenCodeAdapter(ScaffoldAdapter):
         )
         report.counters["title_generator_dropped"] += report.counters["side_calls_dropped"] - before
         return main_and_subagents(self, conversations, info, source_file)
-
-    def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
-        extra = super().atif_extra(conv)
-        extra["atif_caveats"] = "no system prompt or tool schemas in ATIF"
-        return extra

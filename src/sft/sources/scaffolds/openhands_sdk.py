@@ -10,7 +10,6 @@ from typing import Any
 
 from sft.convert.canonical import Trajectory
 from sft.sources.harbor import litellm
-from sft.sources.harbor.atif import AtifConversation
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, LogConversation, ScaffoldAdapter
 
@@ -36,8 +35,3 @@ class OpenHandsSdkAdapter(ScaffoldAdapter):
             conv = LogConversation(len(order) - 1 - skipped, record, built.messages, built.tools, extra)
             return self.order_and_index([self.trajectory_from_log(conv, info, source_file=source_file)])
         return []
-
-    def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
-        extra = super().atif_extra(conv)
-        extra["atif_caveats"] = "per-call thoughts lost; parallel observations overwrite each other"
-        return extra

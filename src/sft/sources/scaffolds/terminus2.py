@@ -4,7 +4,7 @@ The model answers with JSON or XML (analysis / plan / commands); that raw text i
 kept verbatim. LiteLLM log: prefix dedup; conversations that start from the run's initial prompt are main,
 the summarisation calls that start elsewhere are subagents. ATIF: in the default mode the message is
 rebuilt ("Analysis: ... Plan: ...") with synthetic ``bash_command`` / ``mark_task_complete`` tool calls;
-it is kept as written and flagged ``atif_content_rebuilt`` in meta.extra.
+``conversion.rebuilt_atif`` decides (hooks in ``sft.sources.scaffolds.atif_hooks``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from typing import Any
 
 from sft.convert.canonical import Trajectory
 from sft.sources.harbor import litellm
-from sft.sources.harbor.atif import AtifConversation
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, LogConversation, ScaffoldAdapter, ScaffoldMismatchError
-
-SYNTHETIC_TOOLS = frozenset({"bash_command", "mark_task_complete"})
 
 
 def _first_user_text(conv_messages: list[Any]) -> str | None:
@@ -25,18 +22,6 @@ def _first_user_text(conv_messages: list[Any]) -> str | None:
         if message.role == "user":
             return message.content
     return None
-
-
-def is_rebuilt(conv: AtifConversation) -> bool:
-    """Default-mode ATIF: synthetic tool calls or an "Analysis: ...\\nPlan: ..." message instead of raw text."""
-    for message in conv.messages:
-        if message.role != "assistant":
-            continue
-        if any(call.name in SYNTHETIC_TOOLS for call in message.tool_calls):
-            return True
-        if message.content.startswith("Analysis:") and "\nPlan:" in message.content:
-            return True
-    return False
 
 
 class Terminus2Adapter(ScaffoldAdapter):
@@ -83,13 +68,3 @@ class Terminus2Adapter(ScaffoldAdapter):
                 if isinstance(message, dict) and message.get("role") == "user":
                     return litellm.content_text(message.get("content"))
         return None
-
-    def atif_extra(self, conv: AtifConversation) -> dict[str, Any]:
-        extra = super().atif_extra(conv)
-        if is_rebuilt(conv):
-            extra["atif_content_rebuilt"] = True
-            extra["atif_caveats"] = (
-                "assistant text rebuilt from parsed JSON (Analysis/Plan) with synthetic tool calls; "
-                "rerun with trajectory_config raw_content=true for the verbatim responses"
-            )
-        return extra
