@@ -2009,7 +2009,37 @@ def generate_job(
 
 
 def demo_plans() -> dict[str, list[TrialPlan]]:
-    """The 16 hand-picked demo trials, grouped into one job per scaffold (see the module docstring)."""
+    """The 16 hand-picked demo trials, grouped into one job per scaffold (see the module docstring): the
+    first 12, then the real-world proxy-log shapes (``_real_world_demo_plans``) at the end of each group, so
+    the earlier trials keep their names and bytes."""
+    plans = _base_demo_plans()
+    for scaffold, extra in _real_world_demo_plans().items():
+        plans[scaffold] = plans[scaffold] + extra
+    return plans
+
+
+def _real_world_demo_plans() -> dict[str, list[TrialPlan]]:
+    """Proxy-log shapes that real jobs hold and the first 12 trials did not (issue 13)."""
+    return {
+        # the proxy's OpenAI translation: string-vs-parts churn, moving cache_control, billing part, reminder
+        "claude-code": [
+            TrialPlan(
+                "claude-code", "acme__widgets-91", 5, reward=1.0, proxy_shape="openai", subagent=True, tool_error=True
+            ),
+        ],
+        # two leading system prompts in both proxy-log shapes; aborted final requests in both shapes
+        "open-code": [
+            TrialPlan("open-code", "nimbus__cloud-kit-64", 4, reward=1.0, title_call=True, two_system=True),
+            TrialPlan(
+                "open-code", "octo__toolkit-95", 4, reward=1.0, proxy_shape="anthropic", two_system=True,
+                aborted_final=True,
+            ),
+        ],
+        "openhands-sdk": [TrialPlan("openhands-sdk", "acme__widgets-133", 4, reward=1.0, aborted_final=True)],
+    }
+
+
+def _base_demo_plans() -> dict[str, list[TrialPlan]]:
     return {
         "claude-code": [
             TrialPlan(
@@ -2023,10 +2053,6 @@ def demo_plans() -> dict[str, list[TrialPlan]]:
             ),
             TrialPlan("claude-code", "acme__widgets-17", 5, reward=1.0, failed_retry=True, unicode=True),
             TrialPlan("claude-code", "octo__toolkit-3", 4, reward=0.0, reasoning=False, narration=False),
-            # the proxy's OpenAI translation: string-vs-parts churn, moving cache_control, billing part, reminder
-            TrialPlan(
-                "claude-code", "acme__widgets-91", 5, reward=1.0, proxy_shape="openai", subagent=True, tool_error=True
-            ),
         ],
         "open-code": [
             TrialPlan(
@@ -2040,16 +2066,9 @@ def demo_plans() -> dict[str, list[TrialPlan]]:
             ),
             TrialPlan("open-code", "astropy__astropy-12907", 4, reward=1.0, title_call=True, unicode=True),
             TrialPlan("open-code", "octo__toolkit-8", 4, reward=1.0, title_call=True, atif_only=True),
-            # two leading system prompts in both proxy-log shapes; aborted final requests
-            TrialPlan("open-code", "nimbus__cloud-kit-64", 4, reward=1.0, title_call=True, two_system=True),
-            TrialPlan(
-                "open-code", "octo__toolkit-95", 4, reward=1.0, proxy_shape="anthropic", two_system=True,
-                aborted_final=True,
-            ),
         ],
         "openhands-sdk": [
             TrialPlan("openhands-sdk", "nimbus__cloud-kit-205", 5, reward=1.0, parallel=True),
-            TrialPlan("openhands-sdk", "acme__widgets-133", 4, reward=1.0, aborted_final=True),
             TrialPlan("openhands-sdk", "acme__widgets-58", 4, reward=1.0, exception="AgentTimeoutError"),
             TrialPlan(
                 "openhands-sdk",
@@ -2070,7 +2089,9 @@ def demo_plans() -> dict[str, list[TrialPlan]]:
 
 def generate_demo_job(out_dir: Path, *, seed: int = 0) -> GeneratedJob:
     """Write the bundled demo: the 16 demo trials of all four scaffolds in one (multi-agent) job."""
-    plans = [plan for group in demo_plans().values() for plan in group]
+    # the first 12 first, so that adding trials never renames the earlier ones (trial names derive from the index)
+    plans = [plan for group in _base_demo_plans().values() for plan in group]
+    plans += [plan for group in _real_world_demo_plans().values() for plan in group]
     return _write_job(Path(out_dir), plans, seed=seed, payload_bytes=0, with_truth=True)
 
 
