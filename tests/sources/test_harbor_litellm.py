@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sft.convert.canonical import Message, ToolCall
 from sft.sources.harbor.litellm import (
     LogShapeError,
     canonical_view,
+    convert_message,
     dedup_conversations,
     message_digest,
     model_view,
@@ -443,3 +446,22 @@ def test_two_system_blocks_and_canonical_view_agree_with_the_conversion() -> Non
     assert canonical_view(Message(role="assistant", content="x", reasoning_content="r")) == canonical_view(
         Message(role="assistant", content="x"))
     assert canonical_view(Message(role="user", content="x")) != canonical_view(Message(role="user", content="y"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=12), min_size=1, max_size=4),
+    cached=st.integers(0, 3),
+    role=st.sampled_from(["user", "tool", "assistant", "system"]),
+)
+def test_text_parts_compare_as_the_text_the_conversion_writes(texts: list[str], cached: int, role: str) -> None:
+    """One rule: text parts (cache_control on any of them) compare equal to the plain string exactly when the
+    conversion writes that string for them, so the de-dup and the rows agree."""
+    parts = [{"type": "text", "text": t} for t in texts]
+    parts[cached % len(parts)]["cache_control"] = _CC
+    as_parts = {"role": role, "content": parts, **({"tool_call_id": "c1"} if role == "tool" else {})}
+    written = convert_message(as_parts)[0].content
+    as_string = {**as_parts, "content": written}
+    assert convert_message(as_string)[0].content == written
+    assert message_digest(as_parts) == message_digest(as_string)
+    assert message_digest(as_parts) != message_digest({**as_string, "content": written + "x"})
