@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sft.convert.validate import is_repair, issue_code, repair_and_validate
 from tests.convert.builders import assistant, call, simple, system, tool, traj, user
 
@@ -251,3 +253,20 @@ def test_an_empty_assistant_turn_in_the_middle_is_still_rejected() -> None:
 def test_an_aborted_only_turn_leaves_nothing_to_train() -> None:
     fixed, issues = repair_and_validate(traj(system(), user(), assistant("")), drop_tool_errors=False)
     assert fixed is None and codes(issues) == ["no_user_first"]  # only the system prompt is left
+
+
+def test_merged_system_prompt_renders_as_documented_in_qwen3_and_llamafactory() -> None:
+    """README "Repair and normalisation rules": Qwen3's own chat template renders two system messages as two
+    system turns; LLaMA-Factory's qwen3 template has one system slot, which renders the joined prompt as one turn
+    (the words and their order are the same; the turn boundary between them becomes the join)."""
+    jinja2 = pytest.importorskip("jinja2")
+    template = pytest.importorskip("llamafactory.data.template")
+    from sft.demo.tiny_model import QWEN3_CHAT_TEMPLATE
+
+    fixed, _ = repair_and_validate(traj(system("A"), system("B"), user("u"), assistant("x")), drop_tool_errors=False)
+    assert fixed is not None
+    chat = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(QWEN3_CHAT_TEMPLATE)
+    source = chat.render(messages=[{"role": "system", "content": "A"}, {"role": "system", "content": "B"}])
+    assert source == "<|im_start|>system\nA<|im_end|>\n<|im_start|>system\nB<|im_end|>\n"
+    (slot,) = template.TEMPLATES["qwen3"].format_system.slots
+    assert slot.replace("{{content}}", fixed.messages[0].content) == "<|im_start|>system\nA\nB<|im_end|>\n"

@@ -4,7 +4,9 @@ Every scaffold adapter hands its ``Trajectory`` here before filters, scoring and
 the ones the reference converters make (fill missing tool-call ids and match them to the results that
 follow, trim a trailing tool/user tail, ``(empty)`` tool output -> ``""``, optionally drop failed tool
 calls) plus two that keep the output writable (lone UTF-16 surrogates -> U+FFFD, results of parallel calls
-put back in call order). The checks are the structural rules that LLaMA-Factory's ShareGPT converter and
+put back in call order) and two where the intent is unambiguous (several leading system messages -> one system
+prompt; an empty, aborted final assistant turn -> trimmed back to the last complete turn), which are also counted
+in ``meta.extra`` (README, "Repair and normalisation rules"). The checks are the structural rules that LLaMA-Factory's ShareGPT converter and
 our renderer rely on, so a trajectory that passes here always renders to a row LLaMA-Factory keeps.
 
 Issues are strings ``"<code>: <detail>"``. Repair notes start with ``repair_``; anything else is a reason
