@@ -1,6 +1,6 @@
 """Write the bundled demo Harbor job, or a synthetic job of any size for benchmarks.
 
-    python scripts/make_demo_job.py --out data/01_raw/demo_job                 # the 12-trial demo job
+    python scripts/make_demo_job.py --out data/01_raw/demo_job                 # the 16-trial demo job
     python scripts/make_demo_job.py --out DIR --per-scaffold                    # demo as one job per scaffold
     python scripts/make_demo_job.py --out DIR --trials 2000 --max-turns 40 --big-mb 2048 --seed 1
 

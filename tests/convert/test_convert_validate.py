@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sft.convert.validate import is_repair, issue_code, repair_and_validate
 from tests.convert.builders import assistant, call, simple, system, tool, traj, user
 
@@ -209,3 +211,62 @@ def test_duplicate_call_ids_in_one_turn_are_rejected() -> None:
              tool("2", id="y"), tool("3", id="x"), assistant("done"))
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is None and codes(issues) == ["duplicate_tool_call_id"]
+
+
+def test_several_leading_system_messages_are_merged_in_order_and_counted() -> None:
+    """OpenCode's two system prompts: one system prompt, texts in order joined with "\\n"."""
+    t = traj(system("provider prompt"), system("<env>\n  cwd: /app\n</env>"), user(), assistant("done"))
+    fixed, issues = repair_and_validate(t, drop_tool_errors=False)
+    assert fixed is not None
+    assert [m.role for m in fixed.messages] == ["system", "user", "assistant"]
+    assert fixed.messages[0].content == "provider prompt\n<env>\n  cwd: /app\n</env>"
+    assert codes(issues) == ["repair_merged_system_messages"]
+    assert "agent/trajectory.json" in issues[0] and "messages 0-1" in issues[0]
+    assert fixed.meta.extra["repairs"] == {"merged_system_messages": 1}
+    assert "repairs" not in t.meta.extra  # the input is not mutated
+
+
+def test_a_system_message_after_the_user_turn_is_still_rejected() -> None:
+    fixed, issues = repair_and_validate(traj(system(), user(), system("late"), assistant("x")), drop_tool_errors=False)
+    assert fixed is None and "misplaced_system" in codes(issues)
+
+
+def test_an_empty_final_assistant_turn_is_trimmed_back_to_the_last_complete_turn() -> None:
+    t = traj(system(), user(), assistant("look", calls=[call(id="c1")]), tool("a.py", id="c1"),
+             assistant("answer", calls=[call(id="c2")]), tool("b.py", id="c2"), assistant(""),
+             source_file="t1/agent/litellm-trajectory.jsonl", source_kind="litellm")
+    fixed, issues = repair_and_validate(t, drop_tool_errors=False)
+    assert fixed is not None
+    assert fixed.messages == t.messages[:5]  # ends on the last complete turn (its call; result trimmed)
+    assert codes(issues) == ["repair_trimmed_aborted_final_turn", "repair_trimmed_tail"]
+    assert "t1/agent/litellm-trajectory.jsonl: message 6" in issues[0]
+    assert fixed.meta.extra["repairs"] == {"trimmed_aborted_final_turn": 1}
+    assert fixed.meta.extra["dropped_model_turns"] == {"aborted_empty_response": 1}
+
+
+def test_an_empty_assistant_turn_in_the_middle_is_still_rejected() -> None:
+    t = traj(system(), user(), assistant(""), user("go on"), assistant("done"))
+    fixed, issues = repair_and_validate(t, drop_tool_errors=False)
+    assert fixed is None and "empty_assistant_turn" in codes(issues)
+
+
+def test_an_aborted_only_turn_leaves_nothing_to_train() -> None:
+    fixed, issues = repair_and_validate(traj(system(), user(), assistant("")), drop_tool_errors=False)
+    assert fixed is None and codes(issues) == ["no_user_first"]  # only the system prompt is left
+
+
+def test_merged_system_prompt_renders_as_documented_in_qwen3_and_llamafactory() -> None:
+    """README "Repair and normalisation rules": Qwen3's own chat template renders two system messages as two
+    system turns; LLaMA-Factory's qwen3 template has one system slot, which renders the joined prompt as one turn
+    (the words and their order are the same; the turn boundary between them becomes the join)."""
+    jinja2 = pytest.importorskip("jinja2")
+    template = pytest.importorskip("llamafactory.data.template")
+    from sft.demo.tiny_model import QWEN3_CHAT_TEMPLATE
+
+    fixed, _ = repair_and_validate(traj(system("A"), system("B"), user("u"), assistant("x")), drop_tool_errors=False)
+    assert fixed is not None
+    chat = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(QWEN3_CHAT_TEMPLATE)
+    source = chat.render(messages=[{"role": "system", "content": "A"}, {"role": "system", "content": "B"}])
+    assert source == "<|im_start|>system\nA<|im_end|>\n<|im_start|>system\nB<|im_end|>\n"
+    (slot,) = template.TEMPLATES["qwen3"].format_system.slots
+    assert slot.replace("{{content}}", fixed.messages[0].content) == "<|im_start|>system\nA\nB<|im_end|>\n"

@@ -6,11 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sft.convert.canonical import Message, ToolCall
 from sft.sources.harbor.litellm import (
     LogShapeError,
+    canonical_view,
+    convert_message,
     dedup_conversations,
+    message_digest,
+    model_view,
     normalize_request,
     normalize_response,
     prefix_dedup,
@@ -354,3 +360,108 @@ def test_min_messages_uses_given_lengths() -> None:
     assert dedup_conversations([conv]).kept == [0]
     result = dedup_conversations([conv], lengths=[2])
     assert result.kept == [] and result.short_dropped == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what the model saw: per-request churn must not split a conversation, in either proxy-log shape
+
+_REMINDER = "<system-reminder>\nThe TodoWrite tool hasn't been used recently.\n</system-reminder>"
+_CC = {"type": "ephemeral"}
+
+
+def _billing(n: int) -> str:
+    return f"x-anthropic-billing-header: cc_version=2.1.118.{n:03x}; cc_entrypoint=sdk-cli; cch={n:05x};"
+
+
+def _openai_request(turns: int, n: int) -> list[dict]:
+    """claude-code through the proxy's OpenAI translation, request ``n`` of a cumulative log: the system prompt as
+    text parts after a per-request billing part; the newest message as text parts with cache_control and a
+    reminder part; every older message a plain string; null keys on echoed assistant messages."""
+    messages: list[dict] = [
+        {"role": "system", "content": [{"type": "text", "text": _billing(n)},
+                                       {"type": "text", "text": "You are Claude Code.", "cache_control": _CC}]},
+        {"role": "user", "content": "fix the bug"},
+    ]
+    for k in range(turns):
+        messages.append({"role": "assistant", "content": None, "function_call": None,
+                         "tool_calls": [{"id": f"c{k}", "type": "function",
+                                         "function": {"name": "Bash", "arguments": '{"command":"ls"}'}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{k}", "content": f"out {k}"})
+    newest = dict(messages[-1])
+    newest["content"] = [{"type": "text", "text": newest["content"]},
+                         {"type": "text", "text": _REMINDER, "cache_control": _CC}]
+    messages[-1] = newest
+    return messages
+
+
+def _anthropic_request(turns: int, n: int) -> list[dict]:
+    """The same conversation Anthropic-shaped (``hashing_view``: the system blocks as message 0): the billing
+    block, then the prompt; cache_control on the newest message only."""
+    messages: list[dict] = [
+        {"role": "system", "content": [{"type": "text", "text": _billing(n)},
+                                       {"type": "text", "text": "You are Claude Code.", "cache_control": _CC}]},
+        {"role": "user", "content": [{"type": "text", "text": "fix the bug"}]},
+    ]
+    for k in range(turns):
+        messages.append({"role": "assistant", "content": [
+            {"type": "thinking", "thinking": f"t{k}", "signature": f"s{k}"},
+            {"type": "tool_use", "id": f"c{k}", "name": "Bash", "input": {"command": "ls"}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"c{k}", "content": f"out {k}"}]})
+    newest = {**messages[-1], "content": [dict(b) for b in messages[-1]["content"]]}
+    newest["content"][-1]["cache_control"] = _CC
+    newest["content"].append({"type": "text", "text": _REMINDER})
+    messages[-1] = newest
+    return messages
+
+
+@pytest.mark.parametrize("shape", [_openai_request, _anthropic_request], ids=["openai", "anthropic"])
+def test_per_request_churn_does_not_split_a_conversation(shape) -> None:
+    requests = [shape(turns, n) for n, turns in enumerate(range(6))]
+    result = dedup_conversations(requests)
+    assert result.kept == [5] and result.prefix_dropped == 5
+
+
+def test_string_and_text_parts_are_the_same_message_but_other_text_is_not() -> None:
+    plain = {"role": "tool", "tool_call_id": "c1", "content": "a\nb"}
+    parts = {"role": "tool", "tool_call_id": "c1", "content": [
+        {"type": "text", "text": "a", "cache_control": _CC}, {"type": "text", "text": "b"}]}
+    assert message_digest(plain) == message_digest(parts)
+    assert model_view(parts) == plain
+    assert message_digest({**plain, "content": "a b"}) != message_digest(parts)
+    # a reminder is ignored only as a whole part, never inside a longer text
+    inline = {"role": "tool", "tool_call_id": "c1", "content": f"a\nb\n{_REMINDER}"}
+    assert message_digest(inline) != message_digest(plain)
+    # an assistant's text part is not a reminder slot; the billing rule only applies to system messages
+    said = {"role": "assistant", "content": [{"type": "text", "text": _REMINDER}]}
+    assert model_view(said)["content"] == _REMINDER
+    assert model_view({"role": "user", "content": _billing(1)})["content"] == _billing(1)
+
+
+def test_two_system_blocks_and_canonical_view_agree_with_the_conversion() -> None:
+    """The output check (canonical_view) sees what the conversion wrote: billing values and reasoning ignored."""
+    a = Message(role="system", content=_billing(1) + "\nYou are Claude Code.")
+    b = Message(role="system", content=_billing(2) + "\nYou are Claude Code.")
+    assert canonical_view(a) == canonical_view(b)
+    assert canonical_view(Message(role="assistant", content="x", reasoning_content="r")) == canonical_view(
+        Message(role="assistant", content="x"))
+    assert canonical_view(Message(role="user", content="x")) != canonical_view(Message(role="user", content="y"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=12), min_size=1, max_size=4),
+    cached=st.integers(0, 3),
+    role=st.sampled_from(["user", "tool", "assistant", "system"]),
+)
+def test_text_parts_compare_as_the_text_the_conversion_writes(texts: list[str], cached: int, role: str) -> None:
+    """One rule: text parts (cache_control on any of them) compare equal to the plain string exactly when the
+    conversion writes that string for them, so the de-dup and the rows agree."""
+    parts = [{"type": "text", "text": t} for t in texts]
+    parts[cached % len(parts)]["cache_control"] = _CC
+    as_parts = {"role": role, "content": parts, **({"tool_call_id": "c1"} if role == "tool" else {})}
+    written = convert_message(as_parts)[0].content
+    as_string = {**as_parts, "content": written}
+    assert convert_message(as_string)[0].content == written
+    assert message_digest(as_parts) == message_digest(as_string)
+    assert message_digest(as_parts) != message_digest({**as_string, "content": written + "x"})

@@ -59,7 +59,7 @@ from sft.convert.turns import TrialTurns, TurnLedger, after_validation
 from sft.convert.validate import repair_and_validate
 from sft.io_utils import atomic_write_bytes
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
-from sft.sources.harbor.litellm import gc_paused
+from sft.sources.harbor.litellm import canonical_view, gc_paused
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import adapter_for_agent
 
@@ -413,6 +413,7 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     turns_of = {record.uid: record for record in turns.trajectories}
 
     scrubber = SecretScrubber(list(settings.secret_values)) if settings.scrub_secrets else None
+    valid: list[Trajectory] = []
     for traj in extraction.trajectories:
         if scrubber is not None:
             traj = scrub_trajectory(traj, scrubber)
@@ -423,7 +424,9 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
             _reject(outcome, "validate", "invalid_trajectory",
                     f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues), trajectory=traj.uid)
             continue
-        outcome.candidates.append(_candidate(repaired, settings.keep_reasoning))
+        valid.append(repaired)
+    for repaired, prefix_of in zip(valid, strict_prefix_of(valid), strict=True):
+        outcome.candidates.append({**_candidate(repaired, settings.keep_reasoning), "prefix_of": prefix_of})
     outcome.rendered_with_reasoning = settings.keep_reasoning
     if scrubber is not None:
         outcome.scrub_counts = dict(scrubber.counts)
@@ -431,6 +434,25 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     if not outcome.candidates and not any(r["stage"] == "validate" for r in outcome.rejects):
         _reject(outcome, "parse", "no_trajectory", f"{trial_dir}: no conversation could be recovered")
     return outcome
+
+
+def strict_prefix_of(trajectories: Sequence[Trajectory]) -> list[list[int]]:
+    """For each trajectory of one trial, the ``trajectory_index`` of every other one whose messages it is a
+    strict prefix of, compared as the model saw them (``litellm.canonical_view``: no reasoning, no per-request
+    billing values). Such a row is a fragment: its turns are trained again in the longer row. Prefix
+    de-duplication must leave none; the engine counts them (``funnel.prefix_fragments``)."""
+    rolling: list[list[int]] = []
+    for traj in trajectories:
+        hashes = [0]
+        for message in traj.messages:
+            hashes.append(hash((hashes[-1], canonical_view(message))))
+        rolling.append(hashes)
+    out: list[list[int]] = []
+    for a, hashes_a in enumerate(rolling):
+        size = len(hashes_a) - 1
+        out.append([trajectories[b].meta.trajectory_index for b, hashes_b in enumerate(rolling)
+                    if b != a and len(hashes_b) - 1 > size and hashes_b[size] == hashes_a[-1]])
+    return out
 
 
 def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
@@ -677,6 +699,7 @@ def convert_job(
         written.append(candidate)
     funnel["rows_written"] = len(lf_refs)
     funnel["instances_written"] = len({c.meta.instance_id for c in written})
+    funnel["prefix_fragments"] = _count_prefix_fragments(written)  # an invariant (must be 0), not a stage
 
     report = {
         "funnel": dict(funnel),
@@ -725,6 +748,7 @@ class _Candidate:
     im_head: RowRef  # the IM row without "meta", closing brace excluded
     lf_body: RowRef | None  # the LF row without "_meta", closing brace excluded
     score: dict[str, Any] | None = None
+    prefix_of: list[int] = field(default_factory=list)  # trajectory indices of this trial it is a strict prefix of
 
     @classmethod
     def of(cls, entry: dict[str, Any], spool: Spool) -> _Candidate:
@@ -739,6 +763,7 @@ class _Candidate:
             meta=light, trajectory_meta=meta, content_hash=entry["content_hash"], features=entry["features"],
             lf_error=entry["lf_error"], im_head=spool_open_object(spool, entry["im_head"]),
             lf_body=None if lf_body is None else spool_open_object(spool, lf_body),
+            prefix_of=list(entry.get("prefix_of") or []),
         )
 
     @property
@@ -789,6 +814,19 @@ def _score_all(items: list[_Candidate]) -> None:
     )
     for item in items:
         item.score = finalize_score(item.features, median_steps=medians.get(item.meta.scaffold))
+
+
+def _count_prefix_fragments(written: list[_Candidate]) -> int:
+    """Written rows that are a strict prefix of another written row of the same trial; warns naming the trials.
+    Must be 0: a fragment trains its turns twice (prefix de-duplication of the proxy log failed)."""
+    uids = {c.uid for c in written}
+    fragments = [c for c in written if any(f"{c.meta.trial_name}#{i}" in uids for i in c.prefix_of)]
+    if fragments:
+        trials = sorted({c.meta.trial_name for c in fragments})
+        logger.warning("%d written row(s) are a strict prefix of another row of the same trial (prefix_fragments; "
+                       "their turns are trained twice), in %d trial(s): %s", len(fragments), len(trials),
+                       ", ".join(trials[:10]) + (" ..." if len(trials) > 10 else ""))
+    return len(fragments)
 
 
 def _check_accounting(trials: list[Path], kept: list[_Candidate], rejects: list[dict[str, Any]]) -> None:

@@ -4,7 +4,9 @@ Every scaffold adapter hands its ``Trajectory`` here before filters, scoring and
 the ones the reference converters make (fill missing tool-call ids and match them to the results that
 follow, trim a trailing tool/user tail, ``(empty)`` tool output -> ``""``, optionally drop failed tool
 calls) plus two that keep the output writable (lone UTF-16 surrogates -> U+FFFD, results of parallel calls
-put back in call order). The checks are the structural rules that LLaMA-Factory's ShareGPT converter and
+put back in call order) and two where the intent is unambiguous (several leading system messages -> one system
+prompt; an empty, aborted final assistant turn -> trimmed back to the last complete turn), which are also counted
+in ``meta.extra`` (README, "Repair and normalisation rules"). The checks are the structural rules that LLaMA-Factory's ShareGPT converter and
 our renderer rely on, so a trajectory that passes here always renders to a row LLaMA-Factory keeps.
 
 Issues are strings ``"<code>: <detail>"``. Repair notes start with ``repair_``; anything else is a reason
@@ -270,6 +272,60 @@ def _drop_failed_calls(traj: Trajectory) -> int:
     return dropped
 
 
+SYSTEM_JOIN = "\n"
+
+
+def _merge_leading_system(traj: Trajectory) -> int:
+    """Several leading system messages -> one system prompt (their texts in order, joined with ``SYSTEM_JOIN``).
+
+    Why: OpenCode sends two (its provider prompt, then the environment/instructions block; it caps system
+    messages at two so both can be cached) and LLaMA-Factory has one system slot per row. The join is "\n", the
+    join the conversion uses for the text blocks of one message, so OpenCode's two prompts give the same system
+    text whether the proxy logged them as two OpenAI system messages or as two blocks of Anthropic's ``system``.
+    What differs from what the model saw: a template that renders each system message as its own turn (Qwen3's
+    own chat template does, ``<|im_end|>\n<|im_start|>system\n`` between them) is replaced by one "\n"; the
+    words and their order are unchanged. Returns the number of system messages merged away.
+    """
+    messages = traj.messages
+    count = 0
+    while count < len(messages) and messages[count].role == "system":
+        count += 1
+    if count < 2:
+        return 0
+    texts = [m.content for m in messages[:count] if m.content]
+    messages[:count] = [messages[0].model_copy(update={"content": SYSTEM_JOIN.join(texts)})]
+    return count - 1
+
+
+def _is_empty_assistant(message: Message) -> bool:
+    return message.role == "assistant" and not (
+        message.content.strip() or message.reasoning_content.strip() or message.tool_calls
+    )
+
+
+def _trim_aborted_final_turn(traj: Trajectory) -> int:
+    """An empty final assistant turn (the last request was aborted: an empty response) is removed, so that the
+    trajectory ends on its last complete turn (the tool/user tail before it is trimmed next). Only the final
+    turn: an empty turn in the middle is a defect of the data and stays a reject. Returns turns removed."""
+    messages = traj.messages
+    if len(messages) > 1 and _is_empty_assistant(messages[-1]):
+        messages.pop()
+        return 1
+    return 0
+
+
+def _record(traj: Trajectory, repairs: dict[str, int], dropped: dict[str, int]) -> None:
+    """Add extraction-style counters to ``meta.extra`` (``repairs``, ``dropped_model_turns``), copy-on-write."""
+    extra = dict(traj.meta.extra)
+    for key, counts in (("repairs", repairs), ("dropped_model_turns", dropped)):
+        if counts:
+            merged = dict(extra.get(key) or {})
+            for kind, n in counts.items():
+                merged[kind] = merged.get(kind, 0) + n
+            extra[key] = merged
+    traj.meta = traj.meta.model_copy(update={"extra": extra})
+
+
 def _trim_tail(traj: Trajectory) -> int:
     """A sample must end on an assistant turn: drop trailing tool and user messages."""
     trimmed = 0
@@ -397,13 +453,24 @@ def _check_trainable(messages: list[Message]) -> list[str]:
 def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Trajectory | None, list[str]]:
     """Return ``(repaired copy, repair notes)`` or ``(None, reasons)``; the input is never mutated.
 
-    Repairs, in order: lone surrogates -> U+FFFD; missing tool-call ids filled and matched; parallel
-    results reordered to call order; ``(empty)`` outputs blanked; failed calls dropped with their results
-    (``drop_tool_errors``); trailing tool/user messages trimmed. Then the structural checks run.
+    Repairs, in order: several leading system messages merged into one; lone surrogates -> U+FFFD; missing
+    tool-call ids filled and matched; parallel results reordered to call order; ``(empty)`` outputs blanked;
+    failed calls dropped with their results (``drop_tool_errors``); an empty (aborted) final assistant turn
+    removed; trailing tool/user messages trimmed. Then the structural checks run. The two repairs that change
+    what is trained (merged system messages, the aborted final turn) are also counted in ``meta.extra``
+    (``repairs`` kind -> count, ``dropped_model_turns`` reason -> count) for the funnel.
     """
     # Copy-on-write: a new trajectory with its own message list; the repairs replace what they change.
     fixed = traj.model_copy(update={"messages": list(traj.messages)})
     notes: list[str] = []
+    where = traj.meta.source_file
+    counted: dict[str, int] = {}  # repair kind -> count, for meta.extra["repairs"]
+    dropped: dict[str, int] = {}
+    count = _merge_leading_system(fixed)
+    if count:
+        counted["merged_system_messages"] = count
+        notes.append(f"repair_merged_system_messages: {where}: messages 0-{count} were all system messages; "
+                     f"joined in order with {SYSTEM_JOIN!r} into one system prompt")
     repairs = (
         ("repair_lone_surrogates", _sanitize_surrogates, "lone UTF-16 surrogates replaced with U+FFFD"),
         ("repair_filled_tool_call_ids", _fill_tool_call_ids, "tool calls without id got call_NNNNNN ids"),
@@ -418,9 +485,17 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
         count = _drop_failed_calls(fixed)
         if count:
             notes.append(f"repair_dropped_tool_errors: {count} failed call(s) removed with their results")
+    last = len(fixed.messages) - 1
+    if _trim_aborted_final_turn(fixed):
+        counted["trimmed_aborted_final_turn"] = 1
+        dropped["aborted_empty_response"] = 1
+        notes.append(f"repair_trimmed_aborted_final_turn: {where}: message {last}, the final assistant turn, is "
+                     "empty (the last request was aborted); trimmed back to the last complete turn")
     count = _trim_tail(fixed)
     if count:
         notes.append(f"repair_trimmed_tail: {count} trailing tool/user message(s) removed")
+    if counted or dropped:
+        _record(fixed, counted, dropped)
     problems = _check_structure(fixed.messages)
     if not problems:
         problems = _check_trainable(fixed.messages)

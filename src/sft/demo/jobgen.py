@@ -7,20 +7,25 @@ shapes in ``docs/input-formats.md`` §2-8 and returns, separately, the conversat
 
 Layout decision: Harbor's ``JobConfig.agents`` is a list, so one job may run several agents; its
 ``result.json`` then has one ``stats.evals`` key per agent. The bundled demo is therefore ONE mixed job
-(:func:`generate_demo_job`, 12 trials plus the 6 ATIF-only shape trials of :mod:`sft.demo.atif_shapes`
+(:func:`generate_demo_job`, 16 trials plus the 6 ATIF-only shape trials of :mod:`sft.demo.atif_shapes`
 (codex, openhands, gemini-cli, decorated claude-code ATIF, terminus-2 ATIF-v1.6 rebuilt and summarised;
 ``GeneratedJob.atif_shape_trials``, not listed in the job's result.json), what ``config.demo.yaml`` reads
 with ``scaffold: auto``).
-:func:`generate_demo_jobs` writes the same 12 trials as one job per scaffold (``<root>/claude-code``,
-``<root>/open-code``, ``<root>/openhands-sdk``, ``<root>/terminus2``; 3 trials each), the usual shape of
-a trajgen job, for converters that take one scaffold per job. Together the trials cover:
+:func:`generate_demo_jobs` writes the same 16 trials as one job per scaffold (``<root>/claude-code``,
+``<root>/open-code``, ``<root>/openhands-sdk``, ``<root>/terminus2``; 3 or 4 trials each), the usual shape
+of a trajgen job, for converters that take one scaffold per job. Together the trials cover:
 
 - all four scaffolds; resolved (reward 1.0) and unresolved (0.0) trials;
 - claude-code: Anthropic-shaped proxy lines (``system`` block list with a per-request ``cch=<hex>;``
   billing header, ``thinking``/``text``/``tool_use``/``tool_result`` blocks, moving ``cache_control``,
   ``signature``), a ``Task`` sub-agent conversation interleaved in the log, a ``<tool_use_error>`` result;
+- claude-code in the proxy's OpenAI translation (``TrialPlan.proxy_shape="openai"``): the system prompt
+  as text parts after a per-request billing part, the newest message of each request as text parts with
+  ``cache_control`` and a ``<system-reminder>`` part, the same message a plain string one request later;
 - open-code: a session title-generator side call (3 messages, logged out of ``request_time`` order);
-  one trial with ONLY ``agent/trajectory.json`` (no proxy log);
+  one trial with ONLY ``agent/trajectory.json`` (no proxy log); OpenCode's two leading system prompts
+  (``two_system``) as two OpenAI system messages and as two blocks of an Anthropic-shaped ``system``;
+- aborted final requests (``aborted_final``: an empty final response) in both proxy-log shapes;
 - openhands-sdk: OpenAI shape; one trial with ``AgentTimeoutError`` AND a valid reward 1.0 (the log
   ends on an assistant tool call that never got its result); a trial whose instance id is longer than
   32 characters (truncated trial dir name);
@@ -49,6 +54,10 @@ converter must recover for a trial, one entry per conversation (main, then sub-a
   present (tool message ``is_error=True``), the system prompt is verbatim (no model-name rewriting), and
   a timed-out trial ends on an assistant turn with ``tool_calls`` and no result. Auxiliary calls
   (open-code title generator) are not conversations.
+- Churn and repairs as the pipeline resolves them: several system prompts are ONE system message, their
+  texts joined with ``"\\n"``; the last request's newest message keeps its reminder part (``"\\n"`` +
+  :data:`CLAUDE_REMINDER`); an aborted final response is trimmed back to the last complete assistant turn
+  (and the results after it), as the repair ``trimmed_aborted_final_turn`` does.
 - Anthropic-shaped lines map to canonical as: ``system`` text blocks joined with ``"\\n"`` (the
   ``x-anthropic-billing-header ... cch=<hex>;`` block of the LAST call included verbatim); assistant
   ``thinking`` -> ``reasoning_content``, ``text`` -> ``content``, ``tool_use`` -> ``tool_calls`` (``input``
@@ -160,6 +169,13 @@ class TrialPlan:
     subagent: bool = False  # claude-code only: a Task sub-agent conversation
     title_call: bool = False  # open-code only: a title-generator side call
     atif_only: bool = False  # no agent/litellm-trajectory.jsonl
+    # The proxy-log shape: "" = the scaffold's usual one (Anthropic for claude-code, OpenAI otherwise);
+    # "openai" for claude-code is the proxy's OpenAI translation of its Anthropic requests, with per-request
+    # churn (the newest message as text parts with cache_control and a reminder part, a string one request
+    # later; the system prompt as text parts with a per-request billing part).
+    proxy_shape: str = ""
+    two_system: bool = False  # open-code only: two leading system prompts (provider prompt, environment)
+    aborted_final: bool = False  # the last request was aborted: an empty final response (no final answer)
 
 
 @dataclass(frozen=True)
@@ -413,6 +429,22 @@ _OPENCODE_SYSTEM = (
     "  Working directory: /testbed\n  Is directory a git repo: yes\n  Platform: linux\n</env>\n"
     f"You are powered by the model named {TEACHER_MODEL}."
 )
+# OpenCode's two system prompts (newer OpenCode; it caps system messages at two for prompt caching): its
+# provider prompt, then the environment and custom-instructions block.
+_OPENCODE_SYSTEM_PARTS = (
+    "You are opencode, an interactive CLI tool that helps users with software engineering tasks. Use the "
+    "instructions below and the tools available to you to assist the user.\n\n"
+    "IMPORTANT: Keep your responses short. Verify your solution with tests when possible.",
+    "Here is some useful information about the environment you are running in:\n<env>\n"
+    "  Working directory: /testbed\n  Is directory a git repo: yes\n  Platform: linux\n</env>\n"
+    "Instructions from: /testbed/AGENTS.md\nRun the module tests before you finish.",
+)
+# Claude Code attaches reminders like this to the newest turn of a request (claude-code OpenAI-shape churn).
+CLAUDE_REMINDER = (
+    "<system-reminder>\nThe TodoWrite tool hasn't been used recently. If you're working on tasks that would "
+    "benefit from tracking progress, consider using the TodoWrite tool. Ignore this if not applicable.\n"
+    "</system-reminder>"
+)
 _OPENCODE_TITLE_SYSTEM = (
     "You are a title generator. You output ONLY a thread title. Nothing else.\n\n<task>\nGenerate a "
     "brief title that would help the user find this conversation later.\n</task>\n\n<rules>\n- Title "
@@ -534,6 +566,7 @@ class _Conv:
     messages: list[Message]
     tools: list[dict[str, Any]]
     agent_id: str | None = None
+    system_parts: tuple[str, ...] = ()  # several system prompts (joined with "\n" in messages[0])
 
 
 @dataclass
@@ -804,6 +837,10 @@ def _build_trial(plan: TrialPlan, seed: int, index: int, payload_bytes: int) -> 
         "open-code": (_OPENCODE_SYSTEM, OPENCODE_TOOLS),
         "openhands-sdk": (_OPENHANDS_SYSTEM, OPENHANDS_TOOLS),
     }[plan.scaffold]
+    system_parts: tuple[str, ...] = ()
+    if plan.two_system and plan.scaffold == "open-code":
+        system_parts = _OPENCODE_SYSTEM_PARTS
+        system = "\n".join(system_parts)  # sft.convert.validate.SYSTEM_JOIN; Anthropic's text-block join
     msgs: list[Message] = [
         Message(role="system", content=system),
         Message(role="user", content=task.instruction),
@@ -832,6 +869,8 @@ def _build_trial(plan: TrialPlan, seed: int, index: int, payload_bytes: int) -> 
         # Cut mid-run: the last assistant turn's tool call never returned.
         while msgs[-1].role == "tool":
             msgs.pop()
+    elif plan.aborted_final:
+        msgs.append(Message(role="assistant"))  # the last request was aborted: an empty response
     elif plan.scaffold == "openhands-sdk":
         final = _final_answer(plan, task)
         msgs.append(
@@ -862,7 +901,8 @@ def _build_trial(plan: TrialPlan, seed: int, index: int, payload_bytes: int) -> 
             ],
             [],
         )
-    return _Trial(plan, task, _Conv("main", msgs, tools), subagent, subagent_after, title)
+    main = _Conv("main", msgs, tools, system_parts=system_parts)
+    return _Trial(plan, task, main, subagent, subagent_after, title)
 
 
 def _terminus_response(analysis: str, plan_text: str, commands: list[dict[str, Any]], complete: bool) -> str:
@@ -1046,9 +1086,10 @@ def _with_cache_control(message: dict[str, Any]) -> dict[str, Any]:
 class _Renderer:
     """Serialises each message once; a request is the join of the first k fragments."""
 
-    def __init__(self, conv: _Conv, scaffold: str, anthropic: bool) -> None:
+    def __init__(self, conv: _Conv, scaffold: str, anthropic: bool, churn: bool = False) -> None:
         self.conv = conv
         self.anthropic = anthropic
+        self.churn = churn  # claude-code through the proxy's OpenAI translation (see TrialPlan.proxy_shape)
         body = conv.messages[1:] if conv.messages and conv.messages[0].role == "system" else conv.messages
         self.offset = len(conv.messages) - len(body)
         if anthropic:
@@ -1060,14 +1101,41 @@ class _Renderer:
             self.end_to_wire = {i: i for i in range(len(conv.messages) + 1)}
             self.frags = [orjson.dumps(m) for m in self.wire]
 
-    def request_fragment(self, n_canonical: int) -> tuple[orjson.Fragment, int]:
+    def request_fragment(self, n_canonical: int, billing: str = "") -> tuple[orjson.Fragment, int]:
         """Wire messages covering canonical messages[:n_canonical] and their total size in bytes."""
         k = self.end_to_wire[n_canonical]
         parts = self.frags[:k]
         if self.anthropic and k:
             parts = parts[:-1] + [orjson.dumps(_with_cache_control(self.wire[k - 1]))]
+        elif not self.anthropic and self.offset:
+            system = self._openai_system(billing)
+            if self.churn and k > 1:  # the newest message as text parts, cache_control on the last one
+                newest = dict(self.wire[k - 1])
+                newest["content"] = _text_parts(newest["content"], CLAUDE_REMINDER)
+                parts = parts[:-1] + [orjson.dumps(newest)]
+            if system is not None:
+                parts = system + parts[1:]
         blob = b"[" + b",".join(parts) + b"]"
         return orjson.Fragment(blob), len(blob)
+
+
+    def _openai_system(self, billing: str) -> list[bytes] | None:
+        """The system message(s) when they are not the plain string: OpenCode's two system messages, or the
+        claude-code system prompt as text parts after a per-request billing part."""
+        if self.conv.system_parts:
+            return [orjson.dumps({"role": "system", "content": text}) for text in self.conv.system_parts]
+        if self.churn:
+            content = [{"type": "text", "text": billing}, *_text_parts(self.conv.messages[0].content)]
+            return [orjson.dumps({"role": "system", "content": content})]
+        return None
+
+
+def _text_parts(text: str, *more: str) -> list[dict[str, Any]]:
+    """``text`` (and ``more``) as OpenAI text parts, cache_control on the last one (the proxy's translation of
+    Anthropic blocks)."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": t} for t in (text, *more)]
+    parts[-1]["cache_control"] = {"type": "ephemeral"}
+    return parts
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1194,20 +1262,21 @@ def _request_body(
 ) -> dict[str, Any]:
     conv = call.conv
     if call.renderer.anthropic:
-        call.billing = _billing_block(rng)
+        if call.billing:
+            system = [{"type": "text", "text": call.billing}, *_text_parts(conv.messages[0].content)]
+        else:
+            system = _text_parts(*(conv.system_parts or (conv.messages[0].content,)))
         body: dict[str, Any] = {
             "model": TEACHER_MODEL,
             "max_tokens": 32000,
-            "system": [
-                {"type": "text", "text": call.billing},
-                {"type": "text", "text": conv.messages[0].content, "cache_control": {"type": "ephemeral"}},
-            ],
+            "system": system,
             "messages": messages,
             "tools": [_anthropic_tool(t) for t in conv.tools],
-            "metadata": {"user_id": f"user_{session_uuid.replace('-', '')}_account__session_{session_uuid}"},
-            "temperature": 1,
-            "stream": True,
         }
+        if call.billing:  # claude-code's session metadata
+            user_id = f"user_{session_uuid.replace('-', '')}_account__session_{session_uuid}"
+            body["metadata"] = {"user_id": user_id}
+        body.update({"temperature": 1, "stream": True})
         if trial.plan.reasoning:
             body["thinking"] = {"type": "enabled", "budget_tokens": 31999}
         return body
@@ -1215,7 +1284,9 @@ def _request_body(
     if conv.tools:
         body["tools"] = conv.tools
         body["tool_choice"] = "auto"
-    if trial.plan.scaffold == "openhands-sdk":
+    if trial.plan.scaffold == "claude-code":
+        body.update({"max_tokens": 32000, "temperature": 1, "stream": True})
+    elif trial.plan.scaffold == "openhands-sdk":
         body.update({"max_tokens": 64000, "temperature": 0.7, "top_p": 0.95})
     elif trial.plan.scaffold == "open-code":
         body.update({"max_tokens": 32000, "temperature": 0.55, "top_p": 1, "stream": True})
@@ -1228,7 +1299,9 @@ def _log_line(
     call: _Call, trial: _Trial, trial_route: str, rng: random.Random, session_uuid: str, prev_prompt: int
 ) -> bytes:
     n_request = call.assistant_index
-    fragment, request_bytes = call.renderer.request_fragment(n_request)
+    if trial.plan.scaffold == "claude-code":
+        call.billing = _billing_block(rng)
+    fragment, request_bytes = call.renderer.request_fragment(n_request, call.billing)
     request_body = _request_body(call, trial, fragment, rng, session_uuid)
     line: dict[str, Any] = {
         "session_id": trial.plan.instance_id,
@@ -1510,6 +1583,20 @@ def _truth_from_log(conv: _Conv, last_call: _Call | None, agent_type: AgentType)
         messages[0] = messages[0].model_copy(
             update={"content": f"{last_call.billing}\n{messages[0].content}"}
         )
+    if last_call is not None and last_call.renderer.churn:
+        # the last request's newest message carried the reminder part (earlier copies did not)
+        newest = messages[last_call.assistant_index - 1]
+        messages[last_call.assistant_index - 1] = newest.model_copy(
+            update={"content": f"{newest.content}\n{CLAUDE_REMINDER}"}
+        )
+    if messages and messages[-1].role == "assistant" and not (
+        messages[-1].content or messages[-1].reasoning_content or messages[-1].tool_calls
+    ):
+        # an aborted final response: the pipeline trims back to the last complete turn (repair
+        # trimmed_aborted_final_turn), then the trailing results
+        messages.pop()
+        while messages and messages[-1].role in ("tool", "user"):
+            messages.pop()
     return ExpectedConversation(messages, [dict(t) for t in conv.tools], agent_type, conv.agent_id, "litellm")
 
 
@@ -1713,10 +1800,11 @@ def _write_trial(
     start_ms = int((_EPOCH_BASE + timedelta(days=seed % 365, minutes=7 * index)).timestamp() * 1000)
     trial = _build_trial(plan, seed, index, payload_bytes)
     log_rng = _rng("trial-log", seed, index)
-    anthropic = plan.scaffold == "claude-code"
-    renderers = {"main": _Renderer(trial.main, plan.scaffold, anthropic)}
+    anthropic = plan.proxy_shape == "anthropic" or (not plan.proxy_shape and plan.scaffold == "claude-code")
+    churn = plan.scaffold == "claude-code" and not anthropic
+    renderers = {"main": _Renderer(trial.main, plan.scaffold, anthropic, churn)}
     if trial.subagent is not None:
-        renderers["subagent"] = _Renderer(trial.subagent, plan.scaffold, anthropic)
+        renderers["subagent"] = _Renderer(trial.subagent, plan.scaffold, anthropic, churn)
     if trial.title is not None:
         renderers["title"] = _Renderer(trial.title, plan.scaffold, False)
     calls = _schedule(trial, renderers, start_ms + 50_000, log_rng)
@@ -1920,8 +2008,18 @@ def _random_plans(n_trials: int, seed: int, max_turns: int, scaffolds: Sequence[
                 tool_error=scaffold in ("claude-code", "open-code") and rng.random() < 0.3,
                 failed_retry=rng.random() < 0.1,
                 subagent=scaffold == "claude-code" and rng.random() < 0.5,
-                title_call=scaffold == "open-code",
+                # by index, not by rng: the earlier features of a seed stay as they were
+                title_call=scaffold == "open-code" and i % 12 != 9,  # its title call is OpenAI-shaped
                 atif_only=scaffold == "open-code" and i % 23 == 19,
+                proxy_shape=(
+                    "openai" if scaffold == "claude-code" and i % 8 == 4
+                    else "anthropic" if scaffold == "open-code" and i % 12 == 9
+                    else ""
+                ),
+                two_system=scaffold == "open-code" and (i % 8 == 5 or i % 12 == 9),
+                aborted_final=exception is None and i % 13 == 7 and scaffold != "terminus2" and not (
+                    scaffold == "open-code" and i % 23 == 19
+                ),
             )
         )
     return plans
@@ -1961,7 +2059,37 @@ def generate_job(
 
 
 def demo_plans() -> dict[str, list[TrialPlan]]:
-    """The 12 hand-picked demo trials, grouped into one job per scaffold (see the module docstring)."""
+    """The 16 hand-picked demo trials, grouped into one job per scaffold (see the module docstring): the
+    first 12, then the real-world proxy-log shapes (``_real_world_demo_plans``) at the end of each group, so
+    the earlier trials keep their names and bytes."""
+    plans = _base_demo_plans()
+    for scaffold, extra in _real_world_demo_plans().items():
+        plans[scaffold] = plans[scaffold] + extra
+    return plans
+
+
+def _real_world_demo_plans() -> dict[str, list[TrialPlan]]:
+    """Proxy-log shapes that real jobs hold and the first 12 trials did not (issue 13)."""
+    return {
+        # the proxy's OpenAI translation: string-vs-parts churn, moving cache_control, billing part, reminder
+        "claude-code": [
+            TrialPlan(
+                "claude-code", "acme__widgets-91", 5, reward=1.0, proxy_shape="openai", subagent=True, tool_error=True
+            ),
+        ],
+        # two leading system prompts in both proxy-log shapes; aborted final requests in both shapes
+        "open-code": [
+            TrialPlan("open-code", "nimbus__cloud-kit-64", 4, reward=1.0, title_call=True, two_system=True),
+            TrialPlan(
+                "open-code", "octo__toolkit-95", 4, reward=1.0, proxy_shape="anthropic", two_system=True,
+                aborted_final=True,
+            ),
+        ],
+        "openhands-sdk": [TrialPlan("openhands-sdk", "acme__widgets-133", 4, reward=1.0, aborted_final=True)],
+    }
+
+
+def _base_demo_plans() -> dict[str, list[TrialPlan]]:
     return {
         "claude-code": [
             TrialPlan(
@@ -2010,9 +2138,11 @@ def demo_plans() -> dict[str, list[TrialPlan]]:
 
 
 def generate_demo_job(out_dir: Path, *, seed: int = 0) -> GeneratedJob:
-    """Write the bundled demo: the 12 demo trials of all four scaffolds in one (multi-agent) job, then the
+    """Write the bundled demo: the 16 demo trials of all four scaffolds in one (multi-agent) job, then the
     ATIF-only shape trials."""
-    plans = [plan for group in demo_plans().values() for plan in group]
+    # the first 12 first, so that adding trials never renames the earlier ones (trial names derive from the index)
+    plans = [plan for group in _base_demo_plans().values() for plan in group]
+    plans += [plan for group in _real_world_demo_plans().values() for plan in group]
     return _write_job(Path(out_dir), plans, seed=seed, payload_bytes=0, with_truth=True, atif_shapes=True)
 
 

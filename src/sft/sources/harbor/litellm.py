@@ -60,8 +60,8 @@ _SLOW_PATH_MARKERS = (
     b"provider_specific",
 )
 # Per-request values in Claude Code's billing header (``cc_version=<v>.<hash>; ... cch=<hex>;``) would
-# otherwise make every call look like a new conversation.
-_CCH_RE = re.compile(rb"\b(cch|cc_version)=[^;\"\\]*;")
+# otherwise make every call look like a new conversation (rule 5 of ``model_view``).
+_CCH_RE = re.compile(r"\b(cch|cc_version)=[^;\"\\\n]*;")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "summary_text", "reasoning_text"})
@@ -642,87 +642,130 @@ def block_type(block: dict[str, Any]) -> Any:
 # prefix deduplication
 
 
-def _clean_block(block: Any) -> Any:
-    if (
-        type(block) is not dict
-        or _HASH_DROP_KEYS.isdisjoint(block)
-        and type(block.get("content")) is not list
-    ):
-        return block
-    cleaned = {k: v for k, v in block.items() if k not in _HASH_DROP_KEYS}
-    inner = cleaned.get("content")
-    if type(inner) is list:  # tool_result blocks nest their own text blocks
-        cleaned["content"] = [
-            {k: v for k, v in b.items() if k not in _HASH_DROP_KEYS} if type(b) is dict else b for b in inner
-        ]
-    return cleaned
+# What the model saw: ONE normalisation of a message, used to decide whether one logged request is a prefix of
+# another, for both proxy-log shapes (Anthropic and OpenAI) and for the output check (``prefix_fragments``).
+#
+# A scaffold re-sends the whole conversation with every request, but not byte for byte: what changes from one
+# request to the next without changing what the model is shown must not make a conversation look new (else
+# every request survives de-duplication and the early turns are trained once per request). The rule, per
+# message (``model_view``), and why each part is safe:
+#
+# 1. transport keys are ignored: ``cache_control`` (moves to the newest message on every request),
+#    ``signature``, ``generation``, ``provider_specific_fields``, and keys whose value is null (null and
+#    absent are the same request);
+# 2. reasoning is ignored (``thinking``/``redacted_thinking``/``reasoning`` blocks, ``reasoning_content``,
+#    ``thinking_blocks``): scaffolds echo it back inconsistently or not at all, and the chat templates we
+#    train with do not render the reasoning of earlier turns;
+# 3. content made only of text parts IS its text: ``[{"type":"text","text":X,...}]`` and the plain string
+#    ``X`` are the same message (the OpenAI-shaped proxy log sends the newest message as a part list with
+#    ``cache_control`` and the same message as a string one request later). Several text parts are joined
+#    with "\n", exactly as the conversion joins them (``content_text``), so the comparison and the output
+#    agree; a list that also holds non-text blocks (tool_use, tool_result) keeps its order, each text part
+#    reduced to its text, nested tool_result content normalised the same way;
+# 4. ``<system-reminder>…</system-reminder>`` text PARTS of a user-side message are ignored: Claude Code
+#    attaches such parts to the newest turn and may re-attach them elsewhere on the next request; a reminder
+#    inside a longer text is never touched (only whole parts are);
+# 5. in a system message, lines starting with ``x-anthropic-billing-header:`` are ignored, and any other
+#    ``cch=<hex>;`` / ``cc_version=<v>;`` value is blanked (the reference rule): Claude Code's first system text
+#    part carries these per-request values;
+# 6. the first user message is flattened to its text (scaffolds re-split the task prompt into blocks).
+#
+# The survivor's row keeps what its own request held (its billing line, its reminders): only the comparison
+# ignores them. ``canonical_view`` is the same rule on canonical messages (the engine's prefix check).
+
+_BILLING_PREFIX = "x-anthropic-billing-header:"
+_REMINDER_OPEN, _REMINDER_CLOSE = "<system-reminder>", "</system-reminder>"
+_USER_SIDE_ROLES = frozenset({"user", "tool", "function"})
 
 
-def _strip_for_hash(message: dict[str, Any]) -> dict[str, Any]:
-    """Copy without cache markers, signatures, reasoning keys and thinking blocks.
-
-    Scope: the message's own keys, its content blocks and the blocks nested in tool_result content
-    (exactly what ``_needs_strip`` inspects, so equal messages always normalise equally). Tool-call
-    arguments are user data and are never touched.
-    """
-    cleaned = {k: v for k, v in message.items() if k not in _HASH_DROP_KEYS}
-    content = cleaned.get("content")
-    if type(content) is list:
-        cleaned["content"] = [
-            _clean_block(block)
-            for block in content
-            if not (type(block) is dict and block_type(block) in _HASH_DROP_BLOCK_TYPES)
-        ]
-    return cleaned
+def _is_reminder_part(text: str) -> bool:
+    stripped = text.strip()
+    return stripped.startswith(_REMINDER_OPEN) and stripped.endswith(_REMINDER_CLOSE)
 
 
-def _flatten_first_user(message: dict[str, Any]) -> dict[str, Any]:
-    """The first user message with its content blocks joined into one text (scaffolds re-split it)."""
-    content = message.get("content")
-    if isinstance(content, list):
-        message = dict(message)
-        message["content"] = content_text(content)
-    return message
+def system_view(text: str) -> str:
+    """A system text without Claude Code's per-request billing values (rule 5 of ``model_view``)."""
+    if _BILLING_PREFIX in text:
+        text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(_BILLING_PREFIX))
+    if "cc" in text:
+        text = _CCH_RE.sub(r"\1=;", text)
+    return text
 
 
-def _needs_strip(message: dict[str, Any]) -> bool:
-    """Whether ``_strip_for_hash`` would change a raw message. Structural (keys, block types), so its cost
-    does not grow with the text length: it runs once per message of every logged call."""
-    drop_keys = _HASH_DROP_KEYS
-    if not drop_keys.isdisjoint(message):
-        return True
-    content = message.get("content")
+def _view_content(content: Any, user_side: bool) -> Any:
+    """Rules 1-4 on a content value (string, part list, or anything else a damaged log holds)."""
     if type(content) is not list:
-        return False
+        return content
+    parts: list[Any] = []
+    text_only = True
     for block in content:
-        if type(block) is not dict:
+        if type(block) is str:
+            text = block
+        elif type(block) is dict:
+            kind = block_type(block)
+            if kind in _HASH_DROP_BLOCK_TYPES:
+                continue
+            text = block.get("text")
+            if not (kind in _TEXT_PART_TYPES or (kind is None and type(text) is str)):
+                text_only = False
+                cleaned = {k: v for k, v in block.items() if v is not None and k not in _HASH_DROP_KEYS}
+                if "content" in cleaned:
+                    cleaned["content"] = _view_content(cleaned["content"], True)
+                if cleaned.get("is_error") is False:
+                    del cleaned["is_error"]
+                parts.append(cleaned)
+                continue
+            text = "" if text is None else str(text)
+        else:
+            text_only = False
+            parts.append(block)
             continue
-        if not drop_keys.isdisjoint(block) or block_type(block) in _HASH_DROP_BLOCK_TYPES:
-            return True
-        inner = block.get("content")
-        if type(inner) is list:
-            for item in inner:
-                if type(item) is dict and not drop_keys.isdisjoint(item):
-                    return True
-    return False
+        if user_side and _is_reminder_part(text):
+            continue
+        parts.append(text)
+    if text_only:
+        return "\n".join(parts)
+    return [{"type": "text", "text": p} if type(p) is str else p for p in parts]
+
+
+def _needs_view(message: dict[str, Any]) -> bool:
+    """Whether ``model_view`` could change a raw message (structural: its cost does not grow with the text)."""
+    if type(message.get("content")) is list or not _HASH_DROP_KEYS.isdisjoint(message):
+        return True
+    if message.get("role") in ("system", "developer"):
+        return True
+    return None in message.values()
+
+
+def model_view(message: Any, *, first_user: bool = False) -> Any:
+    """A raw request message as the model saw it (rules 1-6 above); the input is never mutated."""
+    if type(message) is not dict or not (first_user or _needs_view(message)):
+        return message
+    view = {k: v for k, v in message.items() if v is not None and k not in _HASH_DROP_KEYS}
+    role = view.get("role")
+    if role == "developer":
+        view["role"] = role = "system"
+    if "content" in view:
+        content = _view_content(view["content"], role in _USER_SIDE_ROLES)
+        if first_user and type(content) is list:
+            content = content_text(content)
+        if role == "system" and type(content) is str:
+            content = system_view(content)
+        view["content"] = content
+    return view
+
+
+def canonical_view(message: Message) -> tuple[Any, ...]:
+    """The same rule on a canonical message: what the comparison of output rows looks at (no reasoning,
+    no billing lines in the system prompt, tool calls by name and arguments)."""
+    content = system_view(message.content) if message.role == "system" else message.content
+    calls = tuple((c.name, orjson.dumps(c.arguments, option=orjson.OPT_SORT_KEYS)) for c in message.tool_calls)
+    return (message.role, content, calls, message.tool_call_id if message.role == "tool" else None)
 
 
 def message_digest(message: Any, *, first_user: bool = False) -> int:
-    """Hash of a raw message's normalised form (sorted-key JSON, markers stripped, ``cch=<hex>;`` blanked).
-
-    The checks are structural (dict keys, block types), so their cost does not grow with the text length;
-    the per-request ``cch=`` token only occurs in system prompts, so only those are scanned for it.
-    """
-    if isinstance(message, dict):
-        if first_user and isinstance(message.get("content"), list):
-            message = _flatten_first_user(_strip_for_hash(message))
-        elif _needs_strip(message):
-            message = _strip_for_hash(message)
-        encoded = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
-        if message.get("role") == "system" and b"cch=" in encoded:
-            encoded = _CCH_RE.sub(rb"\1=;", encoded)
-        return hash(encoded)
-    return hash(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
+    """Hash of a raw message's ``model_view`` (sorted-key JSON)."""
+    return hash(orjson.dumps(model_view(message, first_user=first_user), option=orjson.OPT_SORT_KEYS))
 
 
 def _is_user(message: Any) -> bool:
