@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +21,7 @@ from sft.config.loader import resolve_path
 from sft.config.schema import RuntimeInput, SftConfig
 from sft.config.writeback import write_runtime_output
 from sft.io_utils import atomic_write_text
+from sft.train.features import EnvProbe, FeatureReport, feature_checks, multinode_checks, probe_environment
 from sft.train.history import record_run
 from sft.train.launch import (
     LaunchError,
@@ -30,7 +33,7 @@ from sft.train.launch import (
     output_dir_lock,
     utc_now,
 )
-from sft.train.results import RunResultsError, collect_results
+from sft.train.results import RunResultsError, collect_results, fix_saved_model_configs
 from sft.train.wandb_setup import (
     WandbConfigError,
     find_wandb_run_dir,
@@ -71,6 +74,50 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+class LaunchGateError(TrainingConfigError):
+    """The profile turns on something the training env cannot do (the dryrun's FAIL lines)."""
+
+
+@lru_cache(maxsize=4)
+def _probe(python: str) -> EnvProbe:
+    return probe_environment(Path(python))
+
+
+def training_python(env_dir: Path | None) -> Path:
+    """The interpreter llamafactory-cli will run with: the training env's, else this one."""
+    if env_dir is not None and (Path(env_dir) / "bin" / "python").exists():
+        return Path(env_dir) / "bin" / "python"
+    return Path(sys.executable)
+
+
+def launch_gate(
+    args: dict[str, Any],
+    cfg: RuntimeInput,
+    *,
+    env: Mapping[str, str],
+    env_dir: Path | None,
+    on_cpu: bool,
+    probe: EnvProbe | None = None,
+) -> FeatureReport:
+    """The dryrun's feature and multi-node checks on the final YAML; raises LaunchGateError on any FAIL.
+
+    Runs before the launch so a missing package or an inconsistent multi-node setup stops here, in one
+    message, instead of after torchrun and the imports on the GPU node.
+    """
+    probe = probe or _probe(str(training_python(env_dir)))
+    report = feature_checks(args, cfg.infrastructure, probe, on_cpu=on_cpu)
+    report.findings += multinode_checks(cfg.infrastructure, env).findings
+    for finding in report.findings:
+        logger.log(logging.WARNING if finding.level in ("WARN", "FAIL") else logging.INFO,
+                   "[%s] %s", finding.level, finding.message)
+    if report.failures:
+        raise LaunchGateError(
+            "the training profile cannot start here (the same checks as scripts/dryrun.sh):\n  - "
+            + "\n  - ".join(report.failures)
+        )
+    return report
 
 
 def _node_rank(cfg: RuntimeInput, env: Mapping[str, str]) -> int:
@@ -127,6 +174,7 @@ def run_training(
     started_at = utc_now()
     summary: dict[str, Any] = {
         "run_id": None,
+        "gate_notes": [],
         "status": "failed",
         "exit_code": None,
         "output_dir": str(output_dir),
@@ -141,6 +189,8 @@ def run_training(
     }
 
     def record(status: str, exit_code: int | None, note: str, results: dict[str, Any] | None) -> str:
+        if summary["gate_notes"]:
+            note = f"{note}; " + "; ".join(summary["gate_notes"])
         return record_run(
             root,
             started_at=started_at,
@@ -153,7 +203,12 @@ def run_training(
             results=results,
             secret_values=secrets,
             log_path=Path(summary["log_path"]) if summary["log_path"] else None,
-            extra={"run_name": run_name, "output_dir": str(output_dir), "wandb_run_id": wandb_run_id},
+            extra={
+                "run_name": run_name,
+                "output_dir": str(output_dir),
+                "wandb_run_id": wandb_run_id,
+                "fallbacks": list(summary["gate_notes"]),
+            },
         )
 
     try:
@@ -164,6 +219,9 @@ def run_training(
                 "no GPU here: n_gpus_per_node %d starts that many CPU ranks", inp.infrastructure.n_gpus_per_node
             )
         args = build_training_args(inp, root=root, dataset_dir=dataset_dir, run_name=run_name, on_cpu=on_cpu)
+        gate = launch_gate(args, inp, env=env, env_dir=env_dir, on_cpu=on_cpu)
+        args.update(gate.changes)
+        summary["gate_notes"] = gate.notes
         atomic_write_text(yaml_path, dump_training_yaml(args))
         summary["training_yaml"] = str(yaml_path)
         logger.info("training YAML: %s", yaml_path)
@@ -234,6 +292,7 @@ def _finish(
 
     output_dir = Path(summary["output_dir"])
     try:
+        fix_saved_model_configs(output_dir)
         results = collect_results(output_dir, log_path=result.log_path, wandb_run_id=wandb_run_id)
     except RunResultsError as exc:
         summary["status"] = "failed"
