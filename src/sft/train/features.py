@@ -49,12 +49,18 @@ PROBED_PACKAGES = (
 )
 
 _PROBE = r"""
-import importlib, json, sys
+import importlib, importlib.metadata, json, sys
 out = {"python": sys.executable, "versions": {}, "errors": {}}
 for name in %(packages)r:
     try:
         mod = importlib.import_module(name)
-        out["versions"][name] = str(getattr(mod, "__version__", "?"))
+        version = getattr(mod, "__version__", None)
+        if version is None:  # liger-kernel has no __version__: ask the distribution
+            try:
+                version = importlib.metadata.version(name.replace("_", "-"))
+            except Exception:
+                version = "?"
+        out["versions"][name] = str(version)
     except Exception as exc:
         out["versions"][name] = None
         out["errors"][name] = f"{type(exc).__name__}: {exc}"[:300]
