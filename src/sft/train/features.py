@@ -332,6 +332,10 @@ def multinode_checks(infra: InfrastructureConfig, env: Mapping[str, str]) -> Fea
     if slurm_rank is not None and str(rank) != slurm_rank:
         report.add("FAIL", f"node rank {rank} (infrastructure.node_rank / NODE_RANK) differs from Slurm's "
                            f"SLURM_NODEID {slurm_rank}. Fix: leave NODE_RANK unset under Slurm")
+    if not (env.get("SFT_RUN_ID") or env.get("SLURM_JOB_ID")):
+        report.add("FAIL", "multi-node run without a run id: export SFT_RUN_ID with the same value on every node "
+                           "(or run under Slurm, which sets SLURM_JOB_ID); nodes 1.. wait for node 0's dataset of "
+                           "exactly this run")
     if not report.failures:
         report.add("OK", f"multi-node: node {rank} of {infra.n_nodes}, rendezvous {addr}:{port}; node 0 converts, "
                          "registers and records the run, nodes 1.. wait for the registered dataset")

@@ -150,6 +150,11 @@ def distributed_env(
     base = os.environ if base_env is None else base_env
     env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(int(n_gpus))}
     if n_nodes <= 1:
+        # Explicit, so a NODE_RANK / MASTER_ADDR left in the environment (a Slurm shell) cannot turn a
+        # single-node run into `torchrun --nnodes 1 --node_rank k` waiting for a remote rendezvous.
+        env.update({"NNODES": "1", "NODE_RANK": "0", "MASTER_ADDR": master_addr or "127.0.0.1"})
+        if master_port is not None:
+            env["MASTER_PORT"] = str(master_port)
         return env
     rank = _first_set(node_rank, base.get("NODE_RANK"), base.get("SLURM_NODEID"))
     addr = _first_set(master_addr, base.get("MASTER_ADDR"))
@@ -200,16 +205,23 @@ def _preflight(yaml_path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- output-dir lock
 
 
+def lock_name(node_rank: int = 0) -> str:
+    """Node 0 holds the run's lock; node k of a multi-node run its own (one holder per lock)."""
+    return LOCK_NAME if node_rank == 0 else f".sft-train.node{node_rank}.lock"
+
+
 @contextlib.contextmanager
-def output_dir_lock(output_dir: Path) -> Iterator[Path]:
-    """Hold ``<output_dir>/.sft-train.lock`` (fcntl) for the whole launch.
+def output_dir_lock(output_dir: Path, node_rank: int = 0) -> Iterator[Path]:
+    """Hold ``<output_dir>/.sft-train.lock`` (node k > 0: ``.sft-train.node<k>.lock``) for the whole launch.
 
     The kernel releases the lock when the holder dies, so a crashed run never leaves a stale block;
-    a second live run into the same directory is refused with the holder's pid.
+    a second live run into the same directory (on the same node rank) is refused with the holder's pid.
+    Per-node locks: on shared storage where locks work across hosts, the nodes of one run must not
+    refuse each other.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = output_dir / LOCK_NAME
+    lock_path = output_dir / lock_name(node_rank)
     handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held across the yield
     try:
         try:
@@ -223,7 +235,7 @@ def output_dir_lock(output_dir: Path) -> Iterator[Path]:
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} since {utc_now()}\n")
+        handle.write(f"pid {os.getpid()} node {node_rank} since {utc_now()}\n")
         handle.flush()
         yield lock_path
     finally:

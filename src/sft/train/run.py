@@ -33,6 +33,7 @@ from sft.train.launch import (
     output_dir_lock,
     utc_now,
 )
+from sft.train.multinode import DatasetWaitError, mark_dataset_ready, node_rank, run_token
 from sft.train.results import RunResultsError, collect_results, fix_saved_model_configs
 from sft.train.wandb_setup import (
     WandbConfigError,
@@ -56,7 +57,7 @@ from sft.train.yaml_gen import (
 
 logger = logging.getLogger(__name__)
 
-_REFUSALS = (TrainingConfigError, OutputDirError, LaunchError, WandbConfigError)
+_REFUSALS = (TrainingConfigError, OutputDirError, LaunchError, WandbConfigError, DatasetWaitError)
 
 
 class TrainingError(RuntimeError):
@@ -120,14 +121,6 @@ def launch_gate(
     return report
 
 
-def _node_rank(cfg: RuntimeInput, env: Mapping[str, str]) -> int:
-    infra = cfg.infrastructure
-    if infra.n_nodes <= 1:
-        return 0
-    value = infra.node_rank if infra.node_rank is not None else env.get("NODE_RANK", env.get("SLURM_NODEID", "0"))
-    return int(value)
-
-
 def _log_tail(log_path: Path, n_lines: int = 15) -> str:
     try:
         lines = log_path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n").splitlines()
@@ -188,7 +181,12 @@ def run_training(
         "output": None,
     }
 
-    def record(status: str, exit_code: int | None, note: str, results: dict[str, Any] | None) -> str:
+    rank = node_rank(inp.infrastructure, env)
+
+    def record(status: str, exit_code: int | None, note: str, results: dict[str, Any] | None) -> str | None:
+        if rank != 0:  # one history entry per run: node 0's
+            logger.info("node %d: the run's history entry is node 0's (%s here: %s)", rank, status, note)
+            return None
         if summary["gate_notes"]:
             note = f"{note}; " + "; ".join(summary["gate_notes"])
         return record_run(
@@ -225,11 +223,14 @@ def run_training(
         atomic_write_text(yaml_path, dump_training_yaml(args))
         summary["training_yaml"] = str(yaml_path)
         logger.info("training YAML: %s", yaml_path)
-        with output_dir_lock(output_dir):
-            check_output_dir(output_dir, inp.training, env)
-            if args.get("resume_from_checkpoint") is None and output_dir_entries(output_dir):
-                if overwrite_allowed(inp.training, env):
-                    remove_stale_checkpoints(output_dir)
+        with output_dir_lock(output_dir, rank):
+            if rank == 0:  # nodes 1.. share node 0's output dir, which node 0 checks and may already fill
+                check_output_dir(output_dir, inp.training, env)
+                if args.get("resume_from_checkpoint") is None and output_dir_entries(output_dir):
+                    if overwrite_allowed(inp.training, env):
+                        remove_stale_checkpoints(output_dir)
+                if inp.infrastructure.n_nodes > 1:
+                    mark_dataset_ready(dataset_dir, inp.dataset_key, run_token(env) or "")
             summary["log_path"] = str(log_path)
             result = launch_training(
                 yaml_path,
@@ -259,7 +260,7 @@ def _finish(
     cfg: SftConfig,
     result: LaunchResult,
     summary: dict[str, Any],
-    record: Callable[[str, int | None, str, dict[str, Any] | None], str],
+    record: Callable[[str, int | None, str, dict[str, Any] | None], str | None],
     *,
     config_path: Path,
     root: Path,
@@ -290,6 +291,10 @@ def _finish(
             summary,
         )
 
+    if node_rank(cfg.input.infrastructure, env) != 0:
+        # Node 0 collects the results, writes runtime_info.output and records the run (results written once).
+        logger.info("training completed on this node; node 0 records the run and writes the results")
+        return summary
     output_dir = Path(summary["output_dir"])
     try:
         fix_saved_model_configs(output_dir)
@@ -301,13 +306,10 @@ def _finish(
     summary["output"] = results
 
     write_error: Exception | None = None
-    if _node_rank(cfg.input, env) == 0:
-        try:
-            write_runtime_output(config_path, results)
-        except Exception as exc:  # recorded below, then re-raised: the run itself succeeded
-            write_error = exc
-    else:
-        logger.info("node rank > 0: runtime_info.output is written by node 0")
+    try:
+        write_runtime_output(config_path, results)
+    except Exception as exc:  # recorded below, then re-raised: the run itself succeeded
+        write_error = exc
     note = notes or "training completed"
     if write_error is not None:
         note += f"; writing runtime_info.output into {config_path} failed: {write_error}"
