@@ -12,15 +12,17 @@ The launch (reference-contract §6.1, llamafactory-notes §11.2):
 Multi-node (``infrastructure.n_nodes`` > 1): every node runs the same ``kedro run`` (same config, same
 shared ``output_dir``) with ``NNODES`` = n_nodes and its own ``NODE_RANK``; ``MASTER_ADDR`` /
 ``MASTER_PORT`` name node 0 and must agree everywhere. Each value comes from ``infrastructure.*`` when
-set, else from the environment. Typical starts::
+set, else from the environment. Node 0 converts and records; the others wait for its dataset
+(sft.train.multinode). Typical starts::
 
-    # by hand, on node k of N (node 0 first):
-    NODE_RANK=k MASTER_ADDR=node0.example MASTER_PORT=29500 SFT_CONFIG=config.yaml kedro run
+    # by hand, on node k of N (same SFT_RUN_ID everywhere):
+    SFT_RUN_ID=run-42 NODE_RANK=k MASTER_ADDR=node0.example MASTER_PORT=29500 SFT_CONFIG=config.yaml kedro run
     # under Slurm (one task per node): NODE_RANK falls back to $SLURM_NODEID
     srun --nodes=$N --ntasks-per-node=1 bash -c \\
       'MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) MASTER_PORT=29500 kedro run'
 
-Only node 0 writes ``runtime_info.output`` (its rank 0 writes the run directory).
+Only node 0 writes ``runtime_info.output`` and the history entry (its rank 0 writes the run directory);
+each node holds its own output-dir lock (``lock_name``).
 
 Console output (stdout + stderr merged) goes to the terminal and is teed into the log file with every
 credential value replaced by ``***REDACTED***``. A progress line (step / total, loss, ETA) comes from
