@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_each_node_holds_its_own_lock_and_a_second_holder_per_node_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with output_dir_lock(out, 0), output_dir_lock(out, 1):
-        with pytest.raises(OutputDirError, match="in use by another live sft training run"), output_dir_lock(out, 1):
+        with (
+            pytest.raises(OutputDirError, match="in use by another live sft training run"),
+            output_dir_lock(out, 1),
+        ):
             pass
         with pytest.raises(OutputDirError, match="in use"), output_dir_lock(out, 0):
             pass
@@ -45,7 +48,9 @@ def test_each_node_holds_its_own_lock_and_a_second_holder_per_node_is_refused(tm
 def _register(lf_dir: Path, key: str = "ds", text: str = "[]") -> None:
     lf_dir.mkdir(parents=True, exist_ok=True)
     (lf_dir / f"{key}.json").write_text(text, encoding="utf-8")
-    (lf_dir / "dataset_info.json").write_text(json.dumps({key: {"file_name": f"{key}.json"}}), encoding="utf-8")
+    (lf_dir / "dataset_info.json").write_text(
+        json.dumps({key: {"file_name": f"{key}.json"}}), encoding="utf-8"
+    )
 
 
 class _Clock:
@@ -103,7 +108,11 @@ def test_follower_node_gets_the_train_only_pipeline(monkeypatch: pytest.MonkeyPa
     follower = {n.name for n in register_pipelines()["__default__"].nodes}
     monkeypatch.setenv("NODE_RANK", "0")
     leader = {n.name for n in register_pipelines()["__default__"].nodes}
-    assert follower == {"validate_settings_node", "wait_for_registered_dataset_node", "train_model_follower_node"}
+    assert follower == {
+        "validate_settings_node",
+        "wait_for_registered_dataset_node",
+        "train_model_follower_node",
+    }
     assert {"build_dataset_node", "register_dataset_node", "train_model_node"} <= leader
 
 
@@ -141,8 +150,15 @@ def test_two_local_nodes_on_one_directory(demo_project: Path) -> None:
     procs = []
     for rank in (1, 0):  # the follower first: it must wait for node 0's conversion, not find stale data
         with open(logs[rank], "w", encoding="utf-8") as log:
-            procs.append(subprocess.Popen(kedro, cwd=demo_project, env={**env, "NODE_RANK": str(rank)},
-                                          stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    kedro,
+                    cwd=demo_project,
+                    env={**env, "NODE_RANK": str(rank)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     codes = [p.wait(timeout=420) for p in procs]
     text = [log.read_text(encoding="utf-8", errors="replace") for log in logs]
     assert codes == [0, 0], "\n".join(t[-3000:] for t in text)
@@ -164,4 +180,7 @@ def test_two_local_nodes_on_one_directory(demo_project: Path) -> None:
     run_dir = demo_project / "artifacts/model" / inp["training"]["output_dir"]
     assert {".sft-train.lock", ".sft-train.node1.lock"} <= {p.name for p in run_dir.iterdir()}
     # Node 1 persisted nothing of its own: no second registration / training_run file.
-    assert not (demo_project / "data/07_model_output").exists() or len(list((demo_project / "data/07_model_output").rglob("training_run.json"))) == 1
+    assert (
+        not (demo_project / "data/07_model_output").exists()
+        or len(list((demo_project / "data/07_model_output").rglob("training_run.json"))) == 1
+    )

@@ -29,8 +29,15 @@ def _log(step_s: list[float], tokens: int = 32768) -> list[dict]:
     records, t = [], 0.0
     for i, dt in enumerate(step_s, start=1):
         t += dt
-        records.append({"current_steps": i, "total_steps": len(step_s), "loss": 9.0 - i * 0.5,
-                        "total_tokens": i * tokens, "throughput": i * tokens / t})
+        records.append(
+            {
+                "current_steps": i,
+                "total_steps": len(step_s),
+                "loss": 9.0 - i * 0.5,
+                "total_tokens": i * tokens,
+                "throughput": i * tokens / t,
+            }
+        )
     return records
 
 
@@ -59,4 +66,6 @@ def test_the_recorded_h200_run_renders_and_replaces_its_benchmarks_block(tmp_pat
     write_benchmarks(bench, section)
     write_benchmarks(bench, section.replace("30.4 %", "31.0 %"))  # a rerun replaces, never appends
     text = bench.read_text(encoding="utf-8")
-    assert text.count(BENCH_BEGIN) == 1 and text.count(BENCH_END) == 1 and "31.0 %" in text and "intro" in text
+    assert (
+        text.count(BENCH_BEGIN) == 1 and text.count(BENCH_END) == 1 and "31.0 %" in text and "intro" in text
+    )

@@ -131,7 +131,10 @@ def write_dataset(root: Path, repeat: int) -> Path:
     out = root / "artifacts" / "data" / "gpucheck"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{CHECK_DATASET}.json", json.dumps(rows * repeat, ensure_ascii=False))
-    atomic_write_text(out / "dataset_info.json", json.dumps({CHECK_DATASET: {**entry, "file_name": f"{CHECK_DATASET}.json"}}, indent=2))
+    atomic_write_text(
+        out / "dataset_info.json",
+        json.dumps({CHECK_DATASET: {**entry, "file_name": f"{CHECK_DATASET}.json"}}, indent=2),
+    )
     return out
 
 
@@ -192,8 +195,16 @@ class GpuSampler(threading.Thread):
         while self.available and not self.stop_event.is_set():
             try:
                 proc = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                    capture_output=True, text=True, timeout=10,
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=memory.used,utilization.gpu",
+                        "--format=csv,noheader,nounits",
+                        "-i",
+                        "0",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
                 )
                 used, util = (int(x) for x in re.findall(r"\d+", proc.stdout)[:2])
                 self.samples.append((time.time(), used, util))
@@ -240,7 +251,9 @@ def throughput_metrics(trainer_log: list[dict[str, Any]], skip: int = 3) -> dict
         result["tokens_total"] = int(b["total_tokens"])
         result["tokens_per_s_overall"] = float(b["throughput"])
         result["tokens_per_s_steady"] = (b["total_tokens"] - a["total_tokens"]) / max(t_b - t_a, 1e-9)
-        result["seconds_per_step_steady"] = (t_b - t_a) / max(int(b["current_steps"]) - int(a["current_steps"]), 1)
+        result["seconds_per_step_steady"] = (t_b - t_a) / max(
+            int(b["current_steps"]) - int(a["current_steps"]), 1
+        )
         result["tokens_per_step"] = (b["total_tokens"] - a["total_tokens"]) / max(
             int(b["current_steps"]) - int(a["current_steps"]), 1
         )
@@ -295,7 +308,9 @@ def benchmark_section(result: dict[str, Any]) -> str:
         f"| training wall time (llamafactory-cli, incl. imports) | {result.get('train_wall_s', 0):.0f} s |",
         f"| whole check (install + build + train) | {result.get('check_wall_s', 0):.0f} s |",
         "",
-        "Fallbacks and notes: " + ("; ".join(result.get("gate_notes") or []) or "none") + ". Saved config.json: "
+        "Fallbacks and notes: "
+        + ("; ".join(result.get("gate_notes") or []) or "none")
+        + ". Saved config.json: "
         f"max_position_embeddings {result.get('saved_max_position_embeddings')!r}, rope_scaling {result.get('saved_rope_scaling')}.",
         BENCH_END,
     ]
@@ -310,7 +325,9 @@ def write_benchmarks(path: Path, section: str) -> None:
         tail = rest.split(BENCH_END, 1)[1]
         text = head + section + tail
     else:
-        text = text.rstrip() + "\n\n## GPU check: the training stage on one GPU (issue 15)\n\n" + section + "\n"
+        text = (
+            text.rstrip() + "\n\n## GPU check: the training stage on one GPU (issue 15)\n\n" + section + "\n"
+        )
     atomic_write_text(path, text)
 
 
@@ -350,8 +367,13 @@ def run_check(ns: argparse.Namespace) -> dict[str, Any]:
     logger.info("model: %.1fM parameters in %s", model["params"] / 1e6, model_dir)
     dataset_dir = write_dataset(root, ns.repeat)
     profile = write_profile(
-        root, active, model_dir=model_dir, site_dir=Path(ns.site) if ns.site else None, steps=ns.steps,
-        cutoff=ns.cutoff, run_tag=run_tag,
+        root,
+        active,
+        model_dir=model_dir,
+        site_dir=Path(ns.site) if ns.site else None,
+        steps=ns.steps,
+        cutoff=ns.cutoff,
+        run_tag=run_tag,
     )
     cfg = load_config(profile)
     sampler = GpuSampler()
@@ -367,7 +389,9 @@ def run_check(ns: argparse.Namespace) -> dict[str, Any]:
     output_dir = Path(summary["output_dir"])
     metrics = throughput_metrics(read_trainer_log(output_dir / "trainer_log.jsonl"))
     training_yaml = yaml.safe_load(Path(summary["training_yaml"]).read_text(encoding="utf-8"))
-    saved = json.loads((Path(summary["output"]["checkpoint_path"]["value"]) / "config.json").read_text(encoding="utf-8"))
+    saved = json.loads(
+        (Path(summary["output"]["checkpoint_path"]["value"]) / "config.json").read_text(encoding="utf-8")
+    )
     probe = probe_environment()
     device, driver = _gpu_name()
     seq_len = metrics.get("tokens_per_step", float(ns.cutoff))
@@ -386,7 +410,15 @@ def run_check(ns: argparse.Namespace) -> dict[str, Any]:
         "cutoff_len": ns.cutoff,
         "features": {
             k: training_yaml.get(k)
-            for k in ("bf16", "deepspeed", "flash_attn", "enable_liger_kernel", "use_unsloth_gc", "rope_scaling", "packing")
+            for k in (
+                "bf16",
+                "deepspeed",
+                "flash_attn",
+                "enable_liger_kernel",
+                "use_unsloth_gc",
+                "rope_scaling",
+                "packing",
+            )
             if k in training_yaml
         }
         | ({"deepspeed": Path(training_yaml["deepspeed"]).name} if training_yaml.get("deepspeed") else {}),
@@ -405,17 +437,28 @@ def run_check(ns: argparse.Namespace) -> dict[str, Any]:
     }
     if "steady_window_s" in metrics and sampler.samples:
         # trainer-relative times -> wall clock: the last record is (about) the end of training.
-        util = sampler.mean_util(t0 + (train_wall - metrics["steady_window_s"][1]) + metrics["steady_window_s"][0], time.time())
+        util = sampler.mean_util(
+            t0 + (train_wall - metrics["steady_window_s"][1]) + metrics["steady_window_s"][0], time.time()
+        )
         result["gpu_util_steady"] = round(util, 1) if util is not None else None
 
     problems = []
     if not metrics["loss_last_mean"] < 0.9 * metrics["loss_first_mean"]:
-        problems.append(f"loss did not fall: mean of the first steps {metrics['loss_first_mean']:.4f}, of the last "
-                        f"{metrics['loss_last_mean']:.4f} (needs < 90%)")
+        problems.append(
+            f"loss did not fall: mean of the first steps {metrics['loss_first_mean']:.4f}, of the last "
+            f"{metrics['loss_last_mean']:.4f} (needs < 90%)"
+        )
     if not isinstance(saved.get("max_position_embeddings"), int):
-        problems.append(f"saved config.json max_position_embeddings is {saved.get('max_position_embeddings')!r}, not an int")
-    if training_yaml.get("rope_scaling") and (saved.get("rope_scaling") or {}).get("rope_type") != training_yaml["rope_scaling"]:
-        problems.append(f"saved rope_scaling {saved.get('rope_scaling')} is not the trained {training_yaml['rope_scaling']}")
+        problems.append(
+            f"saved config.json max_position_embeddings is {saved.get('max_position_embeddings')!r}, not an int"
+        )
+    if (
+        training_yaml.get("rope_scaling")
+        and (saved.get("rope_scaling") or {}).get("rope_type") != training_yaml["rope_scaling"]
+    ):
+        problems.append(
+            f"saved rope_scaling {saved.get('rope_scaling')} is not the trained {training_yaml['rope_scaling']}"
+        )
     result["problems"] = problems
     return result
 
@@ -427,29 +470,45 @@ def _say(text: str, err: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default=".", help="project root (holds config.yaml and artifacts/)")
-    parser.add_argument("--profile", default="", help="the active profile (default: $SFT_CONFIG or config.yaml)")
-    parser.add_argument("--site", default="", help="dir whose bin/ holds llamafactory-cli (the carried install)")
+    parser.add_argument(
+        "--profile", default="", help="the active profile (default: $SFT_CONFIG or config.yaml)"
+    )
+    parser.add_argument(
+        "--site", default="", help="dir whose bin/ holds llamafactory-cli (the carried install)"
+    )
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cutoff", type=int, default=32768)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=200, help="copies of the demo rows (packed into sequences)")
+    parser.add_argument(
+        "--repeat", type=int, default=200, help="copies of the demo rows (packed into sequences)"
+    )
     parser.add_argument("--out", default="", help="also write gpu_check.json here")
     parser.add_argument("--benchmarks", default="BENCHMARKS.md")
-    parser.add_argument("--allow-cpu", action="store_true", help="rehearse the flow without a GPU (no benchmark)")
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="rehearse the flow without a GPU (no benchmark)"
+    )
     ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import torch
 
     if not torch.cuda.is_available() and not ns.allow_cpu:
-        _say("[FAIL] gpu_check: torch sees no CUDA GPU here; run it on a GPU machine "
-             "(--allow-cpu rehearses the flow on CPU without benchmark numbers)", err=True)
+        _say(
+            "[FAIL] gpu_check: torch sees no CUDA GPU here; run it on a GPU machine "
+            "(--allow-cpu rehearses the flow on CPU without benchmark numbers)",
+            err=True,
+        )
         return 3
     if ns.cutoff < 32768 and not ns.allow_cpu:
-        _say(f"[FAIL] gpu_check: --cutoff {ns.cutoff} < 32768; the check exercises YaRN at >= 32k tokens", err=True)
+        _say(
+            f"[FAIL] gpu_check: --cutoff {ns.cutoff} < 32768; the check exercises YaRN at >= 32k tokens",
+            err=True,
+        )
         return 2
     result = run_check(ns)
     text = json.dumps(result, indent=2, default=str)
@@ -463,9 +522,11 @@ def main(argv: list[str] | None = None) -> int:
         _say("[FAIL] gpu_check: " + "; ".join(result["problems"]), err=True)
         return 1
     m = result["metrics"]
-    _say(f"[OK] gpu_check: loss {m['loss_first_mean']:.3f} -> {m['loss_last_mean']:.3f}, "
-         f"{m.get('tokens_per_s_steady', float('nan')):,.0f} tokens/s, peak {result['peak_gpu_mib']} MiB, "
-         f"MFU {result['mfu_pct']} %")
+    _say(
+        f"[OK] gpu_check: loss {m['loss_first_mean']:.3f} -> {m['loss_last_mean']:.3f}, "
+        f"{m.get('tokens_per_s_steady', float('nan')):,.0f} tokens/s, peak {result['peak_gpu_mib']} MiB, "
+        f"MFU {result['mfu_pct']} %"
+    )
     return 0
 
 

@@ -131,7 +131,11 @@ def wait_for_dataset(
                 "conversion is just slow"
             )
         if not logged:
-            logger.info("node waits for node 0 to register dataset '%s' (run %s, at most %.0f s)",
-                        dataset_key, token, timeout_s)
+            logger.info(
+                "node waits for node 0 to register dataset '%s' (run %s, at most %.0f s)",
+                dataset_key,
+                token,
+                timeout_s,
+            )
             logged = True
         sleep(poll_s)
