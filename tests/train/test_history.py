@@ -59,7 +59,8 @@ def test_runs_are_numbered_and_archived(tmp_path: Path) -> None:
     archive = tmp_path / "artifacts" / "archives" / "run_002"
     meta = yaml.safe_load((archive / "metadata.yaml").read_text(encoding="utf-8"))
     assert meta["id"] == "run_002" and meta["block"] == "sft" and meta["exit_code"] == 1
-    assert set(meta["versions"]) == {"llamafactory", "transformers", "torch", "deepspeed"}
+    assert set(meta["versions"]) == {"llamafactory", "transformers", "torch", "deepspeed", "liger-kernel", "flash-attn"}
+    assert meta["versions"]["liger-kernel"] is None  # not installed in this CPU env: recorded as absent
     assert "git_commit" in meta and meta["results"] is None
     assert (archive / "training.yaml").read_text(encoding="utf-8").startswith("model_name_or_path: /m")
 

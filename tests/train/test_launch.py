@@ -133,7 +133,10 @@ def test_missing_cli_and_missing_deepspeed_file_are_one_line_errors(
 
 
 def test_multi_node_variables() -> None:
-    assert distributed_env(n_gpus=8, base_env={}) == {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}
+    single = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "1", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    assert distributed_env(n_gpus=8, base_env={}) == single
+    # A single-node run ignores rendezvous variables left in the environment (a Slurm shell, a multi-node setup).
+    assert distributed_env(n_gpus=8, base_env={"NODE_RANK": "3", "MASTER_ADDR": "node0"}) == single
     env = distributed_env(n_gpus=8, n_nodes=2, master_addr="node0", master_port=29500, base_env={"NODE_RANK": "1"})
     assert env == {
         "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",

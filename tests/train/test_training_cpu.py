@@ -145,7 +145,8 @@ def test_wandb_offline_run_id_matches_the_run_dir_and_yarn_scales_rope(
     assert saved["rope_scaling"]["rope_type"] == "yarn"
     assert saved["rope_scaling"]["factor"] == 2.0
     assert saved["rope_scaling"]["original_max_position_embeddings"] == 4096
-    assert saved["max_position_embeddings"] == 8192
+    # An integer, not LLaMA-Factory's 8192.0 (RL / eval read it as a length).
+    assert saved["max_position_embeddings"] == 8192 and isinstance(saved["max_position_embeddings"], int)
 
 
 def test_resume_from_explicit_checkpoint_and_auto(

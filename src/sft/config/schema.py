@@ -224,6 +224,11 @@ class InfrastructureConfig(_Strict):
     node_rank: int | None = None
     master_addr: str = ""
     master_port: int | None = None
+    # fa2 requested but flash-attn not usable: train with this instead (recorded in the run's history);
+    # null = refuse before launch (sft.train.features).
+    attn_fallback: Literal["sdpa", "disabled"] | None = None
+    # Multi-node: how long nodes 1.. wait for node 0 to convert and register the dataset.
+    dataset_wait_s: float = Field(3600.0, gt=0)
 
     @field_validator("n_gpus_per_node", mode="before")
     @classmethod

@@ -74,9 +74,6 @@ def check_environment(cfg: SftConfig, root: Path, out: Checklist) -> None:
     cli = py.parent / "llamafactory-cli"
     if not cli.exists():
         out.add("FAIL", f"{cli} missing: rerun `bash scripts/install_env.sh`")
-    tf = versions.get("transformers", "")
-    if cfg.input.training.rope_scaling and tf.startswith("5."):
-        out.add("FAIL", f"rope_scaling {cfg.input.training.rope_scaling} crashes on transformers {tf}; use 4.57.x")
 
 
 def check_source(cfg: SftConfig, root: Path, out: Checklist) -> None:
@@ -294,6 +291,59 @@ def check_compute(cfg: SftConfig, model_cfg: dict | None, zero_stage: int | None
         out.add("WARN", f"cutoff_len {tr.cutoff_len} exceeds the model's native context {base} without rope_scaling")
 
 
+def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, str] | None = None) -> None:
+    """The train node's pre-launch gate, run here (sft.train.features): every feature the profile turns on
+    must be importable in the training env, CUDA / driver must fit, multi-node variables must agree; then
+    what LLaMA-Factory will do with the YAML."""
+    from sft.train.features import feature_checks, multinode_checks, probe_environment
+    from sft.train.launch import distributed_env
+    from sft.train.multinode import node_rank
+    from sft.train.yaml_gen import TrainingConfigError, build_training_args
+
+    env = dict(os.environ if env is None else env)
+    inp = cfg.input
+    on_cpu = inp.infrastructure.accelerator == "cpu"
+    try:
+        args = build_training_args(inp, root=root, dataset_dir=root / "artifacts" / "data" / "lf_data",
+                                   run_name=inp.run_name, on_cpu=on_cpu)
+    except TrainingConfigError as exc:
+        out.add("FAIL", str(exc).replace("\n", "\n       "))
+        return
+    python = _env_python(cfg, root) or Path(sys.executable)
+    probe = probe_environment(python)
+    report = feature_checks(args, inp.infrastructure, probe, on_cpu=on_cpu)
+    report.findings += multinode_checks(inp.infrastructure, env).findings
+    for finding in report.findings:
+        out.add(finding.level, finding.message)
+    args.update(report.changes)
+    attn = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager", "auto": "transformers' default (sdpa)"}
+    chosen = attn.get(str(args.get("flash_attn")), str(args.get("flash_attn")))
+    if args.get("flash_attn") == "fa2" and not probe.fa2_available:
+        chosen = "sdpa after a warning (its silent fallback; refused above)"
+    will = [f"attention {chosen}"]
+    if args.get("enable_liger_kernel"):
+        will.append("Liger kernels patched into the model (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy)")
+    if args.get("use_unsloth_gc"):
+        will.append("unsloth gradient checkpointing (activations offloaded to CPU)")
+    if args.get("deepspeed"):
+        will.append(f"DeepSpeed {Path(str(args['deepspeed'])).name}")
+    will.append("bf16" if args.get("bf16") else "fp32")
+    if on_cpu:
+        will.append("CPU run: liger / unsloth gc switched off, use_cpu for bf16")
+    out.add("INFO", "LLaMA-Factory will use: " + "; ".join(will))
+    if not report.failures:
+        try:
+            dist = distributed_env(n_gpus=inp.infrastructure.n_gpus_per_node, n_nodes=inp.infrastructure.n_nodes,
+                                   node_rank=inp.infrastructure.node_rank, master_addr=inp.infrastructure.master_addr,
+                                   master_port=inp.infrastructure.master_port, base_env=env)
+        except Exception as exc:  # already a FAIL line above
+            out.add("FAIL", str(exc))
+            return
+        out.add("INFO", f"launch (node {node_rank(inp.infrastructure, env)}): torchrun --nnodes {dist['NNODES']} "
+                        f"--node_rank {dist['NODE_RANK']} --nproc_per_node {dist['NPROC_PER_NODE']} --master_addr "
+                        f"{dist['MASTER_ADDR']} --master_port {dist.get('MASTER_PORT', '<free port>')}")
+
+
 def run_checks(path: Path | None = None) -> Checklist:
     out = Checklist()
     root = project_root()
@@ -314,6 +364,7 @@ def run_checks(path: Path | None = None) -> Checklist:
     check_output_dir(cfg, root, out)
     check_wandb(cfg, root, out)
     check_compute(cfg, model_cfg, stage, out)
+    check_features(cfg, root, out)
     return out
 
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 RUN_ID_RE = re.compile(r"^run_(\d{3,})$")
 STATUSES = ("completed", "failed", "interrupted")
 INDEX_KEYS = ("id", "started_at", "completed_at", "status", "archive", "notes")
-VERSIONED_PACKAGES = ("llamafactory", "transformers", "torch", "deepspeed")
+VERSIONED_PACKAGES = ("llamafactory", "transformers", "torch", "deepspeed", "liger-kernel", "flash-attn")
 
 
 class HistoryError(RuntimeError):

@@ -12,15 +12,17 @@ The launch (docs/config-contract.md §6.1, docs/llamafactory-rules.md §11.2):
 Multi-node (``infrastructure.n_nodes`` > 1): every node runs the same ``kedro run`` (same config, same
 shared ``output_dir``) with ``NNODES`` = n_nodes and its own ``NODE_RANK``; ``MASTER_ADDR`` /
 ``MASTER_PORT`` name node 0 and must agree everywhere. Each value comes from ``infrastructure.*`` when
-set, else from the environment. Typical starts::
+set, else from the environment. Node 0 converts and records; the others wait for its dataset
+(sft.train.multinode). Typical starts::
 
-    # by hand, on node k of N (node 0 first):
-    NODE_RANK=k MASTER_ADDR=node0.example MASTER_PORT=29500 SFT_CONFIG=config.yaml kedro run
+    # by hand, on node k of N (same SFT_RUN_ID everywhere):
+    SFT_RUN_ID=run-42 NODE_RANK=k MASTER_ADDR=node0.example MASTER_PORT=29500 SFT_CONFIG=config.yaml kedro run
     # under Slurm (one task per node): NODE_RANK falls back to $SLURM_NODEID
     srun --nodes=$N --ntasks-per-node=1 bash -c \\
       'MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) MASTER_PORT=29500 kedro run'
 
-Only node 0 writes ``runtime_info.output`` (its rank 0 writes the run directory).
+Only node 0 writes ``runtime_info.output`` and the history entry (its rank 0 writes the run directory);
+each node holds its own output-dir lock (``lock_name``).
 
 Console output (stdout + stderr merged) goes to the terminal and is teed into the log file with every
 credential value replaced by ``***REDACTED***``. A progress line (step / total, loss, ETA) comes from
@@ -150,6 +152,11 @@ def distributed_env(
     base = os.environ if base_env is None else base_env
     env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(int(n_gpus))}
     if n_nodes <= 1:
+        # Explicit, so a NODE_RANK / MASTER_ADDR left in the environment (a Slurm shell) cannot turn a
+        # single-node run into `torchrun --nnodes 1 --node_rank k` waiting for a remote rendezvous.
+        env.update({"NNODES": "1", "NODE_RANK": "0", "MASTER_ADDR": master_addr or "127.0.0.1"})
+        if master_port is not None:
+            env["MASTER_PORT"] = str(master_port)
         return env
     rank = _first_set(node_rank, base.get("NODE_RANK"), base.get("SLURM_NODEID"))
     addr = _first_set(master_addr, base.get("MASTER_ADDR"))
@@ -200,16 +207,23 @@ def _preflight(yaml_path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- output-dir lock
 
 
+def lock_name(node_rank: int = 0) -> str:
+    """Node 0 holds the run's lock; node k of a multi-node run its own (one holder per lock)."""
+    return LOCK_NAME if node_rank == 0 else f".sft-train.node{node_rank}.lock"
+
+
 @contextlib.contextmanager
-def output_dir_lock(output_dir: Path) -> Iterator[Path]:
-    """Hold ``<output_dir>/.sft-train.lock`` (fcntl) for the whole launch.
+def output_dir_lock(output_dir: Path, node_rank: int = 0) -> Iterator[Path]:
+    """Hold ``<output_dir>/.sft-train.lock`` (node k > 0: ``.sft-train.node<k>.lock``) for the whole launch.
 
     The kernel releases the lock when the holder dies, so a crashed run never leaves a stale block;
-    a second live run into the same directory is refused with the holder's pid.
+    a second live run into the same directory (on the same node rank) is refused with the holder's pid.
+    Per-node locks: on shared storage where locks work across hosts, the nodes of one run must not
+    refuse each other.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = output_dir / LOCK_NAME
+    lock_path = output_dir / lock_name(node_rank)
     handle = open(lock_path, "a+", encoding="utf-8")  # held across the yield
     try:
         try:
@@ -223,7 +237,7 @@ def output_dir_lock(output_dir: Path) -> Iterator[Path]:
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} since {utc_now()}\n")
+        handle.write(f"pid {os.getpid()} node {node_rank} since {utc_now()}\n")
         handle.flush()
         yield lock_path
     finally:

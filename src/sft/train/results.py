@@ -17,6 +17,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from sft.io_utils import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -119,6 +121,34 @@ def last_step_loss(output_dir: Path) -> float | None:
             if "loss" in entry:
                 return float(entry["loss"])
     return None
+
+
+def fix_saved_model_configs(output_dir: Path) -> list[Path]:
+    """Make ``max_position_embeddings`` an integer in every saved ``config.json`` of the run.
+
+    LLaMA-Factory's rope patch (model/model_utils/rope.py) sets it to ``old * float(factor)``, so a YaRN run
+    saves e.g. ``163840.0``; the RL / eval stages read it as a length and choke on a float. The
+    ``rope_scaling`` block LLaMA-Factory saved (type, factor, original length) is what the model was trained
+    with and is kept as is. Returns the files that were rewritten.
+    """
+    fixed: list[Path] = []
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return fixed
+    candidates = [output_dir / "config.json"]
+    candidates += [c / "config.json" for c in sorted(output_dir.iterdir()) if CHECKPOINT_RE.match(c.name)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        config = _read_json(path)
+        value = config.get("max_position_embeddings")
+        if isinstance(value, float) and value.is_integer():
+            config["max_position_embeddings"] = int(value)
+            atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+            fixed.append(path)
+            logger.info("%s: max_position_embeddings %s -> %d (LLaMA-Factory's rope patch saves a float)",
+                        path, value, int(value))
+    return fixed
 
 
 def collect_results(output_dir: Path, *, log_path: Path | None, wandb_run_id: str | None) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +21,7 @@ from sft.config.loader import resolve_path
 from sft.config.schema import RuntimeInput, SftConfig
 from sft.config.writeback import write_runtime_output
 from sft.io_utils import atomic_write_text
+from sft.train.features import EnvProbe, FeatureReport, feature_checks, multinode_checks, probe_environment
 from sft.train.history import record_run
 from sft.train.launch import (
     LaunchError,
@@ -30,7 +33,8 @@ from sft.train.launch import (
     output_dir_lock,
     utc_now,
 )
-from sft.train.results import RunResultsError, collect_results
+from sft.train.multinode import DatasetWaitError, mark_dataset_ready, node_rank, run_token
+from sft.train.results import RunResultsError, collect_results, fix_saved_model_configs
 from sft.train.wandb_setup import (
     WandbConfigError,
     find_wandb_run_dir,
@@ -53,7 +57,7 @@ from sft.train.yaml_gen import (
 
 logger = logging.getLogger(__name__)
 
-_REFUSALS = (TrainingConfigError, OutputDirError, LaunchError, WandbConfigError)
+_REFUSALS = (TrainingConfigError, OutputDirError, LaunchError, WandbConfigError, DatasetWaitError)
 
 
 class TrainingError(RuntimeError):
@@ -73,12 +77,48 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _node_rank(cfg: RuntimeInput, env: Mapping[str, str]) -> int:
-    infra = cfg.infrastructure
-    if infra.n_nodes <= 1:
-        return 0
-    value = infra.node_rank if infra.node_rank is not None else env.get("NODE_RANK", env.get("SLURM_NODEID", "0"))
-    return int(value)
+class LaunchGateError(TrainingConfigError):
+    """The profile turns on something the training env cannot do (the dryrun's FAIL lines)."""
+
+
+@lru_cache(maxsize=4)
+def _probe(python: str) -> EnvProbe:
+    return probe_environment(Path(python))
+
+
+def training_python(env_dir: Path | None) -> Path:
+    """The interpreter llamafactory-cli will run with: the training env's, else this one."""
+    if env_dir is not None and (Path(env_dir) / "bin" / "python").exists():
+        return Path(env_dir) / "bin" / "python"
+    return Path(sys.executable)
+
+
+def launch_gate(
+    args: dict[str, Any],
+    cfg: RuntimeInput,
+    *,
+    env: Mapping[str, str],
+    env_dir: Path | None,
+    on_cpu: bool,
+    probe: EnvProbe | None = None,
+) -> FeatureReport:
+    """The dryrun's feature and multi-node checks on the final YAML; raises LaunchGateError on any FAIL.
+
+    Runs before the launch so a missing package or an inconsistent multi-node setup stops here, in one
+    message, instead of after torchrun and the imports on the GPU node.
+    """
+    probe = probe or _probe(str(training_python(env_dir)))
+    report = feature_checks(args, cfg.infrastructure, probe, on_cpu=on_cpu)
+    report.findings += multinode_checks(cfg.infrastructure, env).findings
+    for finding in report.findings:
+        logger.log(logging.WARNING if finding.level in ("WARN", "FAIL") else logging.INFO,
+                   "[%s] %s", finding.level, finding.message)
+    if report.failures:
+        raise LaunchGateError(
+            "the training profile cannot start here (the same checks as scripts/dryrun.sh):\n  - "
+            + "\n  - ".join(report.failures)
+        )
+    return report
 
 
 def _log_tail(log_path: Path, n_lines: int = 15) -> str:
@@ -127,6 +167,7 @@ def run_training(
     started_at = utc_now()
     summary: dict[str, Any] = {
         "run_id": None,
+        "gate_notes": [],
         "status": "failed",
         "exit_code": None,
         "output_dir": str(output_dir),
@@ -140,7 +181,14 @@ def run_training(
         "output": None,
     }
 
-    def record(status: str, exit_code: int | None, note: str, results: dict[str, Any] | None) -> str:
+    rank = node_rank(inp.infrastructure, env)
+
+    def record(status: str, exit_code: int | None, note: str, results: dict[str, Any] | None) -> str | None:
+        if rank != 0:  # one history entry per run: node 0's
+            logger.info("node %d: the run's history entry is node 0's (%s here: %s)", rank, status, note)
+            return None
+        if summary["gate_notes"]:
+            note = f"{note}; " + "; ".join(summary["gate_notes"])
         return record_run(
             root,
             started_at=started_at,
@@ -153,7 +201,12 @@ def run_training(
             results=results,
             secret_values=secrets,
             log_path=Path(summary["log_path"]) if summary["log_path"] else None,
-            extra={"run_name": run_name, "output_dir": str(output_dir), "wandb_run_id": wandb_run_id},
+            extra={
+                "run_name": run_name,
+                "output_dir": str(output_dir),
+                "wandb_run_id": wandb_run_id,
+                "fallbacks": list(summary["gate_notes"]),
+            },
         )
 
     try:
@@ -164,14 +217,20 @@ def run_training(
                 "no GPU here: n_gpus_per_node %d starts that many CPU ranks", inp.infrastructure.n_gpus_per_node
             )
         args = build_training_args(inp, root=root, dataset_dir=dataset_dir, run_name=run_name, on_cpu=on_cpu)
+        gate = launch_gate(args, inp, env=env, env_dir=env_dir, on_cpu=on_cpu)
+        args.update(gate.changes)
+        summary["gate_notes"] = gate.notes
         atomic_write_text(yaml_path, dump_training_yaml(args))
         summary["training_yaml"] = str(yaml_path)
         logger.info("training YAML: %s", yaml_path)
-        with output_dir_lock(output_dir):
-            check_output_dir(output_dir, inp.training, env)
-            if args.get("resume_from_checkpoint") is None and output_dir_entries(output_dir):
-                if overwrite_allowed(inp.training, env):
-                    remove_stale_checkpoints(output_dir)
+        with output_dir_lock(output_dir, rank):
+            if rank == 0:  # nodes 1.. share node 0's output dir, which node 0 checks and may already fill
+                check_output_dir(output_dir, inp.training, env)
+                if args.get("resume_from_checkpoint") is None and output_dir_entries(output_dir):
+                    if overwrite_allowed(inp.training, env):
+                        remove_stale_checkpoints(output_dir)
+                if inp.infrastructure.n_nodes > 1:
+                    mark_dataset_ready(dataset_dir, inp.dataset_key, run_token(env) or "")
             summary["log_path"] = str(log_path)
             result = launch_training(
                 yaml_path,
@@ -201,7 +260,7 @@ def _finish(
     cfg: SftConfig,
     result: LaunchResult,
     summary: dict[str, Any],
-    record: Callable[[str, int | None, str, dict[str, Any] | None], str],
+    record: Callable[[str, int | None, str, dict[str, Any] | None], str | None],
     *,
     config_path: Path,
     root: Path,
@@ -232,8 +291,13 @@ def _finish(
             summary,
         )
 
+    if node_rank(cfg.input.infrastructure, env) != 0:
+        # Node 0 collects the results, writes runtime_info.output and records the run (results written once).
+        logger.info("training completed on this node; node 0 records the run and writes the results")
+        return summary
     output_dir = Path(summary["output_dir"])
     try:
+        fix_saved_model_configs(output_dir)
         results = collect_results(output_dir, log_path=result.log_path, wandb_run_id=wandb_run_id)
     except RunResultsError as exc:
         summary["status"] = "failed"
@@ -242,13 +306,10 @@ def _finish(
     summary["output"] = results
 
     write_error: Exception | None = None
-    if _node_rank(cfg.input, env) == 0:
-        try:
-            write_runtime_output(config_path, results)
-        except Exception as exc:  # recorded below, then re-raised: the run itself succeeded
-            write_error = exc
-    else:
-        logger.info("node rank > 0: runtime_info.output is written by node 0")
+    try:
+        write_runtime_output(config_path, results)
+    except Exception as exc:  # recorded below, then re-raised: the run itself succeeded
+        write_error = exc
     note = notes or "training completed"
     if write_error is not None:
         note += f"; writing runtime_info.output into {config_path} failed: {write_error}"

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from importlib import metadata
@@ -36,6 +37,7 @@ ALLOW_OVERWRITE_ENV = "SFT_ALLOW_OVERWRITE_OUTPUT"
 LOCK_NAME = ".sft-train.lock"
 # Files sft itself may leave in an output dir; they do not make it "non-empty".
 _IGNORED_ENTRIES = {LOCK_NAME}
+_NODE_LOCK_RE = re.compile(r"^\.sft-train\.node\d+\.lock$")  # multi-node: one lock per node (launch.lock_name)
 
 
 class TrainingConfigError(ValueError):
@@ -191,10 +193,12 @@ def resolve_resume_checkpoint(value: str | None, output_dir: Path, root: Path) -
 
 
 def output_dir_entries(output_dir: Path) -> list[str]:
-    """Names in ``output_dir`` that count as content (sft's own lock file does not)."""
+    """Names in ``output_dir`` that count as content (sft's own lock files do not)."""
     if not output_dir.is_dir():
         return []
-    return sorted(p.name for p in output_dir.iterdir() if p.name not in _IGNORED_ENTRIES)
+    return sorted(
+        p.name for p in output_dir.iterdir() if p.name not in _IGNORED_ENTRIES and not _NODE_LOCK_RE.match(p.name)
+    )
 
 
 def overwrite_allowed(training_cfg: TrainingConfig, env: Mapping[str, str]) -> bool:

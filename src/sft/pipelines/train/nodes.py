@@ -31,6 +31,35 @@ def train_model(
     return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data")
 
 
+def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+    """Nodes 1.. of a multi-node run: wait (bounded) until node 0 registered the dataset for this run."""
+    import os
+
+    from sft.train.multinode import DatasetWaitError, run_token, wait_for_dataset
+
+    token = run_token(os.environ)
+    if not token:
+        raise DatasetWaitError(
+            "multi-node follower without a run id: export SFT_RUN_ID (the same value on every node) or run under "
+            "Slurm (SLURM_JOB_ID), so this node waits for this run's dataset and not an older one"
+        )
+    dataset_dir = Path(project_root) / "artifacts" / "data" / "lf_data"
+    return wait_for_dataset(dataset_dir, settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s)
+
+
+def train_model_follower(
+    dataset_ready: dict[str, Any], settings: RuntimeInput, config_path: str, project_root: str
+) -> dict[str, Any]:
+    """Train on a follower node: the same launch as node 0, once node 0's dataset is ready."""
+    from sft.train import run_training
+
+    del dataset_ready  # a dependency only: training starts after the wait
+    cfg = load_selected_config().model_copy(deep=True)
+    cfg.runtime_info.input = settings
+    root = Path(project_root)
+    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data")
+
+
 def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:
     """The metrics part of the run summary, as its own reporting artifact."""
     output = training_run.get("output") or {}

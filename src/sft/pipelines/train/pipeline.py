@@ -3,7 +3,13 @@
 from kedro.pipeline import Node, Pipeline
 
 from sft.pipelines.common import settings_node
-from sft.pipelines.train.nodes import extract_training_metrics, plot_training_curves, train_model
+from sft.pipelines.train.nodes import (
+    extract_training_metrics,
+    plot_training_curves,
+    train_model,
+    train_model_follower,
+    wait_for_registered_dataset,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -30,6 +36,32 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="training_curves_plot",
                 name="plot_training_curves_node",
                 tags=["train", "report"],
+            ),
+        ]
+    )
+
+
+def create_follower_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+    """Nodes 1.. of a multi-node run: wait for node 0's registered dataset, then train.
+
+    No conversion, registration, reports or persisted outputs: node 0 writes those once (sft.train.multinode).
+    """
+    return Pipeline(
+        [
+            settings_node(),
+            Node(
+                wait_for_registered_dataset,
+                inputs=["run_settings", "params:project_root"],
+                outputs="follower_dataset_ready",
+                name="wait_for_registered_dataset_node",
+                tags=["train"],
+            ),
+            Node(
+                train_model_follower,
+                inputs=["follower_dataset_ready", "run_settings", "params:config_path", "params:project_root"],
+                outputs="follower_training_run",
+                name="train_model_follower_node",
+                tags=["train"],
             ),
         ]
     )
