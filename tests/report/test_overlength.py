@@ -168,21 +168,21 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
                               funnel={"funnel": {"rows_written": 3}}, kept=trajs)
     settings = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff})
     root = str(tmp_path)
-    lf_rows, _, _, funnel, manifest, handover = split_conversion_result(apply_length_policy(result, settings, root))
+    lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, root))
     path = lf_file(settings, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_array(path, lf_rows)  # as the catalog writes it
-    reused, reused_summary = compute_token_statistics(handover, manifest, funnel, settings, root)
-    recount, recount_summary = compute_token_statistics([], manifest, funnel, settings, root)
+    reused, reused_summary = compute_token_statistics(handover, funnel, settings, root)
+    recount, recount_summary = compute_token_statistics([], funnel, settings, root)
     assert reused_summary["counted_by"] == "apply_length_policy_node" and "counted_by" not in recount_summary
     assert reused == recount and len(reused) == len(lf_rows)
     drop_run_fields = {"elapsed_s", "tokens_per_s", "counted_by"}
     assert ({k: v for k, v in reused_summary.items() if k not in drop_run_fields}
             == {k: v for k, v in recount_summary.items() if k not in drop_run_fields})
     other = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff + 1})
-    assert "counted_by" not in compute_token_statistics(handover, manifest, funnel, other, root)[1]
+    assert "counted_by" not in compute_token_statistics(handover, funnel, other, root)[1]
     # rows that differ from the counted ones (an edited file) are counted again
     edited = json.loads(json.dumps(list(lf_rows)))
     edited[0]["conversations"][0]["value"] += " edited"
     write_json_array(path, edited)
-    assert "counted_by" not in compute_token_statistics(handover, manifest, funnel, settings, root)[1]
+    assert "counted_by" not in compute_token_statistics(handover, funnel, settings, root)[1]

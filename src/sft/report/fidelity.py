@@ -475,13 +475,15 @@ class FidelityPlan:
                 "rule": SELECTION_RULE.format(min_rows=self.min_rows)}
 
 
-def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float) -> FidelityPlan | None:
+def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float,
+                  min_rows: int | None = None) -> FidelityPlan | None:
     """The plan for ``rows`` rows, with an untouched copy of ``tokenizer``; None without a chat template."""
     import copy
 
     if not getattr(tokenizer, "chat_template", None):
         return None
-    return FidelityPlan(copy.deepcopy(tokenizer), rows, seed, sample_rate)
+    return FidelityPlan(copy.deepcopy(tokenizer), rows, seed, sample_rate,
+                        FIDELITY_MIN_ROWS if min_rows is None else min_rows)
 
 
 def stratum_cover_indices(per_sample: list[dict[str, Any]]) -> list[int]:

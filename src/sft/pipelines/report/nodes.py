@@ -322,14 +322,14 @@ def lf_file(settings: RuntimeInput, project_root: str) -> Path:
     return lf_dataset_dir(settings, project_root) / f"{settings.conversion.data_name}.json"
 
 
-def _reusable_handover(handover: list[dict[str, Any]] | None, manifest: dict[str, Any] | None, key: dict[str, Any],
+def _reusable_handover(handover: list[dict[str, Any]] | None, key: dict[str, Any],
                        path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """(header, per-sample numbers) of the convert side when they describe exactly the rows in the file (its
     bytes hash to the hand-over's ``rows_sha256``), counted the same way; else None."""
     if not handover or not handover[0].get("key") or not _same(handover[0]["key"], key):
         return None
     header, samples = handover[0], handover[1:]
-    if header.get("samples") != len(samples) or (manifest or {}).get("rows", len(samples)) != len(samples):
+    if header.get("samples") != len(samples):
         return None
     if not header.get("rows_sha256") or file_rows_sha256(path) != header["rows_sha256"]:
         return None
@@ -354,20 +354,19 @@ def stream_lf_rows(path: Path, project_root: str) -> Sequence[dict[str, Any]]:
 
 
 def compute_token_statistics(
-    conversion_token_samples: list[dict[str, Any]], lf_manifest: dict[str, Any], conversion_report: dict[str, Any],
-    settings: RuntimeInput, project_root: str
+    conversion_token_samples: list[dict[str, Any]], conversion_report: dict[str, Any], settings: RuntimeInput,
+    project_root: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer.
 
     The convert pipeline's over-length node already counted every written row: when its handover matches
-    the written rows (the manifest's hash) and settings (tokenizer, template, cutoff, options), its numbers
+    the written rows (the file's bytes hash to it) and settings (tokenizer, template, cutoff, options), its numbers
     are used and the dataset is not read at all; otherwise the rows are streamed from the file and counted.
     """
     cutoff = settings.training.cutoff_len
     entry = _dataset_entry(conversion_report)
     path = lf_file(settings, project_root)
-    reused = _reusable_handover(conversion_token_samples, lf_manifest, token_count_key(settings, project_root, entry),
-                                path)
+    reused = _reusable_handover(conversion_token_samples, token_count_key(settings, project_root, entry), path)
     if reused is not None:
         header, per_sample = reused
         summary = {**summarize(per_sample, cutoff_len=cutoff), **header["summary_fields"],
@@ -388,8 +387,8 @@ def compute_token_statistics(
     return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
 
 
-def check_fidelity(conversion_token_samples: list[dict[str, Any]], lf_manifest: dict[str, Any],
-                   conversion_report: dict[str, Any], settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+def check_fidelity(conversion_token_samples: list[dict[str, Any]], conversion_report: dict[str, Any],
+                   settings: RuntimeInput, project_root: str) -> dict[str, Any]:
     """The template fidelity report (never raises; ``enforce_data_checks`` decides).
 
     Made by the convert side's token pass (handed over); computed here, on rows streamed from the file, only
@@ -399,8 +398,7 @@ def check_fidelity(conversion_token_samples: list[dict[str, Any]], lf_manifest: 
     threshold = settings.conversion.max_template_mismatch
     entry = _dataset_entry(conversion_report)
     path = lf_file(settings, project_root)
-    reused = _reusable_handover(conversion_token_samples, lf_manifest, token_count_key(settings, project_root, entry),
-                                path)
+    reused = _reusable_handover(conversion_token_samples, token_count_key(settings, project_root, entry), path)
     if reused is not None and reused[0].get("fidelity_report"):
         report = dict(reused[0]["fidelity_report"])
         report["max_template_mismatch"] = threshold

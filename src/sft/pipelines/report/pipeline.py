@@ -2,7 +2,7 @@
 
 Runs after convert and before train: ``data_check`` is only written when the fidelity check passes. It reads
 what the convert side's single token pass handed over (``conversion_token_samples``: per-sample numbers and
-the fidelity report, checked against ``lf_manifest``), never the dataset itself; only a hand-over that does
+the fidelity report, checked against the bytes of the written file), never the dataset itself; only a hand-over that does
 not match the written rows makes it stream the rows from the file and count them.
 """
 
@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
             settings_node(),
             Node(
                 compute_token_statistics,
-                inputs=["conversion_token_samples", "lf_manifest", "conversion_report", "run_settings",
+                inputs=["conversion_token_samples", "conversion_report", "run_settings",
                         "params:project_root"],
                 outputs=["dataset_sample_stats", "dataset_token_summary"],
                 name="token_statistics_node",
@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
             ),
             Node(
                 check_fidelity,
-                inputs=["conversion_token_samples", "lf_manifest", "conversion_report", "run_settings",
+                inputs=["conversion_token_samples", "conversion_report", "run_settings",
                         "params:project_root"],
                 outputs="template_fidelity_report",
                 name="template_fidelity_node",
