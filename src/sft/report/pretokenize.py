@@ -108,10 +108,11 @@ class IdsSpool:
 
 
 def _features() -> Any:
-    """The features LLaMA-Factory's supervised preprocessing gives a text-only dataset."""
+    """The features LLaMA-Factory's supervised preprocessing gives a text-only dataset (``datasets`` stores
+    ``input_ids`` as int32 and ``attention_mask`` as int8: its OptimizedTypedSequence for those column names)."""
     from datasets import Features, Sequence, Value
 
-    return Features({"input_ids": Sequence(Value("int64")), "attention_mask": Sequence(Value("int64")),
+    return Features({"input_ids": Sequence(Value("int32")), "attention_mask": Sequence(Value("int8")),
                      "labels": Sequence(Value("int64")), "images": Value("null"), "videos": Value("null"),
                      "audios": Value("null")})
 
