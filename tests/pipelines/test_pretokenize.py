@@ -95,3 +95,20 @@ def test_the_training_yaml_points_at_a_matching_pretokenized_dataset(demo_projec
     cfg.conversion.pretokenize = False
     assert "tokenized_path" not in build_training_args(cfg, root=demo_project, dataset_dir=lf_dir, run_name="r",
                                                        on_cpu=True)
+
+
+@pytest.mark.slow
+def test_a_pretokenized_training_run_starts_without_llamafactory_tokenizing(demo_project: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kedro run` with pretokenize: the real LLaMA-Factory run on CPU loads the tokenized dataset (its log line)
+    and never runs its tokenizer over the dataset."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_session(demo_project, runtime_params={"conversion": {"pretokenize": True}, "training": {"max_steps": 1}})
+    logs = sorted((demo_project / "artifacts" / "logs").glob("*.log"))
+    assert logs, "no training log"
+    text = logs[-1].read_text(encoding="utf-8", errors="replace")
+    tokenized = demo_project / "artifacts" / "data" / "lf_data" / "demo_agent_sft.tokenized"
+    assert f"Loaded tokenized dataset from {tokenized.resolve()}" in text or f"Loaded tokenized dataset from {tokenized}" \
+        in text, text[-3000:]
+    assert "Running tokenizer on dataset" not in text
+    assert "'train_runtime'" in text or "train_runtime" in text
