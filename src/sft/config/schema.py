@@ -116,7 +116,7 @@ class ConversionConfig(_Strict):
     pretokenize: bool = False
     # Share of ordinary rows the template fidelity check compares (1.0 = every row); rare structures are
     # always checked. See sft.report.fidelity.SELECTION_RULE.
-    fidelity_sample_rate: float = 0.1
+    fidelity_sample_rate: float = 0.05
 
     @field_validator("data_name")
     @classmethod

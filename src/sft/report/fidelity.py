@@ -382,16 +382,18 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
 
 # --------------------------------------------------------------------------------------------- from the token pass
 
-FIDELITY_MIN_ROWS = 200  # up to this many rows every row is checked; above, at least this many are sampled
-_TURN_BUCKETS = (8, 32, 128)  # strata: agent type x scaffold x conversation length (turns <= bucket)
+FIDELITY_MIN_ROWS = 100  # up to this many rows every row is checked; above, at least this many are sampled
+RARE_SHARE = 0.05  # a structure in fewer than this share of the rows is rare: every row with it is checked
+_TURN_BUCKETS = (8, 32, 128)  # strata: agent type x scaffold x conversation length x structures
 SELECTION_RULE = (
     "Every row is compared when the dataset has at most {min_rows} rows or conversion.fidelity_sample_rate is 1. "
-    "Otherwise: every row with a rare structure (a repair, a parallel tool call, a sub-agent, reasoning, a row "
-    "LLaMA-Factory drops or aborts on), plus a seeded sample (sha256 of conversion.seed and the row uid < rate, "
-    "rate = max(fidelity_sample_rate, {min_rows} / rows)), plus the lowest-ranked row of every stratum (agent "
-    "type x scaffold x turn bucket) the sample missed. Why a sample is enough: the check tests a structural "
-    "property of the template (how LLaMA-Factory and the chat template render a kind of turn), which every row "
-    "of the same structure shares, so the rare structures are checked in full and the common ones by sample."
+    "Otherwise, in the single token pass: a seeded sample (sha256 of conversion.seed and the row uid < rate, "
+    "rate = max(fidelity_sample_rate, {min_rows} / rows)) and every row LLaMA-Factory drops or aborts on; after "
+    "it, every row with a rare structure (repair, parallel tool calls, sub-agent, reasoning: any of them in less "
+    "than {rare:.0%} of the rows) and the lowest-ranked row of every stratum (agent type x scaffold x turn bucket "
+    "x structures) the sample missed. Why a sample is enough: the check tests a structural property of the "
+    "template (how LLaMA-Factory and the chat template render a kind of turn), shared by every row of the same "
+    "structure, so rare structures are checked in full and every combination of structures at least once."
 )
 
 
@@ -407,7 +409,7 @@ class FidelityPlan:
     seed: int
     sample_rate: float
     min_rows: int = FIDELITY_MIN_ROWS
-    force: bool = False  # check every row handed to the pass (the stratum top-up)
+    force: str | None = None  # check every row handed to the pass, for this reason (the top-up after the pass)
 
     @property
     def rate(self) -> float:
@@ -422,11 +424,9 @@ class FidelityPlan:
         return int.from_bytes(digest[:8], "big") / 2**64
 
     @staticmethod
-    def rare(row: dict[str, Any], aligned: AlignedRow) -> list[str]:
-        """The rare structures of a row (each is checked in full)."""
+    def structures(row: dict[str, Any], aligned: AlignedRow) -> list[str]:
+        """The structures of a row that templates render specially."""
         found: list[str] = []
-        if aligned.status != "ok":
-            found.append("lf_reject")
         meta = lf_meta_of_row(row)
         extra = meta.get("extra") or {}
         if extra.get("repairs") or any(str(n).startswith("repair_") for n in extra.get("notes") or []):
@@ -439,30 +439,32 @@ class FidelityPlan:
                 found.append("parallel_calls")
                 break
         for message in aligned.messages:
-            if message["role"] in ("assistant", "function") and THINK_OPEN_TOKEN in (message["content"] or "") \
-                    and not all(blank_thoughts(message["content"])):
+            content = message["content"] if isinstance(message["content"], str) else ""
+            if message["role"] in ("assistant", "function") and THINK_OPEN_TOKEN in content \
+                    and not all(blank_thoughts(content)):
                 found.append("reasoning")
                 break
         return found
 
-    @staticmethod
-    def stratum(row: dict[str, Any], aligned: AlignedRow) -> str:
+    def stratum(self, row: dict[str, Any], aligned: AlignedRow) -> str:
         meta = lf_meta_of_row(row)
         turns = len(aligned.messages)
         bucket = next((f"<={b}" for b in _TURN_BUCKETS if turns <= b), f">{_TURN_BUCKETS[-1]}")
-        return f"{row.get('_agent_type') or meta.get('agent_type') or 'main'}|{meta.get('scaffold') or '?'}|turns{bucket}"
+        agent = row.get("_agent_type") or meta.get("agent_type") or "main"
+        return f"{agent}|{meta.get('scaffold') or '?'}|turns{bucket}|{'+'.join(self.structures(row, aligned)) or '-'}"
 
     def selects(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> str | None:
-        """Why the row is checked (``all`` / ``rare:...`` / ``sample``), or None."""
+        """Why the pass checks the row (``all`` / ``sample`` / ``lf_reject`` / the top-up's reason), or None."""
+        if self.force:
+            return self.force
         if self.rate >= 1.0:
-            return "stratum_cover" if self.force else "all"
-        rare = self.rare(row, aligned)
-        if rare:
-            return "rare:" + ",".join(rare)
+            return "all"
+        if aligned.status != "ok":
+            return "lf_reject"
         return "sample" if self.rank(row, index) < self.rate else None
 
     def unchecked(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> dict[str, Any]:
-        """What the stratum top-up needs of a row the pass did not check."""
+        """What the top-up after the pass needs of a row the pass did not check."""
         return {"why": None, "stratum": self.stratum(row, aligned), "rank": self.rank(row, index)}
 
     def check(self, aligned: AlignedRow, lf_ids: list[int]) -> dict[str, Any]:
@@ -471,8 +473,8 @@ class FidelityPlan:
     def describe(self) -> dict[str, Any]:
         mode = "all" if self.rate >= 1.0 else "sample"
         return {"mode": mode, "rows": self.rows, "rate": round(self.rate, 6), "sample_rate": self.sample_rate,
-                "seed": self.seed, "min_rows": self.min_rows,
-                "rule": SELECTION_RULE.format(min_rows=self.min_rows)}
+                "seed": self.seed, "min_rows": self.min_rows, "rare_share": RARE_SHARE,
+                "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE)}
 
 
 def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float,
@@ -486,22 +488,40 @@ def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float,
                         FIDELITY_MIN_ROWS if min_rows is None else min_rows)
 
 
-def stratum_cover_indices(per_sample: list[dict[str, Any]]) -> list[int]:
-    """Per stratum with no checked row, the row with the lowest rank (checked afterwards)."""
+def _structures_of(stratum: str) -> list[str]:
+    tail = stratum.rsplit("|", 1)[-1]
+    return [] if tail == "-" else tail.split("+")
+
+
+def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
+    """Rows to check after the pass, with the reason: every unchecked row with a rare structure
+    (``rare:<structure>``), then the lowest-ranked row of every stratum still without a checked row
+    (``stratum_cover``)."""
+    records = [(position, s["fidelity"]) for position, s in enumerate(per_sample) if s.get("fidelity")]
+    counts: dict[str, int] = {}
+    for _, record in records:
+        for structure in _structures_of(record["stratum"]):
+            counts[structure] = counts.get(structure, 0) + 1
+    rare = {k for k, n in counts.items() if n < RARE_SHARE * len(per_sample)}
+    chosen: dict[int, str] = {}
     covered: set[str] = set()
     best: dict[str, tuple[float, int]] = {}
-    for position, sample in enumerate(per_sample):
-        record = sample.get("fidelity")
-        if not record:
-            continue
+    for position, record in records:
         if record.get("why"):
-            if "stratum" in record:
-                covered.add(record["stratum"])
+            covered.add(record["stratum"])
+            continue
+        hit = [s for s in _structures_of(record["stratum"]) if s in rare]
+        if hit:
+            chosen[position] = "rare:" + ",".join(hit)
+            covered.add(record["stratum"])
             continue
         current = best.get(record["stratum"])
         if current is None or record["rank"] < current[0]:
             best[record["stratum"]] = (record["rank"], position)
-    return sorted(position for stratum, (_, position) in best.items() if stratum not in covered)
+    for stratum, (_, position) in best.items():
+        if stratum not in covered:
+            chosen[position] = "stratum_cover"
+    return dict(sorted(chosen.items()))
 
 
 def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], *, template: str,
@@ -509,6 +529,7 @@ def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], 
                         elapsed_s: float | None) -> dict[str, Any]:
     """The fidelity report from the token pass's per-sample ``fidelity`` records (no second tokenization)."""
     checked: list[dict[str, Any]] = []
+    check_s = 0.0
     why: dict[str, int] = {}
     strata: dict[str, dict[str, int]] = {}
     for sample in per_sample:
@@ -520,15 +541,17 @@ def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], 
             continue
         if stratum is not None:
             strata[stratum]["checked"] += 1
+        check_s += record.get("check_s") or 0.0
         kind = record["why"].split(":", 1)[0]
         why[kind] = why.get(kind, 0) + 1
         checked.append({"index": sample["index"], "uid": sample["uid"],
-                        **{k: v for k, v in record.items() if k != "rank"}})
+                        **{k: v for k, v in record.items() if k not in ("rank", "check_s")}})
     report = _summarize(checked, template=template, max_mismatch=max_mismatch, total_rows=len(per_sample))
     report["selection"] = {**plan, "checked_by_reason": dict(sorted(why.items())),
                            "strata": dict(sorted(strata.items()))}
     report["lf_options"] = dict(lf_options or {})
     report["tokenizer"] = tokenizer
-    report["elapsed_s"] = elapsed_s
+    report["elapsed_s"] = elapsed_s  # the top-up after the pass
+    report["check_s"] = round(check_s, 3)  # comparisons inside the pass, summed over its workers
     report["computed_by"] = "apply_length_policy_node (the single token pass)"
     return report

@@ -651,8 +651,10 @@ def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> 
             if check is not None or ctx.want_ids:
                 pair_ids = _pair_ids(item, part.texts, encoded)
                 if check is not None:
-                    sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned),
-                                          **ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx))}
+                    check_started = time.perf_counter()
+                    result = ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx))
+                    sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned), **result,
+                                          "check_s": time.perf_counter() - check_started}
                 if ctx.want_ids:
                     sample["_lf_ids"] = supervised_ids(pair_ids, ctx)
         else:

@@ -25,7 +25,7 @@ from sft.report.fidelity import (
     fidelity_plan,
     report_from_samples,
     skipped_report,
-    stratum_cover_indices,
+    topup_indices,
 )
 from sft.report.overlength import overlength_summary, plan_overlength_policy
 from sft.report.plots import dataset_plots
@@ -138,17 +138,20 @@ def lf_dataset_dir(settings: RuntimeInput, project_root: str) -> Path:
 
 def _fidelity_topup(rows: Sequence[dict[str, Any]], per_sample: list[dict[str, Any]], plan: FidelityPlan,
                     loaded: TokenizerLoad, settings: RuntimeInput, entry: dict[str, Any] | None) -> None:
-    """Check the lowest-ranked row of every stratum the seeded sample missed (a handful of rows)."""
-    cover = stratum_cover_indices(per_sample)
-    if not cover:
-        return
-    forced = dataclasses.replace(plan, force=True)
-    extra, _ = token_stats([rows[i] for i in cover], loaded.tokenizer, cutoff_len=settings.training.cutoff_len,
-                           template=settings.training.template, lf_options=_lf_options(settings),
-                           dataset_entry=entry, fidelity=forced, purpose="fidelity_topup")
-    for index, sample in zip(cover, extra, strict=True):
-        record = dict(sample.get("fidelity") or {})
-        per_sample[index]["fidelity"] = {**record, "stratum": per_sample[index]["fidelity"]["stratum"]}
+    """Check, after the pass, the rare-structure rows and one row of every stratum the seeded sample missed
+    (a few rows: rare by definition)."""
+    chosen = topup_indices(per_sample)
+    by_reason: dict[str, list[int]] = {}
+    for index, reason in chosen.items():
+        by_reason.setdefault(reason, []).append(index)
+    for reason, indices in by_reason.items():
+        forced = dataclasses.replace(plan, force=reason)
+        extra, _ = token_stats([rows[i] for i in indices], loaded.tokenizer, cutoff_len=settings.training.cutoff_len,
+                               template=settings.training.template, lf_options=_lf_options(settings),
+                               dataset_entry=entry, fidelity=forced, num_workers=_pass_workers(settings),
+                               purpose="fidelity_topup")
+        for index, sample in zip(indices, extra, strict=True):
+            per_sample[index]["fidelity"] = dict(sample["fidelity"])
 
 
 def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeInput, project_root: str) -> ConversionResult:
