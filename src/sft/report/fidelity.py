@@ -382,7 +382,7 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
 
 # --------------------------------------------------------------------------------------------- from the token pass
 
-FIDELITY_MIN_ROWS = 100  # up to this many rows every row is checked; above, at least this many are sampled
+FIDELITY_MIN_ROWS = 50  # up to this many rows every row is checked; above, at least this many are sampled
 RARE_SHARE = 0.05  # a structure in fewer than this share of the rows is rare: every row with it is checked
 _TURN_BUCKETS = (8, 32, 128)  # strata: agent type x scaffold x conversation length x structures
 SELECTION_RULE = (

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from sft.convert.render import lf_meta_of_row
 
@@ -68,6 +69,7 @@ BATCH_CHARS = 8_000_000  # characters of unique element text per tokenizer batch
 NO_CUTOFF = 2**31 - 1
 OVERLAP_CHUNK_ROWS = 64  # one process: rows per chunk, small enough for encoding and rendering to overlap
 POOL_CHUNKS_PER_WORKER = 4  # with num_workers > 1: chunks per worker (load balance vs. per-chunk overhead)
+POOL_CHUNK_BYTES = 16 << 20  # with num_workers > 1: at most about this much row JSON per chunk
 POOL_WINDOW_PER_WORKER = 2  # chunks in flight per worker (finished ones wait in order, memory stays bounded)
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _FUNCTION_THOUGHT_RE = re.compile(r"<think>\n(.*?)\n</think>\n\n", re.DOTALL)
@@ -747,8 +749,13 @@ def _all_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int,
         logger.info("token_stats: no 'fork' start method on this platform; counting in one process")
         workers = 1
     if workers > 1:
-        # Enough chunks for every worker to stay busy; the counts do not depend on the chunking.
+        # Enough chunks for every worker to stay busy, and none much over POOL_CHUNK_BYTES of rows (long
+        # agent rows are MBs each: a worker holds its chunk, its pieces and their encodings at once); the
+        # counts do not depend on the chunking.
         size = max(1, min(chunk_rows, -(-len(rows) // (workers * POOL_CHUNKS_PER_WORKER))))
+        mean_bytes = rows.mean_row_bytes() if hasattr(rows, "mean_row_bytes") else 0
+        if mean_bytes:
+            size = max(1, min(size, POOL_CHUNK_BYTES // mean_bytes))
         if len(rows) > size:
             yield from _pool_chunks(rows, ctx, size, workers)
             return
@@ -775,12 +782,21 @@ def _overlapped_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows
 _POOL_CONTEXT: _Context | None = None
 
 
-def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Worker side of ``_pool_chunks``."""
+def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]] | list[bytes]) -> list[dict[str, Any]]:
+    """Worker side of ``_pool_chunks`` (spooled rows arrive as their JSON bytes and are parsed here)."""
     if _POOL_CONTEXT is None:
         raise RuntimeError("token_stats worker started without its context (not forked from token_stats?)")
+    rows = [orjson.loads(r) if isinstance(r, bytes) else r for r in chunk]
     with quiet_llamafactory():
-        return _chunk_samples(chunk, chunk_start, _POOL_CONTEXT)
+        return _chunk_samples(rows, chunk_start, _POOL_CONTEXT)
+
+
+def _chunk_payload(rows: Sequence[dict[str, Any]], start: int, size: int) -> list[dict[str, Any]] | list[bytes]:
+    """What a worker gets for a chunk: spooled rows as bytes (the parent neither parses nor pickles dicts:
+    with MB-sized agent rows that serial work starved the workers), other rows as they are."""
+    if hasattr(rows, "row_bytes"):
+        return [rows.row_bytes(i) for i in range(start, min(start + size, len(rows)))]
+    return list(rows[start : start + size])
 
 
 @contextlib.contextmanager
@@ -807,7 +823,7 @@ def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
 
     def submit(pool: ProcessPoolExecutor, count: int) -> None:
         for start in itertools.islice(upcoming, count):
-            pending.append(pool.submit(_pool_chunk, start, list(rows[start : start + size])))
+            pending.append(pool.submit(_pool_chunk, start, _chunk_payload(rows, start, size)))
 
     _POOL_CONTEXT = ctx
     try:
