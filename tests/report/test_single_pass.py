@@ -12,6 +12,7 @@ from sft.convert.engine import ConversionResult
 from sft.pipelines.convert.nodes import split_conversion_result
 from sft.pipelines.report.nodes import apply_length_policy, check_fidelity, lf_file
 from sft.report import fidelity as fidelity_module
+from sft.report import tokens as tokens_module
 from sft.report.fidelity import TemplateFidelityError, enforce_fidelity
 from sft.report.tokens import TOKENIZATION_PASSES, token_stats
 from tests.report.conftest import agent_row, settings_for
@@ -99,3 +100,56 @@ def test_the_sample_checks_every_rare_row_and_every_stratum(tiny_model_dir: Path
     # same seed, same selection (independent of order and workers); another seed, another sample
     again = check_fidelity(_convert(plain + rare + bad, settings, tmp_path)[0], funnel, settings, str(tmp_path))
     assert [s["uid"] for s in again["samples"]] == [s["uid"] for s in report["samples"]]
+
+
+def test_the_pass_and_the_report_never_hold_the_rows(tiny_model_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spooled rows stay on disk through the token pass (the workers get bytes), and the report reads the
+    hand-over and the file's bytes, never the rows: peak Python memory of this process stays far below them."""
+    import tracemalloc
+
+    import orjson
+
+    from sft.convert.spool import Spool, SpooledRows, spool_row
+    from sft.datasets.llamafactory import LlamaFactoryDataset, write_json_array
+    from sft.pipelines.report import nodes as report_nodes
+
+    spool = Spool(tmp_path / "spool")
+    rows = [agent_row(f"m{n}#0", 2, observation=f"{n} " + "lorem ipsum " * 15_000) for n in range(60)]
+    refs = [spool_row(spool, orjson.dumps(r), uid=r["_uid"]) for r in rows]
+    size = sum(ref.length for ref in refs)
+    del rows
+    spooled = SpooledRows(spool, refs)
+    settings = settings_for(tiny_model_dir, **{"conversion.num_workers": 2, "training.cutoff_len": 1_000_000})
+    result = ConversionResult(lf_rows=spooled, im_rows=[], rejects=[], funnel={"funnel": {}}, kept=[])
+    _convert([agent_row("warm#0", 1)], settings, tmp_path / "warm")  # imports (LLaMA-Factory, torch) outside the trace
+    # What the parent holds is the chunks in flight (2 per worker), each capped at POOL_CHUNK_BYTES of rows (16 MB;
+    # 1 MB here so that the cap, not the dataset, bounds it at this test's size).
+    monkeypatch.setattr(tokens_module, "POOL_CHUNK_BYTES", 1 << 20)
+    tracemalloc.start()
+    try:
+        lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, str(tmp_path)))
+        _, pass_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 10_000_000 and len(lf_rows) == 60  # not vacuous: MBs of rows, all kept (none over the cutoff)
+    assert pass_peak < size / 3, (pass_peak, size)
+    path = lf_file(settings, str(tmp_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_array(path, lf_rows)
+
+    def no_read(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the report read the rows back")
+
+    monkeypatch.setattr(LlamaFactoryDataset, "load", no_read)
+    monkeypatch.setattr(report_nodes, "stream_lf_rows", no_read)
+    tracemalloc.start()
+    try:
+        per_sample, summary = report_nodes.compute_token_statistics(handover, funnel, settings, str(tmp_path))
+        fidelity = check_fidelity(handover, funnel, settings, str(tmp_path))
+        report_nodes.build_dataset_stats(per_sample, summary, funnel, [], fidelity, settings, str(tmp_path))
+        _, report_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary["counted_by"] == "apply_length_policy_node" and fidelity["passed"] is True
+    assert report_peak < size / 10, (report_peak, size)
