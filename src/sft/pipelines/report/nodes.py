@@ -406,6 +406,10 @@ def check_fidelity(conversion_token_samples: list[dict[str, Any]], conversion_re
         report = dict(reused[0]["fidelity_report"])
         report["max_template_mismatch"] = threshold
         return report
+    if reused is not None:  # the pass had a tokenizer but no plan: the tokenizer has no chat template
+        return skipped_report(f"{_tokenizer_path(settings, project_root)}: the tokenizer has no chat_template to "
+                              "compare with (a base model?); nothing to check", template=template,
+                              max_mismatch=threshold)
     loaded = _load_model_tokenizer(settings, project_root)
     if not loaded.ok:
         return skipped_report(loaded.error, template=template, max_mismatch=threshold)
