@@ -24,7 +24,7 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _lf_get_dataset(project: Path, template: str, tokenized_path: Path) -> tuple[Any, list[str]]:
+def _lf_get_dataset(project: Path, template: str, tokenized_path: Path, cutoff_len: int = 4096) -> tuple[Any, list[str]]:
     """LLaMA-Factory 0.9.5's own get_dataset as `llamafactory-cli train` calls it, and its log lines."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.extras import logging as lf_logging
@@ -33,7 +33,7 @@ def _lf_get_dataset(project: Path, template: str, tokenized_path: Path) -> tuple
 
     args = {"model_name_or_path": str(project / "artifacts" / "demo" / "tiny-qwen3"), "stage": "sft", "do_train": True,
             "finetuning_type": "full", "dataset": "demo_agent_sft",
-            "dataset_dir": str(project / "artifacts" / "data" / "lf_data"), "template": template, "cutoff_len": 4096,
+            "dataset_dir": str(project / "artifacts" / "data" / "lf_data"), "template": template, "cutoff_len": cutoff_len,
             "max_samples": 1000000, "overwrite_cache": True, "preprocessing_num_workers": 1,
             "output_dir": str(project / "lf_out"), "report_to": "none", "use_cpu": True,
             "tokenized_path": str(tokenized_path)}
@@ -49,22 +49,27 @@ def _lf_get_dataset(project: Path, template: str, tokenized_path: Path) -> tuple
     return module, handler.lines
 
 
-@pytest.mark.parametrize("template", ["qwen3", "qwen3_nothink"])
-def test_pretokenized_dataset_equals_llamafactorys_preprocessing(demo_project: Path, template: str) -> None:
+@pytest.mark.parametrize(("template", "overlength", "cutoff"),
+                         [("qwen3", "drop", 4096), ("qwen3_nothink", "drop", 4096), ("qwen3", "truncate_turns", 1024)])
+def test_pretokenized_dataset_equals_llamafactorys_preprocessing(demo_project: Path, template: str, overlength: str,
+                                                                 cutoff: int) -> None:
     from datasets import load_from_disk
 
     TOKENIZATION_PASSES.clear()
-    run_session(demo_project, "convert", runtime_params={"conversion": {"pretokenize": True},
-                                                         "training": {"template": template}})
+    run_session(demo_project, "convert", runtime_params={"conversion": {"pretokenize": True, "overlength": overlength},
+                                                         "training": {"template": template, "cutoff_len": cutoff}})
     # one tokenization pass over the rows in the whole convert + register + report run
     assert TOKENIZATION_PASSES["rows"] == 1, dict(TOKENIZATION_PASSES)
     lf_dir = demo_project / "artifacts" / "data" / "lf_data"
     ours_path = lf_dir / "demo_agent_sft.tokenized"
     key = json.loads((ours_path / "sft_pretokenized.json").read_text())
-    assert key["template"] == template and key["cutoff_len"] == 4096 and key["rows"] > 0
+    assert key["template"] == template and key["cutoff_len"] == cutoff and key["rows"] > 0
+    if overlength == "truncate_turns":  # not vacuous: rows were cut, and their ids come from the re-count
+        funnel = json.loads((demo_project / "data" / "08_reporting" / "demo_agent_sft" / "funnel.json").read_text())
+        assert funnel["overlength"]["truncated"] > 0
 
     theirs_path = demo_project / "lf_tokenized"
-    _, lines = _lf_get_dataset(demo_project, template, theirs_path)  # LLaMA-Factory tokenizes and saves
+    _, lines = _lf_get_dataset(demo_project, template, theirs_path, cutoff)  # LLaMA-Factory tokenizes and saves
     assert any("Tokenized dataset is saved" in line for line in lines)
     ours, theirs = load_from_disk(str(ours_path)), load_from_disk(str(theirs_path))
     assert list(ours) == list(theirs) == ["train"]
@@ -73,7 +78,7 @@ def test_pretokenized_dataset_equals_llamafactorys_preprocessing(demo_project: P
     assert ours["train"].data.table.equals(theirs["train"].data.table)  # every id, mask and label
 
     # LLaMA-Factory loads ours without tokenizing ("Loaded tokenized dataset from ...")
-    module, lines = _lf_get_dataset(demo_project, template, ours_path)
+    module, lines = _lf_get_dataset(demo_project, template, ours_path, cutoff)
     assert any(f"Loaded tokenized dataset from {ours_path}" in line for line in lines), lines
     assert not any("Running tokenizer" in line or "Tokenized dataset is saved" in line for line in lines)
     assert module["train_dataset"].num_rows == key["rows"]

@@ -120,7 +120,7 @@ def _features() -> Any:
 def write_tokenized(
     spool: IdsSpool,
     keep: list[int],
-    replacements: Mapping[int, tuple[np.ndarray, np.ndarray] | None],
+    replacements: Mapping[int, tuple[np.ndarray, np.ndarray]],
     out_dir: Path,
     key: dict[str, Any],
     *,
@@ -128,8 +128,8 @@ def write_tokenized(
 ) -> dict[str, Any]:
     """The DatasetDict ``{"train": ...}`` of the kept rows (in order) at ``out_dir``, replaced atomically.
 
-    ``keep`` are input row indices; ``replacements`` the ids of rows the over-length policy cut (None: the
-    row is not counted, LLaMA-Factory drops it). Rows without ids (LLaMA-Factory drops them) are left out,
+    ``keep`` are input row indices; ``replacements`` the ids of rows the over-length policy cut. Rows without
+    ids (LLaMA-Factory drops them) are left out,
     like LLaMA-Factory does; ``max_samples`` keeps the first N written rows, as LLaMA-Factory selects them.
     """
     from datasets import Dataset, DatasetDict
@@ -151,12 +151,8 @@ def write_tokenized(
                     next_index = next(pending, None)  # a kept row without ids: LLaMA-Factory drops it too
                 if next_index != index:
                     continue
-                if index in replacements:
-                    replaced = replacements[index]
-                    if replaced is None:
-                        next_index = next(pending, None)
-                        continue
-                    input_ids, labels = list(replaced[0]), list(replaced[1])
+                if index in replacements:  # cut by the over-length policy: its re-counted ids
+                    input_ids, labels = list(replacements[index][0]), list(replacements[index][1])
                 writer.write({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
                               "images": None, "videos": None, "audios": None})
                 rows += 1
