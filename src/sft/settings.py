@@ -6,9 +6,9 @@ config.yaml (or the file named by SFT_CONFIG) is exposed to conf/ through the ``
 """
 
 from sft.config.kedro_bridge import SftConfigLoader, cfg_resolver
-from sft.hooks import SftHooks
+from sft.hooks import NodeTimingHooks, SftHooks
 
-HOOKS = (SftHooks(),)
+HOOKS = (SftHooks(), NodeTimingHooks())
 
 CONFIG_LOADER_CLASS = SftConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -32,7 +32,7 @@ def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(toke
     rejects = [{"trial_name": "x", "stage": "outcome", "reason": "unresolved"},
                {"trial_name": "y", "stage": "dedup", "reason": "exact_duplicate"},
                {"trial_name": "z", "stage": "outcome", "reason": "unresolved"}]
-    stats = build_stats(rows=rows, per_sample=per_sample, token_summary=summary, settings=settings,
+    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings,
                         conversion_report=funnel, rejects=rejects, fidelity_report=fidelity, project_root=tmp_path)
     assert stats["dataset"]["rows"] == 6 and stats["dataset"]["instances"] == 2
     assert stats["funnel"] == funnel["funnel"]
@@ -71,7 +71,7 @@ def test_without_tokenizer_the_card_says_counts_are_missing(tiny_model_dir: Path
     rows = _rows()
     per_sample, summary = counts_only_stats(rows, cutoff_len=4096, reason="model.model_name_or_path='/nope': missing")
     settings = settings_for("/nope")
-    stats = build_stats(rows=rows, per_sample=per_sample, token_summary=summary, settings=settings,
+    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings,
                         fidelity_report={"skipped": True, "reason": "no tokenizer"}, project_root=tmp_path)
     assert stats["token_lens"]["max"] is None and stats["total_tokens"] is None
     assert stats["statistics"]["distributions"]["assistant_turns"]["max"] == 4

@@ -154,30 +154,35 @@ def test_changed_ready_data_is_registered_as_the_written_copy(crafted: Any, tiny
 
 @pytest.mark.parametrize("policy", ["truncate_turns", "drop", "keep"])
 def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recount(
-    crafted: Any, tiny_model_dir: Path, policy: str
+    crafted: Any, tiny_model_dir: Path, policy: str, tmp_path: Path
 ) -> None:
-    """One tokenization per dataset: the report takes the convert side's numbers for exactly the rows written."""
+    """One tokenization per dataset: the report takes the convert side's numbers for exactly the rows written
+    (checked against the file's bytes, never parsing it); an edited file or other settings are counted again."""
+    from sft.datasets.llamafactory import write_json_array
     from sft.pipelines.convert.nodes import split_conversion_result
-    from sft.pipelines.report.nodes import compute_token_statistics
+    from sft.pipelines.report.nodes import compute_token_statistics, lf_file
 
     rows, _, cutoff = crafted
     trajs = [_trajectory(r["_uid"]) for r in rows]
     result = ConversionResult(lf_rows=rows, im_rows=[t.model_dump(mode="json") for t in trajs], rejects=[],
                               funnel={"funnel": {"rows_written": 3}}, kept=trajs)
     settings = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff})
-    root = str(tiny_model_dir.parent)
+    root = str(tmp_path)
     lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, root))
-    written = json.loads(json.dumps(list(lf_rows)))  # as the report loads them from the file
-    reused, reused_summary = compute_token_statistics(written, funnel, handover, settings, root)
-    recount, recount_summary = compute_token_statistics(written, funnel, [], settings, root)
+    path = lf_file(settings, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_array(path, lf_rows)  # as the catalog writes it
+    reused, reused_summary = compute_token_statistics(handover, funnel, settings, root)
+    recount, recount_summary = compute_token_statistics([], funnel, settings, root)
     assert reused_summary["counted_by"] == "apply_length_policy_node" and "counted_by" not in recount_summary
-    assert reused == recount and len(reused) == len(written)
+    assert reused == recount and len(reused) == len(lf_rows)
     drop_run_fields = {"elapsed_s", "tokens_per_s", "counted_by"}
     assert ({k: v for k, v in reused_summary.items() if k not in drop_run_fields}
             == {k: v for k, v in recount_summary.items() if k not in drop_run_fields})
-    # rows that differ from the counted ones (an edited file) or another cutoff are counted again
-    written[0]["conversations"][0]["value"] += " edited"
-    assert "counted_by" not in compute_token_statistics(written, funnel, handover, settings, root)[1]
     other = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff + 1})
-    assert "counted_by" not in compute_token_statistics(json.loads(json.dumps(list(lf_rows))), funnel, handover,
-                                                        other, root)[1]
+    assert "counted_by" not in compute_token_statistics(handover, funnel, other, root)[1]
+    # rows that differ from the counted ones (an edited file) are counted again
+    edited = json.loads(json.dumps(list(lf_rows)))
+    edited[0]["conversations"][0]["value"] += " edited"
+    write_json_array(path, edited)
+    assert "counted_by" not in compute_token_statistics(handover, funnel, settings, root)[1]

@@ -21,7 +21,9 @@ def test_nodes_are_named_tagged_and_use_the_shared_settings_node() -> None:
     pipeline = create_pipeline()
     assert "validate_settings_node" in {n.name for n in pipeline.nodes}
     assert all(n.name and n.tags for n in pipeline.nodes)
-    assert {"lf_dataset", "conversion_report", "conversion_rejects", "run_settings"} <= pipeline.all_inputs()
+    assert {"conversion_token_samples", "conversion_report", "conversion_rejects",
+            "run_settings"} <= pipeline.all_inputs()
+    assert "lf_dataset" not in pipeline.all_inputs()  # no full read-back: the hand-over is enough
     assert set(OUTPUTS) <= pipeline.all_outputs()
 
 

@@ -140,6 +140,11 @@ class ConversionConfig(_Strict):
     # and inode of every file) is not re-read to compute it. Turn off where file stats cannot be trusted
     # (e.g. a job dir on NFS written from another host while converting).
     cache_trust_file_stats: bool = True
+    # Write LLaMA-Factory's pre-tokenized dataset (tokenized_path) in the convert stage and train from it.
+    pretokenize: bool = False
+    # Share of ordinary rows the template fidelity check compares (1.0 = every row); rare structures are
+    # always checked. See sft.report.fidelity.SELECTION_RULE.
+    fidelity_sample_rate: float = 0.05
 
     @field_validator("data_name")
     @classmethod
@@ -150,7 +155,7 @@ class ConversionConfig(_Strict):
             raise ValueError(f"conversion.data_name must be a plain file stem without '/', got {value!r}")
         return value
 
-    @field_validator("max_template_mismatch")
+    @field_validator("max_template_mismatch", "fidelity_sample_rate")
     @classmethod
     def _ratio(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:

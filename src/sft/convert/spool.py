@@ -112,6 +112,10 @@ class SpooledRows(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self._refs)
 
+    def mean_row_bytes(self) -> int:
+        """The mean serialised size of a row (0 when empty): lets readers size their batches by bytes."""
+        return sum(ref.length + len(ref.suffix) for ref in self._refs) // len(self._refs) if self._refs else 0
+
     def row_bytes(self, index: int) -> bytes:
         ref = self._refs[index]
         data = self._spool.read(ref.offset, ref.length)

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sft.convert.render import lf_meta_of_row
 from sft.convert.turns import kept_share, summary_line
 from sft.report.tokens import distribution
 from sft.versions import package_versions as versions_of
@@ -106,7 +105,6 @@ def _reference_keys(per_sample: list[dict[str, Any]], token_summary: dict[str, A
 
 def build_stats(
     *,
-    rows: list[dict[str, Any]],
     per_sample: list[dict[str, Any]],
     token_summary: dict[str, Any],
     settings: Any,
@@ -115,12 +113,16 @@ def build_stats(
     fidelity_report: dict[str, Any] | None = None,
     project_root: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The ``<data_name>.stats.json`` document. ``settings`` is the validated ``RuntimeInput``."""
+    """The ``<data_name>.stats.json`` document. ``settings`` is the validated ``RuntimeInput``.
+
+    Everything per row comes from ``per_sample`` (``tokens.row_identity`` carries the instance, repo, agent
+    type, scaffold, teacher and score of each row): the rows themselves are never read back.
+    """
     from sft.config.loader import resolve_path
 
     root = Path(project_root) if project_root else None
     report = conversion_report or {}
-    metas = [lf_meta_of_row(row) for row in rows]
+    metas = per_sample
     source = settings.source
     conv = settings.conversion
     job_dir = str(resolve_path(source.job_dir, root)) if source.job_dir else ""
@@ -132,9 +134,8 @@ def build_stats(
         "dataset": {
             "data_name": conv.data_name,
             "dataset_key": settings.dataset_key,
-            "rows": len(rows),
-            "instances": len({row.get("_instance_id") or m.get("instance_id") for row, m in zip(rows, metas, strict=True)}
-                             - {None}),
+            "rows": len(per_sample),
+            "instances": len({m.get("instance_id") for m in metas} - {None}),
         },
         "source": {
             "type": source.type,
@@ -145,8 +146,7 @@ def build_stats(
             "harbor_version": harbor_version(job_dir) if source.type == "harbor_job" else None,
             "teacher_models": dict(Counter(m.get("teacher_model") or "(unknown)" for m in metas).most_common()),
             "scaffolds": dict(Counter(m.get("scaffold") or "(unknown)" for m in metas).most_common()),
-            "agent_types": dict(Counter(row.get("_agent_type") or m.get("agent_type") or "(unknown)"
-                                        for row, m in zip(rows, metas, strict=True)).most_common()),
+            "agent_types": dict(Counter(m.get("agent_type") or "(unknown)" for m in metas).most_common()),
         },
         "funnel": report.get("funnel", {}),
         # model turns in the source vs trainable turns in the rows, per agent and reason (sft.convert.turns)

@@ -37,20 +37,24 @@ whatever the threshold, because it would kill the training run anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from sft.convert.render import lf_meta_of_row
 from sft.report.tokens import (
     OBSERVATION_SEPARATOR,
     THINK_CLOSE_TOKEN,
     THINK_OPEN_TOKEN,
     AlignedRow,
     align_row,
+    blank_thoughts,
     dataset_converter,
     lf_data_args,
     lf_template,
@@ -307,24 +311,28 @@ def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, 
     except (KeyError, TypeError, ValueError) as exc:
         sample.update(status="abort:bad_function_call", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
         return sample
-    lf_ids = list(encoded["input_ids"][0])
+    sample.update(compare_with_chat_template(aligned, list(encoded["input_ids"][0]), hf_tok))
+    return sample
+
+
+def compare_with_chat_template(aligned: AlignedRow, lf_ids: list[int], hf_tok: Any) -> dict[str, Any]:
+    """Status (and first difference) of LLaMA-Factory's ids of a row against the chat template's."""
     try:
         messages, tools = to_openai_messages(aligned)
         hf_ids = list(hf_tok.apply_chat_template(messages, tools=tools, tokenize=True))
     except Exception as exc:  # a jinja error, bad tools JSON: the row cannot be served as-is
-        sample.update(status="inference_render_error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
-        return sample
+        return {"status": "inference_render_error", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
     status = classify(lf_ids, hf_ids, hf_tok)
-    sample.update(status=status, lf_tokens=len(lf_ids), chat_template_tokens=len(hf_ids))
+    result: dict[str, Any] = {"status": status, "lf_tokens": len(lf_ids), "chat_template_tokens": len(hf_ids)}
     cause = known_cause(aligned) if status == "mismatch" else None
     if cause:
-        sample["cause"] = cause
+        result["cause"] = cause
     if status != "equal":
         position = first_difference(lf_ids, hf_ids)
         assert position is not None
-        sample.update(first_diff=position, lf_context=_context(hf_tok, lf_ids, position),
+        result.update(first_diff=position, lf_context=_context(hf_tok, lf_ids, position),
                       chat_template_context=_context(hf_tok, hf_ids, position))
-    return sample
+    return result
 
 
 def known_cause(aligned: AlignedRow) -> str | None:
@@ -408,3 +416,180 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
     logger.info("template fidelity: %s of %s rows equal or by-design (rate %.4f <= %s); report: %s",
                 summary.get("checked", 0) - summary.get("failing", 0), summary.get("checked"), rate, max_mismatch,
                 report_path)
+
+
+# --------------------------------------------------------------------------------------------- from the token pass
+
+FIDELITY_MIN_ROWS = 50  # up to this many rows every row is checked; above, at least this many are sampled
+RARE_SHARE = 0.05  # a structure in fewer than this share of the rows is rare: every row with it is checked
+_TURN_BUCKETS = (8, 32, 128)  # strata: agent type x scaffold x conversation length x structures
+SELECTION_RULE = (
+    "Every row is compared when the dataset has at most {min_rows} rows or conversion.fidelity_sample_rate is 1. "
+    "Otherwise, in the single token pass: a seeded sample (sha256 of conversion.seed and the row uid < rate, "
+    "rate = max(fidelity_sample_rate, {min_rows} / rows)) and every row LLaMA-Factory drops or aborts on; after "
+    "it, every row with a rare structure (repair, parallel tool calls, sub-agent, reasoning: any of them in less "
+    "than {rare:.0%} of the rows) and the lowest-ranked row of every stratum (agent type x scaffold x turn bucket "
+    "x structures) the sample missed. Why a sample is enough: the check tests a structural property of the "
+    "template (how LLaMA-Factory and the chat template render a kind of turn), shared by every row of the same "
+    "structure, so rare structures are checked in full and every combination of structures at least once."
+)
+
+
+@dataclass
+class FidelityPlan:
+    """Which rows the token pass compares with the chat template, and the comparison itself (in the workers).
+
+    ``hf_tok`` is an unmodified copy of the model tokenizer (LLaMA-Factory fixes the one it renders with).
+    """
+
+    hf_tok: Any
+    rows: int
+    seed: int
+    sample_rate: float
+    min_rows: int = FIDELITY_MIN_ROWS
+    force: str | None = None  # check every row handed to the pass, for this reason (the top-up after the pass)
+
+    @property
+    def rate(self) -> float:
+        if self.force or self.rows <= self.min_rows:
+            return 1.0
+        return min(1.0, max(self.sample_rate, self.min_rows / self.rows))
+
+    def rank(self, row: dict[str, Any], index: int) -> float:
+        """A seeded pseudo-random number in [0, 1) per row uid (independent of order and workers)."""
+        uid = row.get("_uid") or f"row#{index}"
+        digest = hashlib.sha256(f"{self.seed}:{uid}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    @staticmethod
+    def structures(row: dict[str, Any], aligned: AlignedRow) -> list[str]:
+        """The structures of a row that templates render specially."""
+        found: list[str] = []
+        meta = lf_meta_of_row(row)
+        extra = meta.get("extra") or {}
+        if extra.get("repairs") or any(str(n).startswith("repair_") for n in extra.get("notes") or []):
+            found.append("repair")
+        if (row.get("_agent_type") or meta.get("agent_type") or "main") != "main":
+            found.append("subagent")
+        for message in aligned.messages:
+            content = message["content"] if isinstance(message["content"], str) else ""
+            if message["role"] == "function" and len(parse_function_call(content) or []) > 1:
+                found.append("parallel_calls")
+                break
+        for message in aligned.messages:
+            content = message["content"] if isinstance(message["content"], str) else ""
+            if message["role"] in ("assistant", "function") and THINK_OPEN_TOKEN in content \
+                    and not all(blank_thoughts(content)):
+                found.append("reasoning")
+                break
+        return found
+
+    def stratum(self, row: dict[str, Any], aligned: AlignedRow) -> str:
+        meta = lf_meta_of_row(row)
+        turns = len(aligned.messages)
+        bucket = next((f"<={b}" for b in _TURN_BUCKETS if turns <= b), f">{_TURN_BUCKETS[-1]}")
+        agent = row.get("_agent_type") or meta.get("agent_type") or "main"
+        return f"{agent}|{meta.get('scaffold') or '?'}|turns{bucket}|{'+'.join(self.structures(row, aligned)) or '-'}"
+
+    def selects(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> str | None:
+        """Why the pass checks the row (``all`` / ``sample`` / ``lf_reject`` / the top-up's reason), or None."""
+        if self.force:
+            return self.force
+        if self.rate >= 1.0:
+            return "all"
+        if aligned.status != "ok":
+            return "lf_reject"
+        return "sample" if self.rank(row, index) < self.rate else None
+
+    def unchecked(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> dict[str, Any]:
+        """What the top-up after the pass needs of a row the pass did not check."""
+        return {"why": None, "stratum": self.stratum(row, aligned), "rank": self.rank(row, index)}
+
+    def check(self, aligned: AlignedRow, lf_ids: list[int]) -> dict[str, Any]:
+        return compare_with_chat_template(aligned, lf_ids, self.hf_tok)
+
+    def describe(self) -> dict[str, Any]:
+        mode = "all" if self.rate >= 1.0 else "sample"
+        return {"mode": mode, "rows": self.rows, "rate": round(self.rate, 6), "sample_rate": self.sample_rate,
+                "seed": self.seed, "min_rows": self.min_rows, "rare_share": RARE_SHARE,
+                "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE)}
+
+
+def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float,
+                  min_rows: int | None = None) -> FidelityPlan | None:
+    """The plan for ``rows`` rows, with an untouched copy of ``tokenizer``; None without a chat template."""
+    import copy
+
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    return FidelityPlan(copy.deepcopy(tokenizer), rows, seed, sample_rate,
+                        FIDELITY_MIN_ROWS if min_rows is None else min_rows)
+
+
+def _structures_of(stratum: str) -> list[str]:
+    tail = stratum.rsplit("|", 1)[-1]
+    return [] if tail == "-" else tail.split("+")
+
+
+def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
+    """Rows to check after the pass, with the reason: every unchecked row with a rare structure
+    (``rare:<structure>``), then the lowest-ranked row of every stratum still without a checked row
+    (``stratum_cover``)."""
+    records = [(position, s["fidelity"]) for position, s in enumerate(per_sample) if s.get("fidelity")]
+    counts: dict[str, int] = {}
+    for _, record in records:
+        for structure in _structures_of(record["stratum"]):
+            counts[structure] = counts.get(structure, 0) + 1
+    rare = {k for k, n in counts.items() if n < RARE_SHARE * len(per_sample)}
+    chosen: dict[int, str] = {}
+    covered: set[str] = set()
+    best: dict[str, tuple[float, int]] = {}
+    for position, record in records:
+        if record.get("why"):
+            covered.add(record["stratum"])
+            continue
+        hit = [s for s in _structures_of(record["stratum"]) if s in rare]
+        if hit:
+            chosen[position] = "rare:" + ",".join(hit)
+            covered.add(record["stratum"])
+            continue
+        current = best.get(record["stratum"])
+        if current is None or record["rank"] < current[0]:
+            best[record["stratum"]] = (record["rank"], position)
+    for stratum, (_, position) in best.items():
+        if stratum not in covered:
+            chosen[position] = "stratum_cover"
+    return dict(sorted(chosen.items()))
+
+
+def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], *, template: str,
+                        max_mismatch: float, lf_options: dict[str, Any] | None, tokenizer: str,
+                        elapsed_s: float | None) -> dict[str, Any]:
+    """The fidelity report from the token pass's per-sample ``fidelity`` records (no second tokenization)."""
+    checked: list[dict[str, Any]] = []
+    check_s = 0.0
+    why: dict[str, int] = {}
+    strata: dict[str, dict[str, int]] = {}
+    for sample in per_sample:
+        record = sample.get("fidelity") or {}
+        stratum = record.get("stratum")
+        if stratum is not None:
+            strata.setdefault(stratum, {"rows": 0, "checked": 0})["rows"] += 1
+        if not record.get("why"):
+            continue
+        if stratum is not None:
+            strata[stratum]["checked"] += 1
+        check_s += record.get("check_s") or 0.0
+        kind = record["why"].split(":", 1)[0]
+        why[kind] = why.get(kind, 0) + 1
+        checked.append({"index": sample["index"], "uid": sample["uid"],
+                        **{k: v for k, v in record.items() if k not in ("rank", "check_s")}})
+    report = _summarize(checked, template=template, max_mismatch=max_mismatch, total_rows=len(per_sample))
+    report["selection"] = {**plan, "checked_by_reason": dict(sorted(why.items())),
+                           "strata": dict(sorted(strata.items()))}
+    report["lf_options"] = dict(lf_options or {})
+    report["tokenizer"] = tokenizer
+    report["elapsed_s"] = elapsed_s  # the top-up after the pass
+    report["check_s"] = round(check_s, 3)  # comparisons inside the pass, summed over its workers
+    report["computed_by"] = "apply_length_policy_node (the single token pass)"
+    return report

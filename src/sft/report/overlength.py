@@ -165,13 +165,15 @@ def plan_overlength_policy(
     template: str | None = None,
     lf_options: dict[str, Any] | None = None,
     dataset_entry: Mapping[str, Any] | None = None,
+    ids_sink: Any = None,
 ) -> OverlengthPlan:
     """Decide ``policy`` for rows with their ``token_stats`` per-sample numbers (same order), holding only the
     truncated rows: the rows may be spooled on disk (``sft.convert.spool``) and far larger than memory.
 
     With ``tokenizer`` and ``template``, every truncated row is re-counted and must fit (a guard against a
     counting bug, not a normal path). ``dataset_entry`` (the dataset_info.json entry) says where the turns
-    are; default: render_lf_row's rows.
+    are; default: render_lf_row's rows. ``ids_sink(index, input_ids, labels)`` receives LLaMA-Factory's ids of
+    each truncated row (by input index) from that re-count (``conversion.pretokenize``).
     """
     layout = RowLayout.of(dataset_entry)
     if policy not in POLICIES:
@@ -190,8 +192,11 @@ def plan_overlength_policy(
             plan.rejects.append(reject)
         plan.decisions.append(decision)
     if tokenizer is not None and template is not None:
+        indices = list(plan.replacements)
+        sink = None if ids_sink is None else (lambda position, ids, labels: ids_sink(indices[position], ids, labels))
         samples = _verify_truncated(list(plan.replacements.values()), tokenizer, template=template,
-                                    cutoff_len=cutoff_len, lf_options=lf_options, dataset_entry=dataset_entry)
+                                    cutoff_len=cutoff_len, lf_options=lf_options, dataset_entry=dataset_entry,
+                                    ids_sink=sink)
         plan.truncated_samples = dict(zip(plan.replacements, samples, strict=True))
     return plan
 
@@ -207,14 +212,15 @@ def apply_overlength_policy(
 
 
 def _verify_truncated(truncated: list[dict[str, Any]], tokenizer: Any, *, template: str, cutoff_len: int,
-                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None,
+                      ids_sink: Any = None) -> list[dict[str, Any]]:
     """The truncated rows' token numbers; each must fit."""
     from sft.report.tokens import token_stats
 
     if not truncated:
         return []
     per_sample, _ = token_stats(truncated, tokenizer, cutoff_len=cutoff_len, template=template, lf_options=lf_options,
-                                dataset_entry=dataset_entry)
+                                dataset_entry=dataset_entry, ids_sink=ids_sink, purpose="truncated_recount")
     for sample in per_sample:
         if sample.get("total_tokens") is not None and sample["total_tokens"] > cutoff_len:
             raise AssertionError(f"truncate_turns left {sample['uid']} at {sample['total_tokens']} tokens "

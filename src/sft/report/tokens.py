@@ -36,14 +36,15 @@ import multiprocessing as mp
 import os
 import re
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from sft.convert.render import lf_meta_of_row
 
@@ -68,6 +69,7 @@ BATCH_CHARS = 8_000_000  # characters of unique element text per tokenizer batch
 NO_CUTOFF = 2**31 - 1
 OVERLAP_CHUNK_ROWS = 64  # one process: rows per chunk, small enough for encoding and rendering to overlap
 POOL_CHUNKS_PER_WORKER = 4  # with num_workers > 1: chunks per worker (load balance vs. per-chunk overhead)
+POOL_CHUNK_BYTES = 16 << 20  # with num_workers > 1: at most about this much row JSON per chunk
 POOL_WINDOW_PER_WORKER = 2  # chunks in flight per worker (finished ones wait in order, memory stays bounded)
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _FUNCTION_THOUGHT_RE = re.compile(r"<think>\n(.*?)\n</think>\n\n", re.DOTALL)
@@ -80,6 +82,9 @@ DISTRIBUTION_METRICS: tuple[str, ...] = (
     "assistant_turns",
     "tool_calls",
 )
+# Full tokenization passes by purpose ("rows": every row of a dataset; "truncated_recount": the rows the
+# over-length policy cut). A run should tokenize its rows once: tests read this to prove it.
+TOKENIZATION_PASSES: Counter[str] = Counter()
 DEFAULT_DATASET_ENTRY: dict[str, Any] = {
     "formatting": "sharegpt",
     "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
@@ -425,6 +430,10 @@ def row_identity(row: dict[str, Any], index: int) -> dict[str, Any]:
         "instance_id": row.get("_instance_id") or meta.get("instance_id"),
         "repo": meta.get("repo"),
         "agent_type": row.get("_agent_type") or meta.get("agent_type"),
+        # what the dataset card counts per row, so that the report never reads the rows back
+        "scaffold": meta.get("scaffold"),
+        "teacher_model": meta.get("teacher_model"),
+        "score": meta.get("score") if isinstance(meta.get("score"), dict) else None,
     }
 
 
@@ -460,6 +469,8 @@ class _Context:
     special: SpecialIds
     cutoff_len: int
     converter: Any = None
+    fidelity: Any = None  # sft.report.fidelity.FidelityPlan: which rows to compare with the chat template
+    want_ids: bool = False  # hand LLaMA-Factory's (input_ids, labels) of every row to the caller (pretokenize)
 
 
 def _marker_len(marker: int, texts: list[str], encoded: EncodedTexts) -> int:
@@ -539,6 +550,9 @@ def token_stats(
     dataset_entry: Mapping[str, Any] | None = None,
     chunk_rows: int = 256,
     num_workers: int | None = 1,
+    fidelity: Any = None,
+    ids_sink: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    purpose: str = "rows",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-sample token numbers and their dataset summary, as LLaMA-Factory will train on the rows.
 
@@ -552,16 +566,27 @@ def token_stats(
     single-threaded encoder), so LLaMA-Factory's Python rendering, which otherwise runs on one core, is
     spread over all of them; the results are the same, in the same order, as with ``num_workers=1``.
     ``None`` means one worker per usable CPU.
+
+    The same pass can do the template fidelity check (``fidelity``: a ``sft.report.fidelity.FidelityPlan``;
+    each selected row gets a ``fidelity`` record) and hand every counted row's LLaMA-Factory ``(input_ids,
+    labels)`` to ``ids_sink(index, input_ids, labels)`` in row order (pretokenize), so nothing is tokenized
+    twice. ``purpose`` names the pass in ``TOKENIZATION_PASSES``.
     """
+    TOKENIZATION_PASSES[purpose] += 1
     started = time.perf_counter()
     workers = _worker_count(num_workers)
     data_args = lf_data_args(template, options=lf_options)
     tpl = lf_template(tokenizer, data_args)
     converter = dataset_converter(data_args, dataset_entry)
-    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len, converter)
+    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len, converter, fidelity,
+                   ids_sink is not None)
     per_sample: list[dict[str, Any]] = []
     with quiet_llamafactory():  # once for the whole run, not per row (see quiet_llamafactory)
         for samples in _all_chunks(rows, ctx, chunk_rows, workers):
+            for sample in samples:
+                ids = sample.pop("_lf_ids", None)
+                if ids is not None and ids_sink is not None:
+                    ids_sink(sample["index"], *ids)
             per_sample.extend(samples)
     elapsed = time.perf_counter() - started
     summary = summarize(per_sample, cutoff_len=cutoff_len)
@@ -587,15 +612,26 @@ class _RenderedChunk:
     rendered: list[RenderedRow]
     texts: list[str]
     need_ids: set[str]
+    # per row: why it is compared with the chat template (None: not selected) -- see FidelityPlan
+    checks: list[str | None] = field(default_factory=list)
 
 
 def _render_chunk(chunk: Sequence[dict[str, Any]], chunk_start: int, ctx: _Context) -> _RenderedChunk:
     recorder = RecordingTokenizer(ctx.tokenizer)
-    rendered = [render_row(align_row(row, ctx.converter), ctx.template, recorder, ctx.data_args) for row in chunk]
+    rendered: list[RenderedRow] = []
+    checks: list[str | None] = []
     need: set[str] = set()
-    for item in rendered:
+    for offset, row in enumerate(chunk):
+        aligned = align_row(row, ctx.converter)
+        first_text = len(recorder.texts)
+        item = render_row(aligned, ctx.template, recorder, ctx.data_args)
+        rendered.append(item)
         need |= _needs_ids(item, recorder.texts)
-    return _RenderedChunk(chunk_start, chunk, rendered, recorder.texts, need)
+        check = ctx.fidelity.selects(row, item.aligned, chunk_start + offset) if ctx.fidelity is not None else None
+        checks.append(check)
+        if item.aligned.status == "ok" and (check is not None or ctx.want_ids):
+            need.update(recorder.texts[first_text:])  # every id of this row is needed, not just its length
+    return _RenderedChunk(chunk_start, chunk, rendered, recorder.texts, need, checks)
 
 
 def _chunk_samples(chunk: Sequence[dict[str, Any]], chunk_start: int, ctx: _Context) -> list[dict[str, Any]]:
@@ -611,12 +647,89 @@ def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> 
         sample = row_identity(row, chunk_start + offset)
         sample.update(conversation_counts(item.aligned))
         sample["lf_status"] = item.aligned.status
+        check = part.checks[offset] if part.checks else None
         if item.aligned.status == "ok":
             sample.update(_sample_tokens(item, part.texts, encoded, ctx))
+            if check is not None or ctx.want_ids:
+                pair_ids = _pair_ids(item, part.texts, encoded)
+                if check is not None:
+                    check_started = time.perf_counter()
+                    result = ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx))
+                    sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned), **result,
+                                          "check_s": time.perf_counter() - check_started}
+                if ctx.want_ids:
+                    sample["_lf_ids"] = supervised_ids(pair_ids, ctx)
         else:
             sample["lf_detail"] = item.aligned.detail
+            if check is not None:  # LLaMA-Factory drops / aborts on it: a failing fidelity row
+                sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned),
+                                      "status": item.aligned.status, "detail": item.aligned.detail}
+        if check is None and ctx.fidelity is not None:
+            sample["fidelity"] = ctx.fidelity.unchecked(row, item.aligned, chunk_start + offset)
         samples.append(sample)
     return samples
+
+
+def _pair_ids(item: RenderedRow, texts: list[str], encoded: EncodedTexts) -> list[tuple[list[int], list[int]]]:
+    """The row's (source ids, target ids) pairs, exactly what ``Template.encode_multiturn`` returns for it."""
+
+    def ids_of(markers: list[int]) -> list[int]:
+        out: list[int] = []
+        for marker in markers:
+            if marker < 0:
+                out.extend(encoded.ids[texts[-marker - 1]])
+            else:
+                out.append(marker)
+        return out
+
+    return [(ids_of(src), ids_of(tgt)) for src, tgt in item.pairs]
+
+
+def _full_ids(pair_ids: list[tuple[list[int], list[int]]], ctx: _Context) -> list[int]:
+    """The whole row's ids without a cutoff (what the fidelity check compares)."""
+    ids = [i for src, tgt in pair_ids for i in (*src, *tgt)]
+    if ctx.template.efficient_eos:
+        ids.append(ctx.tokenizer.eos_token_id)
+    return ids
+
+
+def supervised_ids(pair_ids: list[tuple[list[int], list[int]]], ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) as LLaMA-Factory 0.9.5's ``SupervisedDatasetProcessor._encode_data_example`` builds
+    them from the pairs (cutoff_len with its ``infer_seqlen``, mask_history, train_on_prompt, efficient_eos).
+
+    The same steps as LLaMA-Factory's loop, on ids computed once; tests compare the result with
+    LLaMA-Factory's own preprocessing byte for byte.
+    """
+    from llamafactory.extras.constants import IGNORE_INDEX
+
+    data_args, template, eos = ctx.data_args, ctx.template, ctx.tokenizer.eos_token_id
+    input_ids: list[int] = []
+    labels: list[int] = []
+    total = 1 if template.efficient_eos else 0
+    pairs = pair_ids[::-1] if data_args.mask_history else pair_ids
+    for turn, (source_ids, target_ids) in enumerate(pairs):
+        if total >= ctx.cutoff_len:
+            break
+        source_len, target_len = infer_seqlen(len(source_ids), len(target_ids), ctx.cutoff_len - total)
+        source_ids, target_ids = source_ids[:source_len], target_ids[:target_len]
+        total += source_len + target_len
+        if data_args.train_on_prompt:
+            source_label = source_ids
+        elif template.efficient_eos and turn != 0:
+            source_label = [eos] + [IGNORE_INDEX] * (source_len - 1)
+        else:
+            source_label = [IGNORE_INDEX] * source_len
+        target_label = [IGNORE_INDEX] * target_len if data_args.mask_history and turn != 0 else target_ids
+        if data_args.mask_history:
+            input_ids = source_ids + target_ids + input_ids
+            labels = source_label + target_label + labels
+        else:
+            input_ids += source_ids + target_ids
+            labels += source_label + target_label
+    if template.efficient_eos:
+        input_ids.append(eos)
+        labels.append(eos)
+    return np.asarray(input_ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
 
 
 def _worker_count(num_workers: int | None) -> int:
@@ -636,8 +749,13 @@ def _all_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int,
         logger.info("token_stats: no 'fork' start method on this platform; counting in one process")
         workers = 1
     if workers > 1:
-        # Enough chunks for every worker to stay busy; the counts do not depend on the chunking.
+        # Enough chunks for every worker to stay busy, and none much over POOL_CHUNK_BYTES of rows (long
+        # agent rows are MBs each: a worker holds its chunk, its pieces and their encodings at once); the
+        # counts do not depend on the chunking.
         size = max(1, min(chunk_rows, -(-len(rows) // (workers * POOL_CHUNKS_PER_WORKER))))
+        mean_bytes = rows.mean_row_bytes() if hasattr(rows, "mean_row_bytes") else 0
+        if mean_bytes:
+            size = max(1, min(size, POOL_CHUNK_BYTES // mean_bytes))
         if len(rows) > size:
             yield from _pool_chunks(rows, ctx, size, workers)
             return
@@ -664,12 +782,21 @@ def _overlapped_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows
 _POOL_CONTEXT: _Context | None = None
 
 
-def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Worker side of ``_pool_chunks``."""
+def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]] | list[bytes]) -> list[dict[str, Any]]:
+    """Worker side of ``_pool_chunks`` (spooled rows arrive as their JSON bytes and are parsed here)."""
     if _POOL_CONTEXT is None:
         raise RuntimeError("token_stats worker started without its context (not forked from token_stats?)")
+    rows = [orjson.loads(r) if isinstance(r, bytes) else r for r in chunk]
     with quiet_llamafactory():
-        return _chunk_samples(chunk, chunk_start, _POOL_CONTEXT)
+        return _chunk_samples(rows, chunk_start, _POOL_CONTEXT)
+
+
+def _chunk_payload(rows: Sequence[dict[str, Any]], start: int, size: int) -> list[dict[str, Any]] | list[bytes]:
+    """What a worker gets for a chunk: spooled rows as bytes (the parent neither parses nor pickles dicts:
+    with MB-sized agent rows that serial work starved the workers), other rows as they are."""
+    if hasattr(rows, "row_bytes"):
+        return [rows.row_bytes(i) for i in range(start, min(start + size, len(rows)))]
+    return list(rows[start : start + size])
 
 
 @contextlib.contextmanager
@@ -696,7 +823,7 @@ def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
 
     def submit(pool: ProcessPoolExecutor, count: int) -> None:
         for start in itertools.islice(upcoming, count):
-            pending.append(pool.submit(_pool_chunk, start, list(rows[start : start + size])))
+            pending.append(pool.submit(_pool_chunk, start, _chunk_payload(rows, start, size)))
 
     _POOL_CONTEXT = ctx
     try:

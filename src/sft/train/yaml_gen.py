@@ -288,6 +288,9 @@ def build_training_args(
         args["deepspeed"] = str(_resolve_config_path(training.deepspeed, root))
     args["dataset_dir"] = str(Path(dataset_dir).resolve())
     args["dataset"] = cfg.dataset_key
+    tokenized = _pretokenized(cfg, dataset_dir)
+    if tokenized is not None:  # LLaMA-Factory loads it instead of tokenizing (conversion.pretokenize)
+        args["tokenized_path"] = str(tokenized.resolve())
     args["template"] = training.template
     args["cutoff_len"] = training.cutoff_len
     rope = _rope_scaling_value(training, cfg.model.model_name_or_path)
@@ -333,6 +336,24 @@ def build_training_args(
     if on_cpu:
         _adapt_for_cpu(args)
     return args
+
+
+def _pretokenized(cfg: RuntimeInput, dataset_dir: Path) -> Path | None:
+    """The convert stage's pre-tokenized dataset, when asked for and made with this run's template/cutoff."""
+    if not cfg.conversion.pretokenize:
+        return None
+    from sft.report.pretokenize import matching_tokenized_path, tokenized_path
+    from sft.report.tokens import lf_data_options
+
+    key = {"template": cfg.training.template, "cutoff_len": cfg.training.cutoff_len,
+           "lf_options": lf_data_options(cfg.training.extra_options)}
+    found = matching_tokenized_path(dataset_dir, cfg.conversion.data_name, key)
+    if found is None:
+        raise TrainingConfigError(
+            f"conversion.pretokenize: true, but {tokenized_path(dataset_dir, cfg.conversion.data_name)} is missing or "
+            f"was made for other settings than template={cfg.training.template!r}, cutoff_len={cfg.training.cutoff_len}. "
+            "Fix: run `kedro run --pipeline=convert` again (it writes it), or set conversion.pretokenize: false")
+    return found
 
 
 def _adapt_for_cpu(args: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """report: the written dataset -> token statistics, template fidelity gate, stats.json, card and plots.
 
-Runs after convert (it reads ``lf_dataset``, ``conversion_report`` and ``conversion_rejects``) and before
-train: ``data_check`` is only written when the fidelity check passes.
+Runs after convert and before train: ``data_check`` is only written when the fidelity check passes. It reads
+what the convert side's single token pass handed over (``conversion_token_samples``: per-sample numbers and
+the fidelity report, checked against the bytes of the written file), never the dataset itself; only a hand-over that does
+not match the written rows makes it stream the rows from the file and count them.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -23,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             settings_node(),
             Node(
                 compute_token_statistics,
-                inputs=["lf_dataset", "conversion_report", "conversion_token_samples", "run_settings",
+                inputs=["conversion_token_samples", "conversion_report", "run_settings",
                         "params:project_root"],
                 outputs=["dataset_sample_stats", "dataset_token_summary"],
                 name="token_statistics_node",
@@ -31,7 +33,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 check_fidelity,
-                inputs=["lf_dataset", "conversion_report", "run_settings", "params:project_root"],
+                inputs=["conversion_token_samples", "conversion_report", "run_settings",
+                        "params:project_root"],
                 outputs="template_fidelity_report",
                 name="template_fidelity_node",
                 tags=["report", "data_check"],
@@ -45,7 +48,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_dataset_stats,
-                inputs=["lf_dataset", "dataset_sample_stats", "dataset_token_summary", "conversion_report",
+                inputs=["dataset_sample_stats", "dataset_token_summary", "conversion_report",
                         "conversion_rejects", "template_fidelity_report", "run_settings", "params:project_root"],
                 outputs="dataset_stats",
                 name="dataset_stats_node",

@@ -41,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
 
 
-def create_follower_pipeline(**kwargs) -> Pipeline:  # noqa: ANN003
+def create_follower_pipeline(**kwargs) -> Pipeline:
     """Nodes 1.. of a multi-node run: wait for node 0's registered dataset, then train.
 
     No conversion, registration, reports or persisted outputs: node 0 writes those once (sft.train.multinode).
