@@ -110,7 +110,7 @@ def child_convert(args: argparse.Namespace) -> int:
     cfg = cfg.model_copy(update={"conversion": cfg.conversion.model_copy(update=conversion)})
     out = Path(args.out)
     import pyarrow.json  # library imports are excluded from the timings, like interpreter start
-    import pyarrow.parquet
+    import pyarrow.parquet  # noqa: F401
 
     started = time.perf_counter()
     result = convert_job(cfg, Path(args.job), Path(args.root), num_workers=args.workers, progress=False)

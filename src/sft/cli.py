@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 import click
-from kedro.framework.cli.project import run
+from kedro.framework.cli.project import run  # noqa: F401  (re-exported for Kedro's find_run_command)
 
 _DASHBOARD_MODULES = {"fastapi", "starlette", "uvicorn"}
 # A command that hands every argument, --help included, to the command's own parser.

@@ -21,7 +21,7 @@ ALL = {"instance_status": "all", "exclude_repos_file": ""}
 
 
 def _crafted() -> list[Trajectory]:
-    bash = lambda command, id: call("bash", {"command": command}, id=id)
+    bash = lambda command, id: call("bash", {"command": command}, id=id)  # noqa: E731
     return [
         simple(),
         traj(user(), assistant("x"), agent_type="subagent"),
