@@ -352,21 +352,7 @@ def multinode_checks(infra: InfrastructureConfig, env: Mapping[str, str]) -> Fea
     slurm_rank = env.get("SLURM_NODEID") or None
     slurm_nodes = env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or None
     if infra.n_nodes <= 1:
-        hints = []
-        if env_rank not in (None, "0"):
-            hints.append(f"NODE_RANK={env_rank}")
-        if slurm_nodes not in (None, "1"):
-            hints.append(f"SLURM_NNODES={slurm_nodes}")
-        if hints:
-            report.add(
-                "FAIL",
-                f"infrastructure.n_nodes is 1 but the environment says this is part of a multi-node job "
-                f"({', '.join(hints)}); torchrun would start a separate single-node job here. "
-                "Fix: set infrastructure.n_nodes to the number of nodes, or unset those variables",
-            )
-        else:
-            report.add("OK", "single node (infrastructure.n_nodes 1)")
-        return report
+        return _single_node_checks(env_rank, slurm_nodes, report)
     rank_value = infra.node_rank if infra.node_rank is not None else (env_rank or slurm_rank)
     addr = infra.master_addr or env.get("MASTER_ADDR", "")
     port_value = infra.master_port if infra.master_port is not None else env.get("MASTER_PORT")
@@ -396,6 +382,44 @@ def multinode_checks(infra: InfrastructureConfig, env: Mapping[str, str]) -> Fea
         )
     if not 1 <= port <= 65535:
         report.add("FAIL", f"MASTER_PORT {port} is not a TCP port (1..65535)")
+    _slurm_and_run_id_checks(infra, env, rank, slurm_nodes, slurm_rank, report)
+    if not report.failures:
+        report.add(
+            "OK",
+            f"multi-node: node {rank} of {infra.n_nodes}, rendezvous {addr}:{port}; node 0 converts, "
+            "registers and records the run, nodes 1.. wait for the registered dataset",
+        )
+    return report
+
+
+def _single_node_checks(env_rank: str | None, slurm_nodes: str | None, report: FeatureReport) -> FeatureReport:
+    """n_nodes 1: the environment must not say this node is part of a multi-node job."""
+    hints = []
+    if env_rank not in (None, "0"):
+        hints.append(f"NODE_RANK={env_rank}")
+    if slurm_nodes not in (None, "1"):
+        hints.append(f"SLURM_NNODES={slurm_nodes}")
+    if hints:
+        report.add(
+            "FAIL",
+            f"infrastructure.n_nodes is 1 but the environment says this is part of a multi-node job "
+            f"({', '.join(hints)}); torchrun would start a separate single-node job here. "
+            "Fix: set infrastructure.n_nodes to the number of nodes, or unset those variables",
+        )
+    else:
+        report.add("OK", "single node (infrastructure.n_nodes 1)")
+    return report
+
+
+def _slurm_and_run_id_checks(
+    infra: InfrastructureConfig,
+    env: Mapping[str, str],
+    rank: int,
+    slurm_nodes: str | None,
+    slurm_rank: str | None,
+    report: FeatureReport,
+) -> None:
+    """Slurm's allocation agrees with the config, and every node knows the run it belongs to."""
     if slurm_nodes is not None and slurm_nodes != str(infra.n_nodes):
         report.add(
             "FAIL",
@@ -415,10 +439,3 @@ def multinode_checks(infra: InfrastructureConfig, env: Mapping[str, str]) -> Fea
             "(or run under Slurm, which sets SLURM_JOB_ID); nodes 1.. wait for node 0's dataset of "
             "exactly this run",
         )
-    if not report.failures:
-        report.add(
-            "OK",
-            f"multi-node: node {rank} of {infra.n_nodes}, rendezvous {addr}:{port}; node 0 converts, "
-            "registers and records the run, nodes 1.. wait for the registered dataset",
-        )
-    return report
