@@ -374,30 +374,7 @@ def _typed_part_message(message: Any, position: int) -> dict[str, Any]:
         raise _RowProblem("format", "bad_content", f"message {position} content is {_preview(content)}")
     text, reasoning, calls = "", "", []
     for part in content:
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        value = part.get("value") if isinstance(part, Mapping) else None
-        if kind in MEDIA_PART_TYPES:
-            raise _RowProblem("multimodal", "multimodal_row", f"message {position} has a {kind!r} part; {MULTIMODAL_HINT}")
-        if not isinstance(value, str) or kind not in ("text", "reasoning", "tool_call"):
-            raise _RowProblem(
-                "format",
-                "unsupported_content_part",
-                f"message {position} ({role}) part {_preview(part)}: expected type text, reasoning or tool_call "
-                "with a string value",
-            )
-        if kind != "text" and role != "assistant":
-            raise _RowProblem("format", "unsupported_content_part", f"message {position} ({role}) has a {kind!r} part")
-        found = _THINK_TAG.search(value) if kind != "tool_call" else None
-        if found:
-            # reasoning has its own part here, so a think tag inside a part is leaked text: Qwen3's reasoning
-            # parser would split the served answer at it, and the trained text would differ from it
-            around = value[max(0, found.start() - 40) : found.end() + 20]
-            raise _RowProblem(
-                "format",
-                "think_tag_in_text",
-                f"message {position} ({role}) {kind} part contains {found.group(0)!r} at character {found.start()} "
-                f"({around!r}); remove the stray tag from the data",
-            )
+        kind, value = _checked_typed_part(part, role, position)
         if kind == "text":
             text += value
         elif kind == "reasoning":
@@ -410,6 +387,35 @@ def _typed_part_message(message: Any, position: int) -> dict[str, Any]:
     if calls:
         converted["tool_calls"] = calls
     return converted
+
+
+def _checked_typed_part(part: Any, role: Any, position: int) -> tuple[str, str]:
+    """``(type, value)`` of one typed content part, or the reason the row cannot be converted."""
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    value = part.get("value") if isinstance(part, Mapping) else None
+    if kind in MEDIA_PART_TYPES:
+        raise _RowProblem("multimodal", "multimodal_row", f"message {position} has a {kind!r} part; {MULTIMODAL_HINT}")
+    if not isinstance(value, str) or kind not in ("text", "reasoning", "tool_call"):
+        raise _RowProblem(
+            "format",
+            "unsupported_content_part",
+            f"message {position} ({role}) part {_preview(part)}: expected type text, reasoning or tool_call "
+            "with a string value",
+        )
+    if kind != "text" and role != "assistant":
+        raise _RowProblem("format", "unsupported_content_part", f"message {position} ({role}) has a {kind!r} part")
+    found = _THINK_TAG.search(value) if kind != "tool_call" else None
+    if found:
+        # reasoning has its own part here, so a think tag inside a part is leaked text: Qwen3's reasoning
+        # parser would split the served answer at it, and the trained text would differ from it
+        around = value[max(0, found.start() - 40) : found.end() + 20]
+        raise _RowProblem(
+            "format",
+            "think_tag_in_text",
+            f"message {position} ({role}) {kind} part contains {found.group(0)!r} at character {found.start()} "
+            f"({around!r}); remove the stray tag from the data",
+        )
+    return kind, value
 
 
 def _typed_tool_call(value: str, position: int) -> dict[str, Any]:
@@ -1051,6 +1057,41 @@ def _openai_warning(info: FormatInfo, normalised: bool) -> str | None:
 # ================================================================================================ process
 
 
+def _pass_warnings(
+    rows_found: int,
+    rows_invalid: int,
+    selected: Sequence[_Kept],
+    info: FormatInfo,
+    state: _Pass,
+    settings: RuntimeInput,
+    *,
+    normalise: bool,
+    sample_warning: str | None,
+) -> list[str]:
+    """What the user is told about rows that are not trained, or trained differently than written."""
+    warnings = [w for w in (sample_warning, _openai_warning(info, normalise)) if w]
+    for stage, what in (("multimodal", "are multimodal"), ("format", "cannot be converted")):
+        count = sum(1 for r in state.rejects if r["stage"] == stage)
+        if count:
+            warnings.append(
+                f"{count} of {rows_found} row(s) {what} and are not trained; see the rejects file (stage {stage})"
+            )
+    if rows_invalid:
+        warnings.append(
+            f"{rows_invalid} of {rows_found} row(s) break LLaMA-Factory's rules and are not trained; "
+            "see the rejects file (stage lf_rules)"
+        )
+    if not normalise:
+        warnings.extend(_tools_without_system_warning([k.lf_row for k in selected], info, state))
+    if normalise and state.reasoning_turns and not settings.keeps_reasoning():
+        warnings.append(
+            f"{state.reasoning_turns} assistant turn(s) carry <think> reasoning, which the normalised "
+            f"rows drop (template {settings.training.template}); set conversion.keep_reasoning: true "
+            "to train it"
+        )
+    return warnings
+
+
 def process_rows(
     rows: Sequence[dict[str, Any]],
     source: ReadySource,
@@ -1090,26 +1131,9 @@ def process_rows(
     changed = _changes(len(selected), state, adapted)
     registration = _registration(source, info, settings, root, changed=changed, normalised=normalise)
 
-    warnings = [w for w in (sample_warning, _openai_warning(info, normalise)) if w]
-    for stage, what in (("multimodal", "are multimodal"), ("format", "cannot be converted")):
-        count = sum(1 for r in state.rejects if r["stage"] == stage)
-        if count:
-            warnings.append(
-                f"{count} of {len(rows)} row(s) {what} and are not trained; see the rejects file (stage {stage})"
-            )
-    if rows_invalid:
-        warnings.append(
-            f"{rows_invalid} of {len(rows)} row(s) break LLaMA-Factory's rules and are not trained; "
-            "see the rejects file (stage lf_rules)"
-        )
-    if not normalise:
-        warnings.extend(_tools_without_system_warning([k.lf_row for k in selected], info, state))
-    if normalise and state.reasoning_turns and not settings.keeps_reasoning():
-        warnings.append(
-            f"{state.reasoning_turns} assistant turn(s) carry <think> reasoning, which the normalised "
-            f"rows drop (template {settings.training.template}); set conversion.keep_reasoning: true "
-            "to train it"
-        )
+    warnings = _pass_warnings(
+        len(rows), rows_invalid, selected, info, state, settings, normalise=normalise, sample_warning=sample_warning
+    )
     for warning in warnings:
         logger.warning("%s: %s", source.label, warning)
 
