@@ -190,6 +190,12 @@ def test_repair_notes_become_kinds_with_counts() -> None:
     notes = ["repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
              "repair_trimmed_tail: 1 trailing tool/user message(s) removed", "empty_assistant_turn: message 3"]
     assert repair_counts(notes) == {"filled_tool_call_ids": 3, "trimmed_tail": 1}
+    # validation's own counted repairs: the note and meta.extra["repairs"] say the same count
+    three = _traj([Message(role="system", content="a"), Message(role="system", content="b"),
+                   Message(role="system", content="c"), U, A3])
+    repaired, notes = repair_and_validate(three, drop_tool_errors=False)
+    assert repaired is not None
+    assert repair_counts(notes) == repaired.meta.extra["repairs"] == {"merged_system_messages": 2}
 
 
 def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason() -> None:

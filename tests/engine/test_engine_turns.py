@@ -141,6 +141,14 @@ def test_demo_job_turns_per_agent_equal_the_truth(demo: GeneratedJob, tmp_path: 
     assert summary_line(result.funnel["model_turns"]).startswith(
         "model turns: kept 61 of 67 (91.0%), lost: extract:side_call 2, parse:rebuilt_atif 2, "
         "repair:aborted_empty_response 2")
+    # every trial read (no outcome or repo filter): the ledger counts each of the 22 trials' model turns
+    every = _convert(demo, tmp_path / "every", instance_status="all", exclude_repos_file="")
+    got = _got(every.funnel["model_turns"])
+    assert got == expected_model_turns(demo, every)
+    assert got["trials_not_counted"] == {} and every.funnel["model_turns"]["trials_counted"] == 22
+    assert got["source"] == sum(demo.source_model_turns.values()) == 97
+    assert (got["output"], got["lost"]) == (
+        90, {"extract:side_call": 3, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
 
 
 @pytest.mark.parametrize(
