@@ -168,44 +168,37 @@ def account_extraction(
     retried call's discarded answer, a call no kept conversation continues).
     """
     result = TrialTurns()
-    owner: dict[str, str] = {}
+    owners: dict[str, str] = {}
     owned: Counter[str] = Counter()
     owned_litellm_sub: Counter[str] = Counter()
     lost: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for traj in trajectories:
-        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
         kept, cut = turn_keys(traj)
-        record = TrajectoryTurns(uid=traj.uid, agent=agent, keys=kept, lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE))
+        record = TrajectoryTurns(uid=traj.uid, agent=agent_label(traj.meta.scaffold, traj.meta.agent_type), keys=kept,
+                                 lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE))
         record.repairs = {str(k): int(v) for k, v in (traj.meta.extra.get("repairs") or {}).items()}
         result.trajectories.append(record)
-        for key in record.all_keys():
-            if key not in owner:
-                owner[key] = agent
-                owned[agent] += 1
-                if traj.meta.source_kind == "litellm" and traj.meta.agent_type != "main":
-                    owned_litellm_sub[agent] += 1
+        claimed = _claim(owners, record.all_keys(), record.agent)
+        owned[record.agent] += claimed
+        if traj.meta.source_kind == "litellm" and traj.meta.agent_type != "main":
+            owned_litellm_sub[record.agent] += claimed
     for conversation in refused:  # a trajectory rejected from the start: every turn it holds has its fate
-        agent = agent_label(conversation.scaffold, conversation.agent_type)
         kept, cut = turn_keys(conversation.messages)
-        result.trajectories.append(TrajectoryTurns(uid=conversation.uid, agent=agent, keys=[*kept, *cut],
-                                                   fate=conversation.reason))
-        for key in [*kept, *cut]:
-            if key not in owner:
-                owner[key] = agent
-                owned[agent] += 1
+        record = TrajectoryTurns(uid=conversation.uid, agent=agent_label(conversation.scaffold, conversation.agent_type),
+                                 keys=[*kept, *cut], fate=conversation.reason)
+        result.trajectories.append(record)
+        owned[record.agent] += _claim(owners, record.keys, record.agent)
+    for traj in skipped:
+        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
+        claimed = _claim(owners, [key for keys in turn_keys(traj) for key in keys], agent)
+        if claimed:
+            lost[agent][REASON_SUBAGENTS_SKIPPED] += claimed
+        if traj.meta.source_kind == "litellm":
+            owned_litellm_sub[agent] += claimed
     for traj in [*trajectories, *skipped]:
         agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
         for reason, count in (traj.meta.extra.get("dropped_model_turns") or {}).items():
             lost[agent][f"repair:{reason}"] += int(count)
-    for traj in skipped:
-        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
-        kept, cut = turn_keys(traj)
-        for key in [*kept, *cut]:
-            if key not in owner:
-                owner[key] = agent
-                lost[agent][REASON_SUBAGENTS_SKIPPED] += 1
-                if traj.meta.source_kind == "litellm":
-                    owned_litellm_sub[agent] += 1
     # The trajectories' own scaffold name labels the source too (an adapter may name its rows another way).
     scaffold = next((t.meta.scaffold for t in [*trajectories, *skipped]), None) or next(
         (c.scaffold for c in refused), scaffold)
@@ -215,11 +208,32 @@ def account_extraction(
     for agent, count in owned_litellm_sub.items():
         source[agent] += count
         source[main] -= count
-    side_calls = counters.get(SIDE_CALLS, 0)
+    result.unsourced = _settle_remainders(source, owned, lost, main=main, side_calls=counters.get(SIDE_CALLS, 0),
+                                          include_subagents=include_subagents)
+    result.source = {agent: n for agent, n in sorted(source.items()) if n}
+    result.lost = {agent: dict(sorted((+c).items())) for agent, c in sorted(lost.items()) if +c}
+    return result
+
+
+def _claim(owners: dict[str, str], keys: Iterable[str], agent: str) -> int:
+    """Give ``agent`` the turns no earlier trajectory holds; how many it got (a turn is counted once)."""
+    claimed = 0
+    for key in keys:
+        if key not in owners:
+            owners[key] = agent
+            claimed += 1
+    return claimed
+
+
+def _settle_remainders(source: Counter[str], owned: Counter[str], lost: defaultdict[str, Counter[str]], *,
+                       main: str, side_calls: int, include_subagents: bool) -> dict[str, int]:
+    """Source turns no trajectory holds are lost at extraction (side calls first, then skipped sub-agents,
+    else ``extract:not_in_any_trajectory``); more held than the source has is returned as unsourced."""
+    unsourced: dict[str, int] = {}
     for agent in sorted(set(source) | set(owned) | set(lost)):
         remainder = source[agent] - owned[agent] - sum(lost[agent].values())
         if remainder < 0:
-            result.unsourced[agent] = -remainder
+            unsourced[agent] = -remainder
             continue
         if agent == main and side_calls:
             side = min(side_calls, remainder)
@@ -229,9 +243,7 @@ def account_extraction(
             lost[agent][REASON_SUBAGENTS_SKIPPED] += remainder
         elif remainder:
             lost[agent][REASON_NOT_IN_TRAJECTORY] += remainder
-    result.source = {agent: n for agent, n in sorted(source.items()) if n}
-    result.lost = {agent: dict(sorted(c.items())) for agent, c in sorted(lost.items()) if +c}
-    return result
+    return unsourced
 
 
 def account_rejected_trial(counters: Mapping[str, int], scaffold: str, stage: str, reason: str) -> TrialTurns:
