@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sft.convert.engine import ConversionResult, convert_job
-from sft.convert.turns import check_invariant, summary_line
+from sft.convert.turns import agent_lines, check_invariant, summary_line
 from sft.convert.validate import TOOL_ERROR_PREFIXES
 from sft.demo.jobgen import SCAFFOLDS, GeneratedJob, TrialInfo, generate_demo_job, generate_job
 from sft.sources.scaffolds import adapter_for_agent
@@ -141,6 +141,7 @@ def test_demo_job_turns_per_agent_equal_the_truth(demo: GeneratedJob, tmp_path: 
     assert summary_line(result.funnel["model_turns"]).startswith(
         "model turns: kept 61 of 67 (91.0%), lost: extract:side_call 2, parse:rebuilt_atif 2, "
         "repair:aborted_empty_response 2")
+    assert "  terminus2/main: kept 8 of 10, lost: parse:rebuilt_atif 2" in agent_lines(result.funnel["model_turns"])
     # every trial read (no outcome or repo filter): the ledger counts each of the 22 trials' model turns
     every = _convert(demo, tmp_path / "every", instance_status="all", exclude_repos_file="")
     got = _got(every.funnel["model_turns"])

@@ -448,6 +448,19 @@ def summary_line(model_turns: Mapping[str, Any] | None) -> str:
     return line
 
 
+def agent_lines(model_turns: Mapping[str, Any] | None) -> list[str]:
+    """``  <agent>: kept X of Y, lost: reason n, ...`` per agent (the convert log and the demo command)."""
+    lines = []
+    for agent, entry in sorted(((model_turns or {}).get("per_agent") or {}).items()):
+        lost = entry.get("lost") or {}
+        lost_text = ", ".join(f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0])))
+        line = f"  {agent}: kept {entry.get('output', 0)} of {entry.get('source', 0)}, lost: {lost_text or 'none'}"
+        if entry.get("unsourced"):
+            line += f"; {entry['unsourced']} unsourced"
+        lines.append(line)
+    return lines
+
+
 def apply_overlength(ledger: TurnLedger | None, decisions: Sequence[Mapping[str, Any]],
                      rejects: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The over-length policy's drops (reject lines) and cuts (``assistant_turns_removed``), then the report."""
