@@ -15,13 +15,12 @@ bash scripts/dryrun.sh
 "$PY" - <<'PY'
 import json
 import yaml
-from sft.convert.turns import summary_line
+from sft.convert.turns import agent_lines, summary_line
 cfg = yaml.safe_load(open("config.demo.yaml"))
 # how faithful the conversion was: the model's turns in the job vs the trainable turns in the rows
 funnel = json.load(open(f"data/08_reporting/{cfg['runtime_info']['input']['conversion']['data_name']}/funnel.json"))
 print("\n" + summary_line(funnel.get("model_turns")))
-for agent, entry in (funnel.get("model_turns") or {}).get("per_agent", {}).items():
-    print(f"  {agent}: kept {entry['output']} of {entry['source']}, lost {entry['lost'] or 'none'}")
+print("\n".join(agent_lines(funnel.get("model_turns"))))
 out = cfg["runtime_info"]["output"]
 print("\nruntime_info.output written to config.demo.yaml:")
 print(yaml.safe_dump(out, sort_keys=False))

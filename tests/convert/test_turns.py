@@ -6,6 +6,7 @@ import pytest
 
 from sft.convert.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
 from sft.convert.turns import (
+    RefusedConversation,
     TrialTurns,
     TurnLedger,
     account_extraction,
@@ -99,11 +100,60 @@ def test_validation_reject_and_dropped_failed_calls() -> None:
     after_validation(record, traj, repaired, notes)
     assert len(record.keys) == 2 and list(record.lost.values()) == ["repair:dropped_tool_errors"]
     assert record.repairs == {"dropped_tool_errors": 1}
-    empty = _traj([U, A1, T1, Message(role="assistant")], 1)
-    bad = account_extraction([empty], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[0]
-    repaired, issues = repair_and_validate(empty, drop_tool_errors=False)
-    after_validation(bad, empty, repaired, issues)
-    assert bad.fate == "validate:empty_assistant_turn"
+    # an empty final turn (the last request was aborted) is repaired, not rejected: that turn is lost as
+    # repair:aborted_empty_response, the turns before it are kept
+    aborted = _traj([U, A1, T1, Message(role="assistant")], 1)
+    record = account_extraction([aborted], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[0]
+    repaired, notes = repair_and_validate(aborted, drop_tool_errors=False)
+    after_validation(record, aborted, repaired, notes)
+    assert record.fate is None and len(record.keys) == 1
+    assert list(record.lost.values()) == ["repair:aborted_empty_response"]
+    assert record.repairs == {"trimmed_aborted_final_turn": 1, "trimmed_tail": 1}
+    # an empty turn in the middle is a defect of the data: the trajectory is rejected with that issue
+    middle = _traj([U, A1, T1, Message(role="assistant"), Message(role="user", content="go on"), A3], 2)
+    bad = account_extraction([middle], [], {"model_turns_source_litellm": 3}, "claude-code").trajectories[0]
+    repaired, issues = repair_and_validate(middle, drop_tool_errors=False)
+    after_validation(bad, middle, repaired, issues)
+    assert repaired is None and bad.fate == "validate:empty_assistant_turn"
+    ledger = TurnLedger()
+    ledger.add("t1", TrialTurns(source={"claude-code/main": 3}, trajectories=[bad]), [])
+    assert ledger.report()["model_turns"]["lost"] == {"validate:empty_assistant_turn": 3}
+
+
+def test_refused_conversations_lose_their_turns_with_the_reject_reason() -> None:
+    """A conversation refused while reading (ATIF rebuilt_atif, unanswered_tool_call, ...) holds its turns
+    with its reject's reason from the start: they are not turns that no trajectory holds."""
+    kept = _traj([U, A1, T1, A3], 0)
+    refused = RefusedConversation("t1#sub.json#explore", "claude-code", "subagent", "parse:unanswered_tool_call",
+                                  [Message(role="user", content="explore"), A2, T2, A3])
+    counters = {"model_turns_source_litellm": 2, "model_turns_source_atif_subagent": 2}
+    turns = account_extraction([kept], [], counters, "claude-code", refused=[refused])
+    assert turns.lost == {} and turns.unsourced == {}
+    assert turns.trajectories[-1].fate == "parse:unanswered_tool_call"
+    ledger = TurnLedger()
+    ledger.add("t1", turns, [{"trajectory": "t1#sub.json#explore", "stage": "parse", "reason": "unanswered_tool_call"}])
+    model_turns = ledger.report()["model_turns"]
+    assert model_turns["per_agent"]["claude-code/subagent"] == {
+        "source": 2, "output": 0, "lost": {"parse:unanswered_tool_call": 2}, "unsourced": 0}
+    assert model_turns["per_agent"]["claude-code/main"]["output"] == 2
+    # every conversation refused: the trial's turns are still labelled with the adapter's name
+    alone = account_extraction([], [], {"model_turns_source_atif_subagent": 2}, "claude-code", refused=[refused])
+    assert alone.source == {"claude-code/subagent": 2} and alone.lost == {}
+
+
+def test_a_later_reject_keeps_the_repair_reason_of_turns_already_removed() -> None:
+    """The aborted final turn a repair removed stays lost as the repair when the over-length policy later drops
+    the row: the row's reject takes only the turns the row held."""
+    aborted = _traj([U, A1, T1, A2, T2, Message(role="assistant")], 0)
+    turns = account_extraction([aborted], [], {"model_turns_source_litellm": 3}, "claude-code")
+    repaired, notes = repair_and_validate(aborted, drop_tool_errors=False)
+    after_validation(turns.trajectories[0], aborted, repaired, notes)
+    ledger = TurnLedger()
+    ledger.add("t1", turns, [])
+    report = apply_overlength(ledger, [{"uid": "t1#0", "action": "dropped"}],
+                              [{"trajectory": "t1#0", "stage": "overlength", "reason": "over_cutoff_len"}])
+    assert report is not None
+    assert report["model_turns"]["lost"] == {"overlength:over_cutoff_len": 2, "repair:aborted_empty_response": 1}
 
 
 def test_overlength_drops_and_truncations_are_accounted() -> None:
@@ -140,6 +190,12 @@ def test_repair_notes_become_kinds_with_counts() -> None:
     notes = ["repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
              "repair_trimmed_tail: 1 trailing tool/user message(s) removed", "empty_assistant_turn: message 3"]
     assert repair_counts(notes) == {"filled_tool_call_ids": 3, "trimmed_tail": 1}
+    # validation's own counted repairs: the note and meta.extra["repairs"] say the same count
+    three = _traj([Message(role="system", content="a"), Message(role="system", content="b"),
+                   Message(role="system", content="c"), U, A3])
+    repaired, notes = repair_and_validate(three, drop_tool_errors=False)
+    assert repaired is not None
+    assert repair_counts(notes) == repaired.meta.extra["repairs"] == {"merged_system_messages": 2}
 
 
 def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason() -> None:

@@ -1,9 +1,11 @@
 """Model-turn accounting (sft.convert.turns) on generated jobs, against the generator's ground truth.
 
-The expected numbers come from ``sft.demo.jobgen`` alone: the successful proxy calls it logged
-(``TrialInfo.n_model_calls``), the true conversations (``GeneratedJob.truth``: one assistant message per model
-turn) and the plan (title-generator side calls). Only the fate of a trajectory (which reject line, if any) is
-read from the conversion's own rejects file, by uid.
+The expected numbers come from ``sft.demo.jobgen`` alone: the model turns in each trial's files
+(``GeneratedJob.source_model_turns``), the turns a faithful conversion loses and why
+(``GeneratedJob.lost_model_turns``: side calls, aborted final responses, refused ATIF conversations) and the true
+conversations (``GeneratedJob.truth``: one assistant message per kept model turn), for the planned trials and the
+ATIF-only shape trials alike. Only the fate of a trajectory (which reject line, if any) is read from the
+conversion's own rejects file, by uid.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 import pytest
 
 from sft.convert.engine import ConversionResult, convert_job
-from sft.convert.turns import check_invariant, summary_line
+from sft.convert.turns import agent_lines, check_invariant, summary_line
 from sft.convert.validate import TOOL_ERROR_PREFIXES
-from sft.demo.jobgen import GeneratedJob, generate_demo_job, generate_job
+from sft.demo.jobgen import SCAFFOLDS, GeneratedJob, TrialInfo, generate_demo_job, generate_job
+from sft.sources.scaffolds import adapter_for_agent
 from tests.engine.conftest import engine_config, make_root
 
 NOT_PARSED = ("outcome", "repo_exclusion")
@@ -40,6 +43,11 @@ def _failed_turns(messages: list[Any]) -> int:
     return count
 
 
+def _scaffold(info: TrialInfo) -> str:
+    """The ledger's label of a trial's agent: a planned trial's scaffold, a shape trial's adapter."""
+    return info.scaffold if info.scaffold in SCAFFOLDS else adapter_for_agent(info.scaffold).name
+
+
 def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include_subagents: bool = True,
                          drop_tool_errors: bool = False) -> dict[str, Any]:
     """source / output / lost per agent from the generator's truth (the fates from the reject lines)."""
@@ -47,7 +55,7 @@ def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include
     trial_reject = {r["trial_name"]: (r["stage"], r["reason"]) for r in result.rejects if not r["trajectory"]}
     agents: defaultdict[str, dict[str, Any]] = defaultdict(lambda: {"source": 0, "output": 0, "lost": Counter()})
     not_counted: Counter[str] = Counter()
-    for info in job.trials:
+    for info in [*job.trials, *job.atif_shape_trials]:
         rejected = trial_reject.get(info.trial_name)
         if rejected and rejected[0] in NOT_PARSED:
             not_counted[":".join(rejected)] += 1
@@ -56,16 +64,16 @@ def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include
         convs = job.truth[info.trial_name]
         turns = [sum(m.role == "assistant" for m in c.messages) for c in convs]
         sub_turns = sum(n for c, n in zip(convs, turns, strict=True) if c.agent_type == "subagent")
-        source_main = info.n_model_calls - sub_turns if info.has_litellm else turns[0]
-        side_calls = source_main - turns[0]
-        assert side_calls == (1 if info.plan.title_call and info.has_litellm else 0), info.trial_name
-        main = agents[f"{info.scaffold}/main"]
+        lost = job.lost_model_turns[info.trial_name]
+        source_main = job.source_model_turns[info.trial_name] - sub_turns
+        assert source_main == sum(turns) - sub_turns + sum(lost.values()), info.trial_name  # the truth adds up
+        assert ("extract:side_call" in lost) == (info.plan.title_call and info.has_litellm), info.trial_name
+        main = agents[f"{_scaffold(info)}/main"]
         main["source"] += source_main
-        if side_calls:
-            main["lost"]["extract:side_call"] += side_calls
+        main["lost"].update(lost)
         index = 0
         for conv, n in zip(convs, turns, strict=True):
-            entry = agents[f"{info.scaffold}/{conv.agent_type}"]
+            entry = agents[f"{_scaffold(info)}/{conv.agent_type}"]
             if conv.agent_type == "subagent":
                 entry["source"] += n
                 if not include_subagents:
@@ -82,12 +90,12 @@ def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include
                 entry["lost"]["repair:dropped_tool_errors"] += dropped
     per_agent = {a: {"source": e["source"], "output": e["output"], "lost": dict(sorted((+e["lost"]).items()))}
                  for a, e in sorted(agents.items())}
-    lost: Counter[str] = Counter()
+    lost_total: Counter[str] = Counter()
     for entry in per_agent.values():
-        lost.update(entry["lost"])
+        lost_total.update(entry["lost"])
     return {"source": sum(e["source"] for e in per_agent.values()),
             "output": sum(e["output"] for e in per_agent.values()),
-            "lost": dict(sorted(lost.items())), "per_agent": per_agent,
+            "lost": dict(sorted(lost_total.items())), "per_agent": per_agent,
             "trials_not_counted": dict(sorted(not_counted.items()))}
 
 
@@ -116,14 +124,32 @@ def _convert(job: GeneratedJob, root: Path, **conversion: Any) -> ConversionResu
 
 
 def test_demo_job_turns_per_agent_equal_the_truth(demo: GeneratedJob, tmp_path: Path) -> None:
+    """All 22 trials of the demo job (16 planned + 6 ATIF-only shapes): every model turn is kept or lost with
+    the reason the generator knows: the title generator's side calls, the aborted final responses (repaired,
+    not rejected) and terminus-2's rebuilt default-mode ATIF (refused while reading, ``parse:rebuilt_atif``)."""
+    assert len(demo.trials) + len(demo.atif_shape_trials) == 22
     result = _convert(demo, tmp_path)
     got = _got(result.funnel["model_turns"])
     assert got == expected_model_turns(demo, result)
     # the numbers themselves, so that a change in the generator or the converter is seen here
-    assert (got["source"], got["output"], got["lost"]) == (28, 27, {"extract:side_call": 1})
+    assert (got["source"], got["output"], got["lost"]) == (
+        67, 61, {"extract:side_call": 2, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
+    assert got["per_agent"]["terminus2/main"]["lost"] == {"parse:rebuilt_atif": 2}
+    assert got["per_agent"]["codex/main"] == {"source": 3, "output": 3, "lost": {}}  # a split response is 1 turn
+    assert got["per_agent"]["terminus2/subagent"] == {"source": 3, "output": 3, "lost": {}}  # copies: no turns
     assert got["trials_not_counted"] == {"outcome:not_resolved": 3, "repo_exclusion:excluded_repo": 3}
-    assert summary_line(result.funnel["model_turns"]).startswith("model turns: kept 27 of 28 (96.4%), lost: "
-                                                                "extract:side_call 1")
+    assert summary_line(result.funnel["model_turns"]).startswith(
+        "model turns: kept 61 of 67 (91.0%), lost: extract:side_call 2, parse:rebuilt_atif 2, "
+        "repair:aborted_empty_response 2")
+    assert "  terminus2/main: kept 8 of 10, lost: parse:rebuilt_atif 2" in agent_lines(result.funnel["model_turns"])
+    # every trial read (no outcome or repo filter): the ledger counts each of the 22 trials' model turns
+    every = _convert(demo, tmp_path / "every", instance_status="all", exclude_repos_file="")
+    got = _got(every.funnel["model_turns"])
+    assert got == expected_model_turns(demo, every)
+    assert got["trials_not_counted"] == {} and every.funnel["model_turns"]["trials_counted"] == 22
+    assert got["source"] == sum(demo.source_model_turns.values()) == 97
+    assert (got["output"], got["lost"]) == (
+        90, {"extract:side_call": 3, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
 
 
 @pytest.mark.parametrize(

@@ -127,8 +127,10 @@ def test_a_trial_rejected_after_reading_loses_its_source_turns_with_the_reject_r
 def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(harbor, fixture: str, agent: str, scaffold: str,
                                                                     steps: int) -> None:
     """Real Harbor ATIF files (tests/fixtures/harbor/SOURCES.md): each model step is a source turn and ends up
-    output or lost with a reason. The claude-code runs keep all; the terminus-2 default-mode run is rejected
-    at validation today (issue 13: its results carry no source_call_id), so its turns are lost with that."""
+    output or lost with a reason. The claude-code runs keep all. The terminus-2 run is default-mode ATIF (text
+    rebuilt as Analysis/Plan with synthetic calls): refused while reading by ``rebuilt_atif: drop`` (the default),
+    so its turns are lost as ``parse:rebuilt_atif``, the reject's reason (not as turns no trajectory holds);
+    with ``rebuilt_atif: keep`` all of them are output (its results without source_call_id are paired)."""
     trial_dir = harbor.trial("real__1", agent_name=agent)
     harbor.copy_fixture(fixture, trial_dir / "agent" / "trajectory.json")
     extraction = extract_trial(trial_dir, harbor.job_dir, scaffold)
@@ -136,5 +138,84 @@ def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(harbor, fixtu
     model_turns = _ledger_report(extraction)
     assert model_turns["output"] + sum(model_turns["lost"].values()) == steps
     if scaffold == "claude-code":
-        assert model_turns["output"] == steps
-    assert all(reason.startswith("validate:") for reason in model_turns["lost"])
+        assert (model_turns["output"], model_turns["lost"]) == (steps, {})
+        return
+    assert [r.reason for r in extraction.rejects] == ["rebuilt_atif"]
+    assert (model_turns["output"], model_turns["lost"]) == (0, {"parse:rebuilt_atif": steps})
+    assert extraction.counters["rebuilt_atif_dropped_turns"] == extraction.counters["atif_rejected_model_turns"] == steps
+    auto = extract_trial(trial_dir, harbor.job_dir, "auto")  # the label is the adapter's, not "auto"
+    assert auto.turns.source == {f"{scaffold}/main": steps} and auto.turns.lost == {}
+    assert _ledger_report(auto)["per_agent"] == {f"{scaffold}/main": {
+        "source": steps, "output": 0, "lost": {"parse:rebuilt_atif": steps}, "unsourced": 0}}
+    kept = extract_trial(trial_dir, harbor.job_dir, scaffold, rebuilt_atif="keep")
+    assert not kept.rejects
+    assert _ledger_report(kept)["output"] == steps
+
+
+def _step(step_id: int, source: str, text: str, **fields: Any) -> dict[str, Any]:
+    return {"step_id": step_id, "source": source, "message": text, **fields}
+
+
+def _call(call_id: str, command: str) -> dict[str, Any]:
+    return {"tool_call_id": call_id, "function_name": "bash", "arguments": {"command": command}}
+
+
+def test_a_conversation_refused_while_reading_loses_its_turns_with_the_reject_reason(harbor) -> None:
+    """A trial whose main conversation converts and whose sub-agent file cannot be paired up (two results
+    without source_call_id for three calls: ambiguous): the sub-agent's turns are lost as
+    ``parse:ambiguous_results_without_id`` (the reject line's reason), not as ``extract:not_in_any_trajectory``;
+    the main conversation's turns are output."""
+    trial_dir = harbor.trial("gm__1", agent_name="gemini-cli")
+    agent = trial_dir / "agent"
+    main_doc = {"schema_version": "ATIF-v1.6", "session_id": "m", "agent": {"name": "gemini-cli", "version": "1"},
+                "steps": [_step(1, "user", "fix it"),
+                          _step(2, "agent", "looking", tool_calls=[_call("c1", "ls")],
+                                observation={"results": [{"source_call_id": "c1", "content": "a.py"}]}),
+                          _step(3, "agent", "done")]}
+    sub_doc = {"schema_version": "ATIF-v1.6", "session_id": "s", "agent": {"name": "gemini-cli", "version": "1"},
+               "steps": [_step(1, "user", "explore"),
+                         _step(2, "agent", "three reads", tool_calls=[_call("r1", "cat a"), _call("r2", "cat b"),
+                                                                       _call("r3", "cat c")],
+                               observation={"results": [{"content": "A"}, {"content": "B"}]}),
+                         _step(3, "agent", "read them")]}
+    harbor.write_atif(agent, main_doc)
+    harbor.write_atif(agent, sub_doc, name="trajectory.explore-1.json")
+    extraction = extract_trial(trial_dir, harbor.job_dir, "auto")
+    assert [r.reason for r in extraction.rejects] == ["ambiguous_results_without_id"]
+    assert extraction.counters["atif_rejected_model_turns"] == 2
+    assert extraction.turns.source == {"gemini-cli/main": 2, "gemini-cli/subagent": 2}
+    assert extraction.turns.lost == {}  # nothing is lost at extraction: the refused sub-agent holds its turns
+    model_turns = _ledger_report(extraction)
+    assert model_turns["per_agent"] == {
+        "gemini-cli/main": {"source": 2, "output": 2, "lost": {}, "unsourced": 0},
+        "gemini-cli/subagent": {"source": 2, "output": 0, "lost": {"parse:ambiguous_results_without_id": 2},
+                                "unsourced": 0},
+    }
+
+
+def test_copied_context_is_no_source_turn_and_no_loss(harbor) -> None:
+    """A summarisation sub-agent repeats the main conversation as ``is_copied_context`` steps: those are copies
+    of turns trained in the main conversation, so they are neither source turns nor lost, with
+    ``copied_context: drop`` (removed, repair ``dropped_copied_context``) and with ``context`` (kept: the same
+    turn, with the same history, as the main one's)."""
+    trial_dir = harbor.trial("t2__1", agent_name="terminus-2")
+    agent = trial_dir / "agent"
+    main_steps = [_step(1, "user", "fix it"), _step(2, "agent", "step one"), _step(3, "user", "screen 1"),
+                  _step(4, "agent", "step two")]
+    copies = [dict(s, is_copied_context=True) for s in main_steps]
+    sub_steps = [*copies, _step(5, "user", "Summarise."), _step(6, "agent", "I did one and two.")]
+    doc = {"schema_version": "ATIF-v1.7", "session_id": "m", "agent": {"name": "terminus-2", "version": "1"}}
+    harbor.write_atif(agent, {**doc, "steps": main_steps})
+    harbor.write_atif(agent, {**doc, "session_id": "s", "steps": sub_steps},
+                      name="trajectory.summarization-1-summary.json")
+    assert count_atif_turns(agent) == {"main": 2, "subagent": 1}
+    for mode in ("drop", "context"):
+        extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2", copied_context=mode)
+        assert not extraction.rejects, mode
+        repairs = [t.meta.extra.get("repairs", {}).get("dropped_copied_context", 0) for t in extraction.trajectories]
+        assert repairs == ([0, 2] if mode == "drop" else [0, 0]), mode
+        model_turns = _ledger_report(extraction)
+        assert model_turns["per_agent"] == {
+            "terminus2/main": {"source": 2, "output": 2, "lost": {}, "unsourced": 0},
+            "terminus2/subagent": {"source": 1, "output": 1, "lost": {}, "unsourced": 0},
+        }, mode

@@ -16,8 +16,15 @@ counts **model turns** per agent (``<scaffold>/<main|subagent>``):
   of a conversation), ``repair:*`` (removed by a repair, ``meta.extra["dropped_model_turns"]``),
   ``render:after_untrainable_turn`` (the LF renderer cuts a row before its first untrainable turn), and the
   ``<stage>:<reason>`` of the reject line of the trial or trajectory that held it (a rejected trajectory
-  loses all its turns with that reason; a turn held by several trajectories of a trial is lost with the
-  reason of the first, and is output when any of them is written).
+  loses the turns it still held with that reason, a turn a repair had already removed keeps the repair's
+  reason; a turn held by several trajectories of a trial is lost with the reason of the first, and is
+  output when any of them is written). Conversations refused while the files are read (ATIF
+  ``rebuilt_atif``, ``ambiguous_results_without_id``, ``unanswered_tool_call``: ``RefusedConversation``)
+  are trajectories with that fate from the start, so their turns are lost as ``parse:<reason>``.
+* **copies are no turns**: ATIF ``is_copied_context`` steps repeat turns of another conversation; they are
+  not source turns, and ``copied_context: drop`` removes them without a loss (repair
+  ``dropped_copied_context``); with ``context`` a copy has the original's key (same history), so it is
+  the same output turn.
 * **unsourced**: output turns that the source count does not hold (an assistant turn in a request's history
   whose call is not in the log). Expected 0; it keeps the invariant exact when it is not:
   ``source + unsourced == output + sum(lost)``, per agent and in total (checked on every report).
@@ -31,6 +38,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -64,18 +72,19 @@ def _message_bytes(message: Message) -> bytes:
         return repr(value).encode("utf-8", "surrogatepass")
 
 
-def turn_keys(traj: Trajectory) -> tuple[list[str], list[str]]:
+def turn_keys(traj: Trajectory | Sequence[Message]) -> tuple[list[str], list[str]]:
     """(keys of the trainable assistant turns a rendered row holds, keys of those the renderer cuts).
 
     A key hashes the conversation up to and including the turn, so equal turns with equal history in two
     trajectories of a trial have the same key. The renderer cuts a row before its first untrainable
     assistant turn (``sft.convert.render``): trainable turns after it are not in the row.
     """
-    cut_at = first_untrainable_assistant(traj.messages)
+    messages = traj.messages if isinstance(traj, Trajectory) else list(traj)
+    cut_at = first_untrainable_assistant(messages)
     kept: list[str] = []
     cut: list[str] = []
     digest = hashlib.blake2b(digest_size=8)
-    for index, message in enumerate(traj.messages):
+    for index, message in enumerate(messages):
         digest.update(_message_bytes(message))
         digest.update(b"\x00")
         if message.role == "assistant" and message.trainable:
@@ -88,6 +97,18 @@ def _trainable_assistants(traj: Trajectory) -> list[Message]:
 
 
 # ------------------------------------------------------------------------------------------------- per trial
+
+
+@dataclass(frozen=True)
+class RefusedConversation:
+    """A conversation a reader recovered but refused (e.g. ATIF ``rebuilt_atif``, ``unanswered_tool_call``):
+    its model turns are lost with the reason of its reject line, not as ``extract:not_in_any_trajectory``."""
+
+    uid: str  # the reject line's ``trajectory`` (``<trial>#<label>``)
+    scaffold: str
+    agent_type: str
+    reason: str  # "<stage>:<reason>" of the reject line
+    messages: Sequence[Message]
 
 
 class TrajectoryTurns(BaseModel):
@@ -134,59 +155,85 @@ def account_extraction(
     scaffold: str,
     *,
     include_subagents: bool = True,
+    refused: Sequence[RefusedConversation] = (),
 ) -> TrialTurns:
     """The turns of an extracted trial: ``trajectories`` are kept (uids final), ``skipped`` were dropped by
     ``include_subagents: false`` (with it, the ATIF reader does not even read sub-agent files: their turns are
-    skipped too); ``counters`` hold the source counts (``SOURCE_*``) and side calls.
+    skipped too), ``refused`` were refused while reading (their turns are lost with their reject's reason);
+    ``counters`` hold the source counts (``SOURCE_*``) and side calls.
 
-    A turn belongs to the first trajectory that holds it (main ones come first). What the source holds
-    beyond the trajectories' turns is lost at extraction: side calls, skipped sub-agents, turns removed by
-    an extraction repair (``dropped_model_turns``), the rest ``extract:not_in_any_trajectory`` (a retried
-    call's discarded answer, a call no kept conversation continues).
+    A turn belongs to the first trajectory that holds it (main ones come first, refused ones last). What the
+    source holds beyond the trajectories' turns is lost at extraction: side calls, skipped sub-agents, turns
+    removed by an extraction repair (``dropped_model_turns``), the rest ``extract:not_in_any_trajectory`` (a
+    retried call's discarded answer, a call no kept conversation continues).
     """
     result = TrialTurns()
-    owner: dict[str, str] = {}
+    owners: dict[str, str] = {}
     owned: Counter[str] = Counter()
     owned_litellm_sub: Counter[str] = Counter()
     lost: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for traj in trajectories:
-        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
         kept, cut = turn_keys(traj)
-        record = TrajectoryTurns(uid=traj.uid, agent=agent, keys=kept, lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE))
+        record = TrajectoryTurns(uid=traj.uid, agent=agent_label(traj.meta.scaffold, traj.meta.agent_type), keys=kept,
+                                 lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE))
         record.repairs = {str(k): int(v) for k, v in (traj.meta.extra.get("repairs") or {}).items()}
         result.trajectories.append(record)
-        for key in record.all_keys():
-            if key not in owner:
-                owner[key] = agent
-                owned[agent] += 1
-                if traj.meta.source_kind == "litellm" and traj.meta.agent_type != "main":
-                    owned_litellm_sub[agent] += 1
+        claimed = _claim(owners, record.all_keys(), record.agent)
+        owned[record.agent] += claimed
+        if traj.meta.source_kind == "litellm" and traj.meta.agent_type != "main":
+            owned_litellm_sub[record.agent] += claimed
+    for conversation in refused:  # a trajectory rejected from the start: every turn it holds has its fate
+        kept, cut = turn_keys(conversation.messages)
+        record = TrajectoryTurns(uid=conversation.uid, agent=agent_label(conversation.scaffold, conversation.agent_type),
+                                 keys=[*kept, *cut], fate=conversation.reason)
+        result.trajectories.append(record)
+        owned[record.agent] += _claim(owners, record.keys, record.agent)
+    for traj in skipped:
+        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
+        claimed = _claim(owners, [key for keys in turn_keys(traj) for key in keys], agent)
+        if claimed:
+            lost[agent][REASON_SUBAGENTS_SKIPPED] += claimed
+        if traj.meta.source_kind == "litellm":
+            owned_litellm_sub[agent] += claimed
     for traj in [*trajectories, *skipped]:
         agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
         for reason, count in (traj.meta.extra.get("dropped_model_turns") or {}).items():
             lost[agent][f"repair:{reason}"] += int(count)
-    for traj in skipped:
-        agent = agent_label(traj.meta.scaffold, traj.meta.agent_type)
-        kept, cut = turn_keys(traj)
-        for key in [*kept, *cut]:
-            if key not in owner:
-                owner[key] = agent
-                lost[agent][REASON_SUBAGENTS_SKIPPED] += 1
-                if traj.meta.source_kind == "litellm":
-                    owned_litellm_sub[agent] += 1
     # The trajectories' own scaffold name labels the source too (an adapter may name its rows another way).
-    scaffold = next((t.meta.scaffold for t in [*trajectories, *skipped]), scaffold)
+    scaffold = next((t.meta.scaffold for t in [*trajectories, *skipped]), None) or next(
+        (c.scaffold for c in refused), scaffold)
     source = _source_by_agent(counters, scaffold)
     # A proxy log's calls are not labelled main/sub-agent: the sub-agent conversations' turns move over.
     main = agent_label(scaffold, "main")
     for agent, count in owned_litellm_sub.items():
         source[agent] += count
         source[main] -= count
-    side_calls = counters.get(SIDE_CALLS, 0)
+    result.unsourced = _settle_remainders(source, owned, lost, main=main, side_calls=counters.get(SIDE_CALLS, 0),
+                                          include_subagents=include_subagents)
+    result.source = {agent: n for agent, n in sorted(source.items()) if n}
+    result.lost = {agent: dict(sorted((+c).items())) for agent, c in sorted(lost.items()) if +c}
+    return result
+
+
+def _claim(owners: dict[str, str], keys: Iterable[str], agent: str) -> int:
+    """Give ``agent`` the turns no earlier trajectory holds; how many it got (a turn is counted once)."""
+    claimed = 0
+    for key in keys:
+        if key not in owners:
+            owners[key] = agent
+            claimed += 1
+    return claimed
+
+
+def _settle_remainders(source: Counter[str], owned: Counter[str], lost: defaultdict[str, Counter[str]], *,
+                       main: str, side_calls: int, include_subagents: bool) -> dict[str, int]:
+    """Source turns no trajectory holds are lost at extraction (side calls first, then skipped sub-agents,
+    else ``extract:not_in_any_trajectory``); more held than the source has is returned as unsourced."""
+    unsourced: dict[str, int] = {}
     for agent in sorted(set(source) | set(owned) | set(lost)):
         remainder = source[agent] - owned[agent] - sum(lost[agent].values())
         if remainder < 0:
-            result.unsourced[agent] = -remainder
+            unsourced[agent] = -remainder
             continue
         if agent == main and side_calls:
             side = min(side_calls, remainder)
@@ -196,9 +243,7 @@ def account_extraction(
             lost[agent][REASON_SUBAGENTS_SKIPPED] += remainder
         elif remainder:
             lost[agent][REASON_NOT_IN_TRAJECTORY] += remainder
-    result.source = {agent: n for agent, n in sorted(source.items()) if n}
-    result.lost = {agent: dict(sorted(c.items())) for agent, c in sorted(lost.items()) if +c}
-    return result
+    return unsourced
 
 
 def account_rejected_trial(counters: Mapping[str, int], scaffold: str, stage: str, reason: str) -> TrialTurns:
@@ -336,9 +381,12 @@ class TurnLedger:
                     repairs.update(record.repairs)
                     for key, reason in record.lost.items():
                         why.setdefault(key, reason)
-                else:  # a rejected trajectory loses all its turns with its reject's reason
-                    for key in record.all_keys():
+                else:  # a rejected trajectory loses the turns it held with its reject's reason; those a
+                    # repair or the renderer had already removed keep that cause (it holds either way)
+                    for key in record.keys:
                         why.setdefault(key, record.fate)
+                    for key, reason in record.lost.items():
+                        why.setdefault(key, reason)
             for key, agent in owner.items():
                 entry = agent_entry(agent)
                 if key in written:
@@ -398,6 +446,19 @@ def summary_line(model_turns: Mapping[str, Any] | None) -> str:
     if not_counted:
         line += f"; {not_counted} filtered trial(s) not counted"
     return line
+
+
+def agent_lines(model_turns: Mapping[str, Any] | None) -> list[str]:
+    """``  <agent>: kept X of Y, lost: reason n, ...`` per agent (the convert log and the demo command)."""
+    lines = []
+    for agent, entry in sorted(((model_turns or {}).get("per_agent") or {}).items()):
+        lost = entry.get("lost") or {}
+        lost_text = ", ".join(f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0])))
+        line = f"  {agent}: kept {entry.get('output', 0)} of {entry.get('source', 0)}, lost: {lost_text or 'none'}"
+        if entry.get("unsourced"):
+            line += f"; {entry['unsourced']} unsourced"
+        lines.append(line)
+    return lines
 
 
 def apply_overlength(ledger: TurnLedger | None, decisions: Sequence[Mapping[str, Any]],

@@ -469,7 +469,9 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     count = _merge_leading_system(fixed)
     if count:
         counted["merged_system_messages"] = count
-        notes.append(f"repair_merged_system_messages: {where}: messages 0-{count} were all system messages; "
+        # the count first, as every repair note: sft.convert.turns.repair_counts sums the notes by kind
+        notes.append(f"repair_merged_system_messages: {count} extra system message(s): {where}: messages 0-{count} "
+                     "were all system messages; "
                      f"joined in order with {SYSTEM_JOIN!r} into one system prompt")
     repairs = (
         ("repair_lone_surrogates", _sanitize_surrogates, "lone UTF-16 surrogates replaced with U+FFFD"),

@@ -204,7 +204,13 @@ class GeneratedJob:
     atif_shape_trials: list[TrialInfo] = field(default_factory=list)
     # conversations of the shape trials refused by default: reason -> model turns
     expected_rejects: dict[str, dict[str, int]] = field(default_factory=dict)
-    source_model_turns: dict[str, int] = field(default_factory=dict)  # trial -> model turns in its files
+    # Model-turn ground truth of every trial (``sft.convert.turns``), with the default options: the model
+    # turns in its files (successful proxy calls; ATIF model steps, copied context excluded), and the ones a
+    # faithful conversion loses, as "<stage>:<reason>" -> turns (all main-agent turns): the title
+    # generator's side call, an aborted final response, the shape trials' refused conversations. The rest
+    # are the assistant turns of ``truth``: source == truth turns + lost, per trial.
+    source_model_turns: dict[str, int] = field(default_factory=dict)
+    lost_model_turns: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1855,6 +1861,28 @@ def _write_trial(
     return info, _trial_truth(trial, calls), totals
 
 
+def _model_turn_truth(job: GeneratedJob, info: TrialInfo, truth: list[ExpectedConversation]) -> None:
+    """``GeneratedJob.source_model_turns`` / ``lost_model_turns`` of a planned trial (checked to add up).
+
+    With a proxy log every successful call is a model turn: the true conversations' assistant turns, the
+    title generator's call (``extract:side_call``) and an aborted final response, which the repair
+    ``trimmed_aborted_final_turn`` removes (``repair:aborted_empty_response``). An ATIF-only trial's file
+    holds exactly its true conversation's turns.
+    """
+    kept = sum(m.role == "assistant" for conv in truth for m in conv.messages)
+    lost: dict[str, int] = {}
+    if info.has_litellm and info.plan.title_call and info.plan.scaffold == "open-code":
+        lost["extract:side_call"] = 1
+    if info.has_litellm and info.plan.aborted_final:
+        lost["repair:aborted_empty_response"] = 1
+    source = info.n_model_calls if info.has_litellm else kept
+    if source != kept + sum(lost.values()):
+        raise AssertionError(f"generator: trial {info.trial_name}: {source} model turns in its files, but "
+                             f"{kept} in its truth + {lost} lost")
+    job.source_model_turns[info.trial_name] = source
+    job.lost_model_turns[info.trial_name] = lost
+
+
 def _job_result(
     job_id: str, infos: list[TrialInfo], totals: dict[str, int], seed: int, n_minutes: int
 ) -> dict[str, Any]:
@@ -1927,6 +1955,7 @@ def _write_atif_shape_trial(
     ]
     job.expected_rejects[trial_name] = dict(shape.rejected)
     job.source_model_turns[trial_name] = shape.source_turns
+    job.lost_model_turns[trial_name] = {f"parse:{reason}": n for reason, n in shape.rejected.items()}
 
 
 def _write_job(
@@ -1953,6 +1982,7 @@ def _write_job(
         job.trials.append(info)
         if with_truth:
             job.truth[info.trial_name] = truth
+        _model_turn_truth(job, info, truth)
         for k in totals:
             totals[k] += trial_totals[k]
         log_lines.append(

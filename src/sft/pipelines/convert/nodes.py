@@ -10,7 +10,7 @@ from typing import Any
 from sft.config.schema import RuntimeInput
 from sft.convert.engine import ConversionResult, convert_job
 from sft.convert.spool import rows_sha256
-from sft.convert.turns import summary_line
+from sft.convert.turns import agent_lines, summary_line
 from sft.datasets.source import SourceHandle
 from sft.pipelines.common import run_credentials
 from sft.pipelines.report.nodes import handover_token_samples
@@ -50,6 +50,7 @@ def split_conversion_result(
     )
     if result.funnel.get("model_turns"):  # a Harbor job: the share of the model's turns the rows keep (final:
         # after the over-length policy)
-        logger.info("%s", summary_line(result.funnel["model_turns"]))
+        logger.info("%s", "\n".join([summary_line(result.funnel["model_turns"]),
+                                      *agent_lines(result.funnel["model_turns"])]))
     token_samples = handover_token_samples(result, manifest["rows_sha256"])
     return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest, token_samples

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sft.convert.canonical import Reject, Trajectory
-from sft.convert.turns import TrialTurns, account_extraction, account_rejected_trial
+from sft.convert.turns import RefusedConversation, TrialTurns, account_extraction, account_rejected_trial
 from sft.sources.harbor.atif import AtifError
 from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
 from sft.sources.harbor.litellm import LogShapeError, gc_paused, read_log
@@ -53,6 +53,7 @@ class TrialExtraction(BaseModel):
     problems: list[str] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
     turns: TrialTurns | None = None  # model turns in the source vs the trajectories (sft.convert.turns)
+    scaffold: str | None = None  # the adapter that read the trial (``auto`` resolved), labels its turns
 
 
 class _TrialRejected(Exception):
@@ -228,6 +229,7 @@ def _run(
     if adapter is None:  # auto: the agent's proxy-log adapter, else the generic ATIF adapter for its name
         adapter = adapter_for_agent(info.agent_name)
         scaffold = adapter.name
+    extraction.scaffold = adapter.name
     _check_agent_name(adapter, info, scaffold)
     if not info.agent_dirs:
         raise _TrialRejected(
@@ -253,17 +255,21 @@ def _run(
         extraction.problems.extend(report.problems)
         extraction.counters.update(report.counters)
     extraction.source_reason = "; ".join(dict.fromkeys(reasons))
-    for label, reason, detail in report.rejects:
+    refused: list[RefusedConversation] = []  # their model turns are lost with the reject's reason
+    for refusal in report.rejects:
+        uid = f"{trial_dir.name}#{refusal.label}"
         extraction.rejects.append(
             Reject(
                 trial_name=trial_dir.name,
                 instance_id=info.instance_id,
-                trajectory=f"{trial_dir.name}#{label}",
+                trajectory=uid,
                 stage="parse",
-                reason=reason,
-                detail=detail,
+                reason=refusal.reason,
+                detail=refusal.detail,
             )
         )
+        refused.append(RefusedConversation(uid, adapter.name, refusal.agent_type, f"parse:{refusal.reason}",
+                                           refusal.messages))
     skipped: list[Trajectory] = []
     if not options.include_subagents:
         kept = [t for t in trajectories if t.meta.agent_type == "main"]
@@ -273,9 +279,7 @@ def _run(
     for index, trajectory in enumerate(trajectories):
         trajectory.meta.trajectory_index = index
     extraction.source_used = sources.pop() if len(sources) == 1 else "mixed"
-    if not trajectories:
-        if extraction.rejects:  # every conversation was refused, each with its own reason
-            return
+    if not trajectories and not extraction.rejects:  # else every conversation was refused, with its reason
         raise _TrialRejected(
             "parse",
             "no_trajectories",
@@ -283,7 +287,12 @@ def _run(
         )
     extraction.trajectories = trajectories
     extraction.turns = account_extraction(
-        trajectories, skipped, extraction.counters, adapter.name, include_subagents=options.include_subagents
+        trajectories,
+        skipped,
+        extraction.counters,
+        adapter.name,
+        include_subagents=options.include_subagents,
+        refused=refused,
     )
 
 
@@ -343,7 +352,9 @@ def extract_trial(
         )
     if extraction.turns is None and extraction.rejects:
         first = extraction.rejects[0]
-        extraction.turns = account_rejected_trial(extraction.counters, scaffold, first.stage, first.reason)
+        extraction.turns = account_rejected_trial(
+            extraction.counters, extraction.scaffold or scaffold, first.stage, first.reason
+        )
     return extraction
 
 

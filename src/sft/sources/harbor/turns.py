@@ -8,7 +8,10 @@ misses shows up as lost instead of vanishing from both sides:
   same turn, so history is never counted.
 * ATIF: one model turn per ``source == "agent"`` step that the model produced in that file: not
   ``is_copied_context`` (a copy of an earlier turn, e.g. a continuation's or a summarisation sub-agent's
-  context) and not ``llm_call_count == 0`` (a deterministic dispatch). ``trajectory.json`` and its
+  context) and not ``llm_call_count == 0`` (a deterministic dispatch). A model step right after a model
+  step with neither calls nor observation is the same response written as two steps (codex: the message
+  item, then the function_call item; the reader joins them, ``merged_consecutive_agent_steps``), so it is
+  not a second turn. ``trajectory.json`` and its
   ``trajectory.cont-<n>.json`` continuations are the main agent; every other ``trajectory.*.json``, embedded
   ``subagent_trajectories`` and claude-code sidechain steps (``extra.is_sidechain``) are sub-agents.
 """
@@ -37,12 +40,20 @@ def _is_model_step(step: Any) -> bool:
     )
 
 
+def _is_plain_model_step(step: Any) -> bool:
+    """A model step with neither calls nor an observation: the next model step continues its response."""
+    return _is_model_step(step) and step.get("tool_calls") in (None, []) and not step.get("observation")
+
+
 def _count_doc(doc: dict[str, Any], agent_type: str, counts: Counter[str], depth: int = 0) -> None:
     steps = doc.get("steps")
+    previous: dict[Any, Any] = {}  # stream (main, or a sidechain's agent id) -> its step before this one
     for step in steps if isinstance(steps, list) else []:
-        if _is_model_step(step):
-            extra = step.get("extra")
-            sidechain = isinstance(extra, dict) and bool(extra.get("is_sidechain"))
+        extra = step.get("extra") if isinstance(step, dict) else None
+        sidechain = isinstance(extra, dict) and bool(extra.get("is_sidechain"))
+        stream = ("sidechain", extra.get("agent_id")) if sidechain and isinstance(extra, dict) else "main"
+        before, previous[stream] = previous.get(stream), step
+        if _is_model_step(step) and not _is_plain_model_step(before):
             counts["subagent" if sidechain else agent_type] += 1
     embedded = doc.get("subagent_trajectories")
     if depth < _MAX_DEPTH and isinstance(embedded, list):

@@ -41,13 +41,24 @@ class ScaffoldMismatchError(Exception):
 
 
 @dataclass
+class Refusal:
+    """A conversation refused during extraction; its messages let the turn accounting lose its model turns
+    under ``reason`` (``sft.convert.turns.RefusedConversation``)."""
+
+    label: str  # the trajectory label of the reject line (``<file>#<agent>[#segment-<n>]``)
+    reason: str
+    detail: str
+    agent_type: str = "main"
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass
 class AdapterReport:
     """What an adapter noticed: human-readable problems and counters (summed into the trial's counters)."""
 
     problems: list[str] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
-    # conversations refused during extraction: (trajectory label, reason, detail)
-    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+    rejects: list[Refusal] = field(default_factory=list)  # conversations refused during extraction
 
 
 @dataclass
@@ -179,7 +190,8 @@ class ScaffoldAdapter(ABC):
                 label += f"#segment-{conv.extra['segment']}"
             turns = sum(1 for m in conv.messages if m.role == "assistant" and m.trainable)
             if conv.reject is not None:
-                report.rejects.append((label, conv.reject[0], f"{conv.reject[1]} ({turns} model turns)"))
+                report.rejects.append(Refusal(label, conv.reject[0], f"{conv.reject[1]} ({turns} model turns)",
+                                              conv.agent_type, conv.messages))
                 report.counters["atif_conversations_rejected"] += 1
                 report.counters["atif_rejected_model_turns"] += turns
                 continue
@@ -189,12 +201,14 @@ class ScaffoldAdapter(ABC):
                     report.counters["rebuilt_atif_dropped_turns"] += turns
                     report.counters["atif_conversations_rejected"] += 1
                     report.counters["atif_rejected_model_turns"] += turns
-                    report.rejects.append((
+                    report.rejects.append(Refusal(
                         label,
                         "rebuilt_atif",
                         f"{conv.source_file}: the assistant text is rebuilt by Harbor ('Analysis:/Plan:' plus "
                         f"synthetic tool calls), not what the model emitted ({turns} model turns); "
                         f"{hooks.rebuilt_fix or 'set conversion.rebuilt_atif: keep to train on it anyway'}",
+                        conv.agent_type,
+                        conv.messages,
                     ))
                     continue
                 conv.extra["atif_content_rebuilt"] = True
