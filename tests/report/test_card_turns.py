@@ -24,7 +24,7 @@ def test_stats_and_card_show_model_turns_and_repairs(tmp_path: Path) -> None:
     rows = [agent_row("w#0", 2, repo="octo/widgets", score=0.5)]
     per_sample, summary = counts_only_stats(rows, cutoff_len=4096, reason="no tokenizer")
     report = {"funnel": {"rows_written": 1}, "model_turns": MODEL_TURNS, "repairs": {"trimmed_tail": 2}}
-    stats = build_stats(rows=rows, per_sample=per_sample, token_summary=summary, settings=settings_for("/nope"),
+    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings_for("/nope"),
                         conversion_report=report, fidelity_report={"skipped": True, "reason": "x"},
                         project_root=tmp_path)
     assert stats["model_turns"] == MODEL_TURNS and stats["repairs"] == {"trimmed_tail": 2}
@@ -42,7 +42,7 @@ def test_stats_and_card_show_model_turns_and_repairs(tmp_path: Path) -> None:
 def test_ready_made_data_has_no_model_turns(tmp_path: Path) -> None:
     rows = [agent_row("w#0", 1, repo="octo/widgets", score=None)]
     per_sample, summary = counts_only_stats(rows, cutoff_len=4096, reason="no tokenizer")
-    stats = build_stats(rows=rows, per_sample=per_sample, token_summary=summary, settings=settings_for("/nope"),
+    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings_for("/nope"),
                         conversion_report={"funnel": {}}, project_root=tmp_path)
     assert stats["model_turns"] is None and stats["repairs"] == {}
     assert "Not counted: the source is a ready-made dataset" in render_card(stats)

@@ -370,23 +370,7 @@ class TurnLedger:
                 agent_entry(agent)["lost"].update(reasons)
             for agent, count in trial.unsourced.items():
                 agent_entry(agent)["unsourced"] += count
-            owner: dict[str, str] = {}
-            written: set[str] = set()
-            why: dict[str, str] = {}
-            for record in trial.trajectories:
-                for key in record.all_keys():
-                    owner.setdefault(key, record.agent)
-                if record.fate is None:
-                    written.update(record.keys)
-                    repairs.update(record.repairs)
-                    for key, reason in record.lost.items():
-                        why.setdefault(key, reason)
-                else:  # a rejected trajectory loses the turns it held with its reject's reason; those a
-                    # repair or the renderer had already removed keep that cause (it holds either way)
-                    for key in record.keys:
-                        why.setdefault(key, record.fate)
-                    for key, reason in record.lost.items():
-                        why.setdefault(key, reason)
+            owner, written, why = _turn_fates(trial, repairs)
             for key, agent in owner.items():
                 entry = agent_entry(agent)
                 if key in written:
@@ -411,6 +395,31 @@ class TurnLedger:
                        "trials_not_counted": dict(sorted(self.not_counted.items()))}
         check_invariant(model_turns)
         return {"model_turns": model_turns, "repairs": dict(sorted(repairs.items()))}
+
+
+def _turn_fates(trial: TrialTurns, repairs: Counter[str]) -> tuple[dict[str, str], set[str], dict[str, str]]:
+    """Per turn key of one trial: its agent, whether a written row holds it, and else why it was lost.
+
+    Adds the repairs of the written trajectories to ``repairs``.
+    """
+    owner: dict[str, str] = {}
+    written: set[str] = set()
+    why: dict[str, str] = {}
+    for record in trial.trajectories:
+        for key in record.all_keys():
+            owner.setdefault(key, record.agent)
+        if record.fate is None:
+            written.update(record.keys)
+            repairs.update(record.repairs)
+            for key, reason in record.lost.items():
+                why.setdefault(key, reason)
+        else:  # a rejected trajectory loses the turns it held with its reject's reason; those a
+            # repair or the renderer had already removed keep that cause (it holds either way)
+            for key in record.keys:
+                why.setdefault(key, record.fate)
+            for key, reason in record.lost.items():
+                why.setdefault(key, reason)
+    return owner, written, why
 
 
 def check_invariant(model_turns: Mapping[str, Any]) -> None:
