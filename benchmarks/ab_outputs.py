@@ -48,10 +48,10 @@ PLANTS = {
 def child(job: Path, work: Path, settings: str, workers: int) -> str:
     """Convert ``job`` with the ``sft`` on ``sys.path``; returns the sha256 of every output file."""
     from sft.config.loader import load_config
-    from sft.convert.engine import convert_job
+    from sft.engine.harbor import convert_job
 
     try:
-        from sft.convert.spool import iter_row_bytes
+        from sft.core.spool import iter_row_bytes
     except ImportError:  # a tree from before the spool: rows are lists, written with orjson.dumps
         import orjson
 

@@ -9,7 +9,7 @@ user message flattened, ``cch=`` blanked, sorted-key JSON), drop calls that are 
 or have <= 2 messages, exact-deduplicate, and write one ShareGPT row per survivor.
 
 It is a yardstick, not a product: no validation, scoring, secret scrubbing or rejects file. The numbers
-in BENCHMARKS.md therefore flatter the baseline (it does less work than ``sft.convert.engine``).
+in BENCHMARKS.md therefore flatter the baseline (it does less work than ``sft.engine.harbor``).
 
     python -m benchmarks.baseline --job /tmp/sft-bench/job-100 --out /tmp/sft-bench/baseline-100.json
 """

@@ -1,7 +1,7 @@
 """Conversion benchmark (issue 7): wall time, throughput, token statistics and peak RSS per job size.
 
-Generates Harbor jobs of increasing size with the repo's job generator (``sft.demo.jobgen``), converts
-each one with ``sft.convert.engine.convert_job`` in a fresh child process (so peak RSS is the OS's number
+Generates Harbor jobs of increasing size with the repo's job generator (``tests.support.jobgen``), converts
+each one with ``sft.engine.harbor.convert_job`` in a fresh child process (so peak RSS is the OS's number
 for that run alone, sampled over the whole process tree), writes the outputs with the catalog's own
 writers, runs the token statistics (``sft.report.tokens``) on the rows, and compares against the
 single-process reference-style baseline (``benchmarks/baseline.py``) and, when installed, against
@@ -31,6 +31,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_NAME = "litellm-trajectory.jsonl"
@@ -101,9 +104,9 @@ def run_measured(cmd: list[str], *, timeout_s: float | None = None) -> tuple[dic
 def child_convert(args: argparse.Namespace) -> int:
     """One conversion in this (fresh) process: convert, write, token statistics; prints one JSON line."""
     from sft.config.loader import load_config
-    from sft.convert.engine import convert_job
     from sft.datasets.files import AtomicJSONDataset, AtomicJSONLinesDataset
     from sft.datasets.llamafactory import LlamaFactoryDataset
+    from sft.engine.harbor import convert_job
 
     cfg = load_config(REPO / "config.demo.yaml").runtime_info.input
     conversion = {**json.loads(args.conversion), "use_cache": args.cache}
@@ -184,7 +187,7 @@ def make_job(job_dir: Path, n_trials: int, max_turns: int, payload_bytes: int, s
     params = {"n_trials": n_trials, "max_turns": max_turns, "payload_bytes": payload_bytes, "seed": seed}
     gen_s = 0.0
     if not (marker.is_file() and json.loads(marker.read_text()) == params):
-        from sft.demo.jobgen import generate_job
+        from tests.support.jobgen import generate_job
 
         shutil.rmtree(job_dir, ignore_errors=True)
         started = time.perf_counter()
@@ -262,10 +265,10 @@ def measure_incremental(job: Path, work: Path, workers: int, new_fraction: float
         if trial.name not in new:
             shutil.copytree(trial, inc / trial.name, copy_function=os.link)
     # Linking sets the files' ctime to now. A real job's trials were written well before they are converted;
-    # files younger than the stat index's racy margin are re-hashed by design (sft.convert.trial_index), so
+    # files younger than the stat index's racy margin are re-hashed by design (sft.engine.trial_index), so
     # let them age past it, as any real job has.
     try:
-        from sft.convert.trial_index import RACY_MARGIN_NS
+        from sft.engine.trial_index import RACY_MARGIN_NS
     except ImportError:  # a tree without the stat index
         RACY_MARGIN_NS = 0
     time.sleep(RACY_MARGIN_NS / 1e9 + 0.2)
@@ -370,7 +373,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_md(path: Path, block: str) -> None:
-    from sft.io_utils import atomic_write_text
+    from sft.core.io_utils import atomic_write_text
 
     text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
     if MD_BEGIN in text and MD_END in text:
@@ -394,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
                                "command": "python -m benchmarks.bench_convert " + shlex.join(args.argv)}
     plan = [(f"{n} trials", n, 0) for n in args.sizes]
     if args.big_gb:
-        from sft.demo.jobgen import payload_for_target
+        from tests.support.jobgen import payload_for_target
 
         payload = payload_for_target(int(args.big_gb * 2**30), args.big_trials, args.max_turns)
         plan.append((f"{args.big_gb:g} GB", args.big_trials, payload))

@@ -45,7 +45,7 @@ def best_of(repeat: int, fn: Callable[[], object]) -> dict[str, float]:
 
 def measure(repo: Path, job: Path, work: Path, repeat: int) -> dict[str, Any]:
     from sft.config.loader import load_config
-    from sft.convert.engine import convert_job
+    from sft.engine.harbor import convert_job
 
     base = load_config(repo / "config.demo.yaml").runtime_info.input
 

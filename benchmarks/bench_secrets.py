@@ -2,13 +2,13 @@
 
 Corpora (built once, the same for every scrubber measured):
 
-- ``generated``: the conversations of a job from the repo's job generator (``sft.demo.jobgen``), the
+- ``generated``: the conversations of a job from the repo's job generator (``tests.support.jobgen``), the
   shape the convert pipeline sees (tool outputs, reasoning, tool arguments, tool schemas);
 - ``source-files``: trajectories whose tool outputs are real Python files of the installed environment
   (site-packages), i.e. what an agent's ``cat`` returns: URLs, ``token``/``aws``/``key`` words and
   base64 blobs occur as in real transcripts, so the pre-check is exercised on realistic text.
 
-    python -m benchmarks.bench_secrets                                # the current sft.convert.secrets
+    python -m benchmarks.bench_secrets                                # the current sft.rules.secrets
     python -m benchmarks.bench_secrets --against /tmp/secrets_old.py  # A/B against a saved copy
 
 Each scrubber is timed ``--repeats`` times per corpus, interleaved (alternating which goes first), in CPU
@@ -28,7 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sft.convert.canonical import Message, Trajectory, TrajectoryMeta
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+from sft.core.canonical import Message, Trajectory, TrajectoryMeta
 
 CREDENTIALS = ["4f0c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d", "hf_RunOwnTokenZZ9yX8wV7uT6sR5qP4oN3mL2k"]
 
@@ -45,10 +46,7 @@ def _meta(name: str) -> TrajectoryMeta:
 
 
 def generated_corpus(n_trials: int) -> list[Trajectory]:
-    try:  # the job generator moves out of the package (issue 16); either place works
-        from tests.support.jobgen import generate_job
-    except ImportError:
-        from sft.demo.jobgen import generate_job
+    from tests.support.jobgen import generate_job
 
     with tempfile.TemporaryDirectory() as tmp:
         job = generate_job(Path(tmp) / "job", n_trials=n_trials, seed=7, max_turns=60)
@@ -87,7 +85,7 @@ def _size_mb(trajs: list[Trajectory]) -> float:
 
 def _load(path: str | None) -> ModuleType:
     if path is None:
-        import sft.convert.secrets as current
+        import sft.rules.secrets as current
 
         return current
     spec = importlib.util.spec_from_file_location(f"bench_secrets_{Path(path).stem}", path)

@@ -3,10 +3,10 @@
 Times ``sft.report.tokens.token_stats`` (LLaMA-Factory-exact counting: LF's converter + template through a
 recording tokenizer, then batch encoding) on the LLaMA-Factory rows of a generated job, with two tokenizers:
 
-- ``tiny``: the project's 4,096-token demo tokenizer (``sft.demo.tiny_model``);
+- ``tiny``: the project's 4,096-token demo tokenizer (``tests.support.tiny_model``);
 - ``qwen``: Qwen's real 151,643-token BPE + Qwen3's added tokens and template (``benchmarks.qwen_vocab``).
 
-The job (``sft.demo.jobgen``) is converted once with ``instance_status: all`` and no exclusion list; its rows
+The job (``tests.support.jobgen``) is converted once with ``instance_status: all`` and no exclusion list; its rows
 are cached as JSON lines beside the job (``<work-dir>/job-*.rows.jsonl``; delete it after converter changes),
 so a rerun only times the statistics. By default (``--content unique``) every tool output is replaced by
 an equally long, distinct slice of the Python stdlib sources: the generated job repeats its texts, which
@@ -44,6 +44,9 @@ from typing import Any
 
 from benchmarks.bench_parent import add_job_arguments
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING_FIELDS = ("elapsed_s", "tokens_per_s", "num_workers")
 TOKENIZER_NAMES = ("tiny", "qwen")
@@ -80,7 +83,7 @@ def load_rows(work: Path, trials: int, max_turns: int, seed: int) -> tuple[list[
     cached = job.with_name(job.name + ".rows.jsonl")
     if not (cached.is_file() and cached.stat().st_mtime >= (job / ".bench-params.json").stat().st_mtime):
         from sft.config.loader import load_config
-        from sft.convert.engine import convert_job
+        from sft.engine.harbor import convert_job
 
         base = load_config(REPO / "config.demo.yaml").runtime_info.input
         update = {"instance_status": "all", "exclude_repos_file": "", "use_cache": False}
@@ -160,7 +163,7 @@ def load_named_tokenizer(name: str) -> Any:
     from sft.report.tokens import load_tokenizer
 
     if name == "tiny":
-        from sft.demo.tiny_model import build_tiny_model
+        from tests.support.tiny_model import build_tiny_model
 
         path = build_tiny_model(REPO / "artifacts" / "demo" / "tiny-qwen3")
     elif name == "qwen":

@@ -8,7 +8,7 @@ extracts only the ``.tiktoken`` file and converts it the way transformers' ``Tik
 (vocab = rank per byte string; merges = every split of a token into two vocabulary entries, ordered by
 the rank of the merged token), then adds Qwen2's pre-tokenizer (Split on Qwen's regex + ByteLevel without
 regex), the NFC normaliser and ByteLevel decoder, and Qwen3's 26 added tokens (ids 151643..151668) and
-chat template, copied from ``sft.demo.tiny_model`` so the two benchmark tokenizers differ only in vocabulary.
+chat template, copied from ``tests.support.tiny_model`` so the two benchmark tokenizers differ only in vocabulary.
 
     python -m benchmarks.qwen_vocab                      # -> artifacts/bench/qwen-vocab-tokenizer/
     python -m benchmarks.qwen_vocab --out /tmp/qwen-tok --wheel-dir /tmp/wheels
@@ -34,14 +34,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sft.demo.tiny_model import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+from tests.support.tiny_model import (
     QWEN2_PRETOKENIZE_REGEX,
     QWEN3_ADDED_TOKENS,
     QWEN3_CHAT_TEMPLATE,
     add_qwen3_added_tokens,
     save_qwen3_tokenizer,
 )
-from sft.io_utils import atomic_write_text, file_lock
+
+from sft.core.io_utils import atomic_write_text, file_lock
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from sft.demo.tiny_model import build_tiny_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+from tests.support.tiny_model import build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:

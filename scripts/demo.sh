@@ -15,7 +15,7 @@ bash scripts/dryrun.sh
 "$PY" - <<'PY'
 import json
 import yaml
-from sft.convert.turns import agent_lines, summary_line
+from sft.core.turns import agent_lines, summary_line
 cfg = yaml.safe_load(open("config.demo.yaml"))
 # how faithful the conversion was: the model's turns in the job vs the trainable turns in the rows
 funnel = json.load(open(f"data/08_reporting/{cfg['runtime_info']['input']['conversion']['data_name']}/funnel.json"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sft.io_utils import atomic_write_text
+from sft.core.io_utils import atomic_write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path("artifacts/data/excluded_repos.txt")

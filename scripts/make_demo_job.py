@@ -4,7 +4,7 @@
     python scripts/make_demo_job.py --out DIR --per-scaffold                    # demo as one job per scaffold
     python scripts/make_demo_job.py --out DIR --trials 2000 --max-turns 40 --big-mb 2048 --seed 1
 
-Deterministic: the same arguments give byte-identical files. See sft.demo.jobgen for what is covered.
+Deterministic: the same arguments give byte-identical files. See tests.support.jobgen for what is covered.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from sft.demo.jobgen import SCAFFOLDS, generate_demo_job, generate_demo_jobs, generate_job, payload_for_target
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
+from tests.support.jobgen import (
+    SCAFFOLDS,
+    generate_demo_job,
+    generate_demo_jobs,
+    generate_job,
+    payload_for_target,
+)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -15,4 +15,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 "$PY" scripts/build_tiny_model.py --out artifacts/demo/tiny-qwen3
 "$ENV_BIN/ruff" check src tests scripts benchmarks
+"$ENV_BIN/ruff" format --check src tests scripts benchmarks
+# The layers point one way (pyproject.toml [tool.importlinter], README "Code map").
+(cd "$ROOT" && PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_BIN/lint-imports")
 "$PY" -m pytest -q "$@"

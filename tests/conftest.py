@@ -26,7 +26,7 @@ def project_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The tiny Qwen3 model + tokenizer (built once; scripts/test.sh builds it up front)."""
-    from sft.demo.tiny_model import build_tiny_model
+    from tests.support.tiny_model import build_tiny_model
 
     return build_tiny_model(TINY_MODEL_DIR)
 

@@ -7,7 +7,7 @@ the ``kedro`` command line inside the project (built-in < plugins < this module)
 one line each, so a newcomer finds everything under one ``--help``. Kedro's ``find_run_command`` reads
 ``run`` from this module, which is why Kedro's own run command is re-exported unchanged.
 
-The commands keep their own parsers (argparse in ``sft.convert.cache_cli`` and ``sft.dashboard.cli``):
+The commands keep their own parsers (argparse in ``sft.engine.cache_cli`` and ``sft.dashboard.cli``):
 the click commands only forward their arguments, so ``sft cache prune --help`` is the cache's help.
 """
 
@@ -44,7 +44,7 @@ def dryrun(config: str | None) -> None:
 @cli.command(short_help="Conversion cache: info, prune unused entries, clear.", **_FORWARD)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def cache(args: tuple[str, ...]) -> None:
-    from sft.convert.cache_cli import main
+    from sft.engine.cache_cli import main
 
     sys.exit(main(list(args)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sft.convert.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
+from sft.core.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
 
 TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {"name": "bash", "description": "Run a shell command",

@@ -1,4 +1,4 @@
-"""One planted secret of every format ``sft.convert.secrets`` supports (fake values in the real shapes).
+"""One planted secret of every format ``sft.rules.secrets`` supports (fake values in the real shapes).
 
 Shared by the rule tests (tests/convert/test_convert_secrets_rules.py) and the pipeline leak test
 (tests/robustness/test_secrets_never_leak.py). Each sample is a line as an agent would see it (an env

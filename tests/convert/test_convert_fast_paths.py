@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sft.convert import render, score, validate
-from sft.convert.canonical import Message, ToolCall, Trajectory
-from sft.convert.filters import compact_json_bytes, content_hash, content_hash_of_dump
-from sft.convert.validate import repair_and_validate
+from sft.core.canonical import Message, ToolCall, Trajectory
+from sft.rules import render, score, validate
+from sft.rules.filters import compact_json_bytes, content_hash, content_hash_of_dump
+from sft.rules.validate import repair_and_validate
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import ADAPTERS
 from tests.convert.builders import assistant, call, tool, traj, user

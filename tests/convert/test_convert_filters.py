@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sft.convert.filters import (
+from sft.rules.filters import (
     ExclusionList,
     cap_per_instance,
     content_hash,

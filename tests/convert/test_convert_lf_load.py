@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from sft.convert.canonical import Trajectory
-from sft.convert.lf_rules import check_lf_row, violation_severity
-from sft.convert.render import dataset_info_entry, render_lf_row
-from sft.convert.validate import repair_and_validate
+from sft.core.canonical import Trajectory
+from sft.rules.lf_rules import check_lf_row, violation_severity
+from sft.rules.render import dataset_info_entry, render_lf_row
+from sft.rules.validate import repair_and_validate
 from tests.convert.builders import assistant, call, system, tool, traj, user
 
 pytestmark = pytest.mark.slow

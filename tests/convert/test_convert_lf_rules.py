@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sft.convert.lf_rules import (
+from sft.rules.lf_rules import (
     check_column_types,
     check_lf_row,
     detect_format,

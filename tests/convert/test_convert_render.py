@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sft.convert.lf_rules import check_lf_row, parse_function_call_value
-from sft.convert.render import (
+from sft.rules.lf_rules import check_lf_row, parse_function_call_value
+from sft.rules.render import (
     DEFAULT_SYSTEM,
     OBSERVATION_SEPARATOR,
     RenderError,
@@ -15,7 +15,7 @@ from sft.convert.render import (
     render_im_row,
     render_lf_row,
 )
-from sft.convert.validate import repair_and_validate
+from sft.rules.validate import repair_and_validate
 from tests.convert.builders import TOOLS, assistant, call, simple, system, tool, traj, user
 
 COLUMNS = dataset_info_entry("x.json")["columns"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sft.convert.score import (
+from sft.rules.score import (
     WEIGHTS,
     deleted_paths,
     edited_paths,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sft.convert.secrets import SecretScrubber, scrub_trajectory
+from sft.rules.secrets import SecretScrubber, scrub_trajectory
 from tests.convert.builders import assistant, call, tool, traj, user
 
 PLANTED = {

@@ -1,4 +1,4 @@
-"""The rule set of sft.convert.secrets: every supported format is found, counted under its name, removed
+"""The rule set of sft.rules.secrets: every supported format is found, counted under its name, removed
 whole; detect-secrets' own detectors (the upstream of the imported rules) are the oracle; ordinary text
 that resembles a format survives."""
 
@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from sft.convert.secrets import UPSTREAM_PLUGINS, SecretScrubber, rules, ruleset_id, upstream_rules
+from sft.rules.secrets import UPSTREAM_PLUGINS, SecretScrubber, rules, ruleset_id, upstream_rules
 from tests.convert.secret_samples import SAMPLES, Sample
 
 

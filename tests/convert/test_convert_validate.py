@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from sft.convert.validate import is_repair, issue_code, repair_and_validate
+from sft.core.canonical import is_repair, issue_code
+from sft.rules.validate import repair_and_validate
 from tests.convert.builders import assistant, call, simple, system, tool, traj, user
 
 
@@ -261,7 +262,7 @@ def test_merged_system_prompt_renders_as_documented_in_qwen3_and_llamafactory() 
     (the words and their order are the same; the turn boundary between them becomes the join)."""
     jinja2 = pytest.importorskip("jinja2")
     template = pytest.importorskip("llamafactory.data.template")
-    from sft.demo.tiny_model import QWEN3_CHAT_TEMPLATE
+    from tests.support.tiny_model import QWEN3_CHAT_TEMPLATE
 
     fixed, _ = repair_and_validate(traj(system("A"), system("B"), user("u"), assistant("x")), drop_tool_errors=False)
     assert fixed is not None

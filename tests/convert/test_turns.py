@@ -1,11 +1,11 @@
-"""sft.convert.turns: turn identity, the ledger's fates, the over-length hook and the report's invariant."""
+"""sft.core.turns: turn identity, the ledger's fates, the over-length hook and the report's invariant."""
 
 from __future__ import annotations
 
 import pytest
 
-from sft.convert.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
-from sft.convert.turns import (
+from sft.core.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
+from sft.core.turns import (
     RefusedConversation,
     TrialTurns,
     TurnLedger,
@@ -17,7 +17,7 @@ from sft.convert.turns import (
     summary_line,
     turn_keys,
 )
-from sft.convert.validate import repair_and_validate
+from sft.rules.validate import repair_and_validate
 
 
 def _traj(messages: list[Message], index: int = 0, agent_type: str = "main", **extra: object) -> Trajectory:

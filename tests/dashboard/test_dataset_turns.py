@@ -1,4 +1,4 @@
-"""The dataset page's model-turn accounting (stats.json ``model_turns`` / ``repairs``, sft.convert.turns)."""
+"""The dataset page's model-turn accounting (stats.json ``model_turns`` / ``repairs``, sft.core.turns)."""
 
 from __future__ import annotations
 

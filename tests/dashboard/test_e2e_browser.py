@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sft.io_utils import atomic_write_bytes
+from sft.core.io_utils import atomic_write_bytes
 from tests.dashboard.fake_project import DATA_NAME, FINISHED, LIVE, FakeProject, log_line, make_project
 
 CHROMIUM = Path("/usr/bin/chromium")

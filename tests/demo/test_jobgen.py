@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sft.convert.canonical import Message, ToolCall
-from sft.demo.jobgen import (
+from sft.core.canonical import Message, ToolCall
+from tests.support.jobgen import (
     ATIF_VERSION,
     CLAUDE_REMINDER,
     EXCLUDED_REPOS,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sft.demo.tiny_model import (
+from tests.support.tiny_model import (
     QWEN3_ADDED_TOKENS,
     QWEN3_SPECIAL_TOKENS,
     RECIPE_FILE,

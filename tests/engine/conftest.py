@@ -10,11 +10,12 @@ import pytest
 
 from sft.config.loader import load_config
 from sft.config.schema import RuntimeInput
-from sft.convert.engine import ConversionResult, convert_job
+from sft.core.results import ConversionResult
 from sft.datasets.files import AtomicJSONLinesDataset
 from sft.datasets.llamafactory import LlamaFactoryDataset
-from sft.demo.jobgen import generate_job
+from sft.engine.harbor import convert_job
 from tests.conftest import PROJECT_ROOT
+from tests.support.jobgen import generate_job
 
 N_TRIALS = 16
 MAX_TURNS = 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import sft.convert.engine as engine
+import sft.engine.harbor as engine
 from tests.engine.conftest import engine_config, make_root
 from tests.sources.conftest import HarborBuilder
 from tests.sources.test_atif_agents import CODEX_STEPS, FIXTURES, _doc

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-import sft.convert.engine as engine
+import sft.engine.harbor as engine
 from tests.engine.conftest import N_TRIALS, engine_config, make_job, make_root, run
 
 
@@ -157,7 +157,7 @@ def test_a_damaged_cache_entry_is_recomputed(job: Path, root: Path, tmp_path: Pa
 
 def _hashed_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Trials whose bytes were read to compute their content hash (in-process, num_workers=1)."""
-    from sft.convert import trial_index
+    from sft.engine import trial_index
 
     hashed: list[str] = []
     real = trial_index._hash_trial
@@ -169,7 +169,7 @@ def test_a_rerun_on_an_aged_unchanged_job_reads_no_trial_bytes(
     job: Path, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stat index proves a trial unchanged without reading it; off, every trial is hashed again."""
-    from sft.convert import trial_index
+    from sft.engine import trial_index
 
     # The job was written just now; a real job is older than the index's racy margin (ctime cannot be aged).
     monkeypatch.setattr(trial_index, "RACY_MARGIN_NS", 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import sft.convert.engine as engine
+import sft.engine.harbor as engine
 from tests.engine.conftest import N_TRIALS, engine_config, make_root, run
 
 

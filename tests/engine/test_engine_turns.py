@@ -1,6 +1,6 @@
-"""Model-turn accounting (sft.convert.turns) on generated jobs, against the generator's ground truth.
+"""Model-turn accounting (sft.core.turns) on generated jobs, against the generator's ground truth.
 
-The expected numbers come from ``sft.demo.jobgen`` alone: the model turns in each trial's files
+The expected numbers come from ``tests.support.jobgen`` alone: the model turns in each trial's files
 (``GeneratedJob.source_model_turns``), the turns a faithful conversion loses and why
 (``GeneratedJob.lost_model_turns``: side calls, aborted final responses, refused ATIF conversations) and the true
 conversations (``GeneratedJob.truth``: one assistant message per kept model turn), for the planned trials and the
@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from sft.convert.engine import ConversionResult, convert_job
-from sft.convert.turns import agent_lines, check_invariant, summary_line
-from sft.convert.validate import TOOL_ERROR_PREFIXES
-from sft.demo.jobgen import SCAFFOLDS, GeneratedJob, TrialInfo, generate_demo_job, generate_job
+from sft.core.results import ConversionResult
+from sft.core.turns import agent_lines, check_invariant, summary_line
+from sft.engine.harbor import convert_job
+from sft.rules.validate import TOOL_ERROR_PREFIXES
 from sft.sources.scaffolds import adapter_for_agent
 from tests.engine.conftest import engine_config, make_root
+from tests.support.jobgen import SCAFFOLDS, GeneratedJob, TrialInfo, generate_demo_job, generate_job
 
 NOT_PARSED = ("outcome", "repo_exclusion")
 

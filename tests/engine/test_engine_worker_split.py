@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-import sft.convert.engine as engine
-from sft.convert.canonical import Trajectory
-from sft.convert.filters import content_hash
-from sft.convert.render import render_im_row, render_lf_row
-from sft.convert.score import finalize_score, rule_score, scaffold_median_steps, score_features
+import sft.engine.harbor as engine
+from sft.core.canonical import Trajectory
+from sft.rules.filters import content_hash
+from sft.rules.render import render_im_row, render_lf_row
+from sft.rules.score import finalize_score, rule_score, scaffold_median_steps, score_features
 from sft.sources.harbor.trial import extract_trial
 from tests.convert.builders import assistant, call, simple, tool, traj, user
 from tests.engine.conftest import engine_config, make_job, make_root, run

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sft.convert import engine
-from sft.convert.engine import convert_job, strict_prefix_of
+from sft.engine import harbor
+from sft.engine.harbor import convert_job, strict_prefix_of
 from sft.sources.harbor import litellm
 from tests.conftest import PROJECT_ROOT
 from tests.convert.builders import assistant, call, system, tool, traj, user
@@ -64,7 +64,7 @@ def test_the_check_fires_when_dedup_keeps_every_request(
         return result
 
     monkeypatch.setattr(litellm, "dedup_conversations", keep_all)
-    with caplog.at_level(logging.WARNING, logger=engine.__name__):
+    with caplog.at_level(logging.WARNING, logger=harbor.__name__):
         result = _convert(small_job, tmp_path / "root")
     fragments = result.funnel["funnel"]["prefix_fragments"]
     assert fragments > 10

@@ -1,4 +1,4 @@
-"""The conversion's rows wait on disk (``sft.convert.spool``), not in the parent, until they are written."""
+"""The conversion's rows wait on disk (``sft.core.spool``), not in the parent, until they are written."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from sft.convert import spool as spool_module
-from sft.convert.engine import convert_job
-from sft.convert.spool import (
+from sft.core import spool as spool_module
+from sft.core.spool import (
     Spool,
     SpooledRows,
     iter_row_bytes,
@@ -24,8 +23,9 @@ from sft.convert.spool import (
 )
 from sft.datasets.files import AtomicJSONLinesDataset
 from sft.datasets.llamafactory import LlamaFactoryDataset
-from sft.demo.jobgen import generate_job
+from sft.engine.harbor import convert_job
 from tests.engine.conftest import engine_config, make_root
+from tests.support.jobgen import generate_job
 
 ROWS = [{"a": 1, "text": "x" * 70_000, "uni": "ü😀"}, {"a": 2, "nested": {"k": [1, 2.5, None]}}, {"a": 3}]
 

@@ -1,4 +1,4 @@
-"""The stat index of trial content hashes (``sft.convert.trial_index``).
+"""The stat index of trial content hashes (``sft.engine.trial_index``).
 
 The index may only ever return what ``trial_content_hash`` would return. Most tests run with a clock that
 runs an hour ahead when entries are written (``clock_ahead``): no trial timestamp is then within the racy
@@ -23,15 +23,15 @@ from typing import Any
 import orjson
 import pytest
 
-from sft.convert import trial_index
-from sft.convert.trial_index import (
+from sft.engine import trial_index
+from sft.engine.trial_index import (
     cached_trial_content_hash,
     index_entry_path,
     stat_signature,
     trial_content_hash,
 )
-from sft.demo.jobgen import generate_job
 from sft.sources.harbor.job import discover_trials
+from tests.support.jobgen import generate_job
 
 HOUR_NS = 3600 * 10**9
 # trial_content_hash of the tree built by ``golden_tree`` (sha256; pins the algorithm the cache is keyed by)
@@ -408,7 +408,7 @@ def test_unwritable_index_costs_speed_not_correctness(
     make_unwritable(index_dir, monkeypatch)
     trials = [golden_tree(tmp_path / "job" / "t1"), golden_tree(tmp_path / "job" / "t2")]
     (trials[1] / "result.json").write_bytes(b"other")
-    with caplog.at_level(logging.WARNING, logger="sft.convert.trial_index"):
+    with caplog.at_level(logging.WARNING, logger="sft.engine.trial_index"):
         for _ in range(2):
             assert [cached_trial_content_hash(t, index_dir) for t in trials] == [trial_content_hash(t) for t in trials]
     warnings = [r for r in caplog.records if "cannot write the trial index" in r.getMessage()]

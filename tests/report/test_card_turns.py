@@ -1,4 +1,4 @@
-"""stats.json and the dataset card carry the model-turn accounting and the repairs (sft.convert.turns)."""
+"""stats.json and the dataset card carry the model-turn accounting and the repairs (sft.core.turns)."""
 
 from __future__ import annotations
 

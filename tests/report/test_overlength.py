@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sft.convert.canonical import Message, Trajectory, TrajectoryMeta
-from sft.convert.engine import ConversionResult
+from sft.core.canonical import Message, Trajectory, TrajectoryMeta
+from sft.core.results import ConversionResult
 from sft.pipelines.report.nodes import apply_length_policy
 from sft.report.overlength import apply_overlength_policy, overlength_summary, turns_that_fit
 from sft.report.tokens import token_stats

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sft.convert.engine import ConversionResult
+from sft.core.results import ConversionResult
 from sft.pipelines.convert.nodes import split_conversion_result
 from sft.pipelines.report.nodes import apply_length_policy, check_fidelity, lf_file
 from sft.report import fidelity as fidelity_module
@@ -110,7 +110,7 @@ def test_the_pass_and_the_report_never_hold_the_rows(tiny_model_dir: Path, tmp_p
 
     import orjson
 
-    from sft.convert.spool import Spool, SpooledRows, spool_row
+    from sft.core.spool import Spool, SpooledRows, spool_row
     from sft.datasets.llamafactory import LlamaFactoryDataset, write_json_array
     from sft.pipelines.report import nodes as report_nodes
 

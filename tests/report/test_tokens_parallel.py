@@ -25,7 +25,7 @@ TIMING_FIELDS = ("elapsed_s", "tokens_per_s")
 def demo_rows(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The demo job converted with every trial kept: a SpooledRows (parsed on access, slices are lists)."""
     from sft.config.loader import load_config
-    from sft.convert.engine import convert_job
+    from sft.engine.harbor import convert_job
 
     base = load_config(ROOT / "config.demo.yaml").runtime_info.input
     update = {"instance_status": "all", "exclude_repos_file": "", "use_cache": False}

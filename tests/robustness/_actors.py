@@ -60,9 +60,9 @@ def _loops(value: str) -> range | count:
 
 def run_convert(root: Path, job: Path, loops: str) -> None:
     from sft.config.loader import load_config
-    from sft.convert.engine import convert_job
     from sft.datasets.files import AtomicJSONDataset, AtomicJSONLinesDataset
     from sft.datasets.llamafactory import DatasetInfoDataset, LlamaFactoryDataset
+    from sft.engine.harbor import convert_job
     from tests.robustness.helpers import DEMO_CONFIG
 
     paths = output_paths(root)

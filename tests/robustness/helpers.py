@@ -12,7 +12,8 @@ from typing import Any
 
 from sft.config.loader import load_config
 from sft.config.schema import RuntimeInput
-from sft.convert.engine import ConversionResult, convert_job
+from sft.core.results import ConversionResult
+from sft.engine.harbor import convert_job
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_JOB = ROOT / "data" / "01_raw" / "demo_job"

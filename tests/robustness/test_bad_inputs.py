@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sft.convert.engine import ConversionResult
+from sft.core.results import ConversionResult
 from tests.robustness.helpers import (
     ANTHROPIC_TRIAL,
     ATIF,
@@ -394,7 +394,7 @@ def test_a_huge_single_line_converts_in_linear_memory(tmp_path: Path) -> None:
     size (read whole, parsed by orjson into one str, carried by reference into the message, rendered
     once) and the cost is linear, which the memory bound checks. Measured on the 2-core dev box: 14 s
     and a peak RSS of 1.24 GB (about 6x the line: file bytes, the parsed str, the rendered row and
-    transient hashing copies). Most of the time is ``sft.convert.score.top_keywords`` scanning the whole
+    transient hashing copies). Most of the time is ``sft.rules.score.top_keywords`` scanning the whole
     tool output word by word; a cap is proposed in the issue-8 report. ``SFT_BIG_LINE_MB=20`` runs in ~2 s.
     """
     job = copy_job(tmp_path / "job", [ANTHROPIC_TRIAL])

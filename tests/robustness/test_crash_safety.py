@@ -32,7 +32,7 @@ import yaml
 
 from sft.config.loader import load_config
 from sft.config.writeback import render_with_output
-from sft.convert.engine import TrialOutcome
+from sft.engine.harbor import TrialOutcome
 from sft.train.history import _validate_runs, index_path, read_index, record_run
 from tests.robustness._actors import output_for, output_paths
 from tests.robustness.helpers import DEMO_CONFIG, DEMO_JOB, ROOT

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sft.config.loader import load_config
-from sft.convert.engine import convert_job
+from sft.engine.harbor import convert_job
 from tests.convert.secret_samples import PEM_LINES, SAMPLES
 from tests.pipelines.conftest import run_session
 from tests.robustness.helpers import DEMO_JOB, LOG
@@ -249,7 +249,7 @@ def test_dataset_card_shows_the_redaction_counts(planted_project: Path) -> None:
 
 
 def test_values_labelled_by_their_dict_key_are_redacted() -> None:
-    from sft.convert.secrets import SecretScrubber
+    from sft.rules.secrets import SecretScrubber
 
     scrubber = SecretScrubber([])
     args = {"headers": {"Authorization": "Bearer abcDEF123.456-xyz", "Accept": "text/plain"},
@@ -261,7 +261,7 @@ def test_values_labelled_by_their_dict_key_are_redacted() -> None:
 
 
 def test_pgp_blocks_and_keys_inside_json_escaped_text_are_redacted() -> None:
-    from sft.convert.secrets import SecretScrubber
+    from sft.rules.secrets import SecretScrubber
 
     scrubber = SecretScrubber([])
     pgp = f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{PEM_BODY[0]}\n-----END PGP PRIVATE KEY BLOCK-----"

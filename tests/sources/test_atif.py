@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
 from sft.sources.harbor.atif import AtifOptions, parse_agent_dir
 from sft.sources.harbor.trial import extract_trial
 

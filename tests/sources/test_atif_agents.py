@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from sft.config.harbor_agents import HARBOR_AGENT_NAMES
 from sft.config.schema import SourceConfig
-from sft.convert.canonical import Message, ToolCall
-from sft.convert.validate import repair_and_validate
-from sft.sources.harbor.agents import HARBOR_AGENT_NAMES
+from sft.core.canonical import Message, ToolCall
+from sft.rules.validate import repair_and_validate
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import AtifAgentAdapter, atif_hooks_for, get_adapter
 from sft.sources.scaffolds.decorations import strip_harbor_decorations

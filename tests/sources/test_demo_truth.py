@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sft.convert.engine import convert_job
-from sft.convert.validate import repair_and_validate
-from sft.demo.jobgen import GeneratedJob, generate_demo_job, generate_job
+from sft.engine.harbor import convert_job
+from sft.rules.validate import repair_and_validate
 from sft.sources.harbor.trial import extract_trial
 from tests.engine.conftest import engine_config, make_root
+from tests.support.jobgen import GeneratedJob, generate_demo_job, generate_job
 
 
 def _key(messages: list) -> list[tuple]:

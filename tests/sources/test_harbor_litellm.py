@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
 from sft.sources.harbor.litellm import (
     LogShapeError,
     canonical_view,

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sft.demo.jobgen import SCAFFOLDS, generate_job
 from sft.sources.harbor import litellm
 from sft.sources.harbor.litellm import (
     LogReadResult,
@@ -31,6 +30,7 @@ from sft.sources.harbor.litellm import (
     sort_by_request_time,
 )
 from sft.sources.harbor.trial import extract_trial
+from tests.support.jobgen import SCAFFOLDS, generate_job
 
 LOG_NAME = "litellm-trajectory.jsonl"
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "harbor"  # copies of the real Harbor samples

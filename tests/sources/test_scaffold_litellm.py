@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import UnknownScaffoldError, get_adapter
 from sft.sources.scaffolds.open_code import title_generator_reason

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sft.convert.turns import TurnLedger, after_validation
-from sft.convert.validate import repair_and_validate
+from sft.core.turns import TurnLedger, after_validation
+from sft.rules.validate import repair_and_validate
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.harbor.turns import count_atif_turns
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sft.config.credentials import Credentials
-from sft.convert.canonical import Reject
-from sft.sources.ready import ReadyDataError, prepare_local_file
+from sft.core.canonical import Reject
+from sft.engine.ready import ReadyDataError, prepare_local_file
 from tests.sources_ready.conftest import TOOLS_JSON, sharegpt_row, write_json, write_jsonl
 
 BAD_ORDER = {"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}
@@ -50,7 +50,7 @@ def test_invalid_rows_are_rejected_counted_and_the_filtered_copy_is_registered(
         _tools_as_list(),
     ]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
-    with caplog.at_level(logging.WARNING, logger="sft.sources.ready"):
+    with caplog.at_level(logging.WARNING, logger="sft.engine.ready"):
         result = prepare_local_file(path, local_settings(path), proj, credentials=Credentials())
 
     assert [r["conversations"][0]["value"] for r in result.lf_rows] == ["task 0", "task 2", "task 5"]

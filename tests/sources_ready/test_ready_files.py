@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sft.config.credentials import Credentials
-from sft.convert.lf_rules import FormatInfo
-from sft.sources.ready import ReadyDataError, detect_layout, layout_name, prepare_local_file, read_rows
+from sft.engine.ready import ReadyDataError, detect_layout, layout_name, prepare_local_file, read_rows
+from sft.rules.lf_rules import FormatInfo
 from tests.sources_ready.conftest import (
     OPENAI_TAGS,
     ROLE_CONTENT_TAGS,

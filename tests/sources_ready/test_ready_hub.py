@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sft.config.credentials import Credentials
-from sft.datasets.source import SourceHandle
+from sft.engine.ready import prepare_ready_dataset
+from sft.sources.handle import SourceHandle
 from sft.sources.hub import HubAccessError, HubDatasetNotCachedError
-from sft.sources.ready import prepare_ready_dataset
 from tests.sources_ready.conftest import role_content_row, sharegpt_row
 from tests.sources_ready.hubcache import jsonl, lay_out_dataset, lay_out_datasets_cache
 

@@ -11,7 +11,7 @@ import pytest
 
 from sft.config.credentials import Credentials
 from sft.datasets.llamafactory import DatasetInfoDataset, LlamaFactoryDataset
-from sft.sources.ready import prepare_local_file, read_rows
+from sft.engine.ready import prepare_local_file, read_rows
 from tests.sources_ready.conftest import (
     make_settings,
     openai_row,

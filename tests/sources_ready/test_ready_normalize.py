@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from sft.config.credentials import Credentials
-from sft.convert.canonical import Trajectory
-from sft.convert.lf_rules import check_lf_row
-from sft.convert.render import dataset_info_entry, render_lf_row
-from sft.convert.validate import repair_and_validate
-from sft.sources.ready import prepare_local_file
+from sft.core.canonical import Trajectory
+from sft.engine.ready import prepare_local_file
+from sft.rules.lf_rules import check_lf_row
+from sft.rules.render import dataset_info_entry, render_lf_row
+from sft.rules.validate import repair_and_validate
 from tests.convert.builders import assistant, call, system, tool, traj, user
 from tests.sources_ready.conftest import TOOLS_JSON, openai_row, role_content_row, sharegpt_row, write_json
 
@@ -194,7 +194,7 @@ def test_reasoning_follows_the_template_policy_and_is_reported(
     row = sharegpt_row(0)
     row["conversations"][3]["value"] = "<think>\nwhy\n</think>\n\ndone 0"
     path = write_json(tmp_path / "think.json", [row])
-    with caplog.at_level(logging.WARNING, logger="sft.sources.ready"):
+    with caplog.at_level(logging.WARNING, logger="sft.engine.ready"):
         dropped = prepare_local_file(
             path, local_settings(path, normalize_ready_data=True), proj, credentials=Credentials()
         )

@@ -12,9 +12,9 @@ import pytest
 
 from sft.config.credentials import Credentials
 from sft.config.schema import RuntimeInput
-from sft.convert.render import DEFAULT_SYSTEM, dataset_info_entry
+from sft.engine.ready import ReadyDataError, adapt_rows, prepare_local_file, read_rows
 from sft.report.fidelity import TemplateFidelityError, check_template_fidelity, classify, enforce_fidelity
-from sft.sources.ready import ReadyDataError, adapt_rows, prepare_local_file, read_rows
+from sft.rules.render import DEFAULT_SYSTEM, dataset_info_entry
 from tests.sources_ready.conftest import make_settings, role_content_row, write_json, write_jsonl
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ready"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sft.config.credentials import Credentials
-from sft.sources.ready import prepare_local_file, seeded_subsample
+from sft.engine.ready import prepare_local_file, seeded_subsample
 from tests.sources_ready.conftest import sharegpt_row, write_json
 
 
@@ -78,7 +78,7 @@ def test_subsample_is_in_file_order_recorded_and_registered_as_a_copy(
 def test_more_than_available_keeps_every_row_once_with_a_warning(
     twenty: Path, proj: Path, local_settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="sft.sources.ready"):
+    with caplog.at_level(logging.WARNING, logger="sft.engine.ready"):
         result = prepare_local_file(
             twenty, local_settings(twenty, max_instances=50), proj, credentials=Credentials()
         )

@@ -12,8 +12,8 @@ import pytest
 from sft.config.credentials import resolve_credentials
 from sft.datasets.files import AtomicJSONDataset, AtomicJSONLinesDataset
 from sft.datasets.llamafactory import DatasetInfoDataset, LlamaFactoryDataset
-from sft.datasets.source import SourceHandle
-from sft.sources.ready import prepare_ready_dataset
+from sft.engine.ready import prepare_ready_dataset
+from sft.sources.handle import SourceHandle
 from tests.sources_ready.conftest import make_settings, openai_row, sharegpt_row, write_json
 from tests.sources_ready.hubcache import jsonl, lay_out_dataset
 

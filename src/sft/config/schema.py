@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sft.sources.harbor.agents import (
+from sft.config.harbor_agents import (
     HARBOR_AGENT_NAMES,
     HARBOR_VERSION_OF_AGENT_NAMES,
     PROXY_LOG_SCAFFOLDS,

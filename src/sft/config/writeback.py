@@ -19,7 +19,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from sft.io_utils import atomic_write_text, file_lock
+from sft.core.io_utils import atomic_write_text, file_lock
 
 logger = logging.getLogger(__name__)
 

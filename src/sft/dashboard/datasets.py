@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import yaml
 
-from sft.convert.turns import kept_share, summary_line
+from sft.core.turns import kept_share, summary_line
 from sft.dashboard.safety import ForbiddenPath, ProjectFiles
 from sft.report.tokens import row_identity
 

@@ -1,7 +1,7 @@
 """Atomic file datasets for the catalog (JSON, JSON Lines, YAML, text).
 
 kedro-datasets' own JSON/YAML datasets write in place; a crash mid-write leaves half a file. These write
-through ``sft.io_utils.atomic_writer`` instead, and keep the kedro-datasets constructor shape
+through ``sft.core.io_utils.atomic_writer`` instead, and keep the kedro-datasets constructor shape
 (``filepath``, ``metadata``).
 """
 
@@ -16,8 +16,8 @@ import orjson
 import yaml
 from kedro.io import AbstractDataset, DatasetError
 
-from sft.convert.spool import iter_row_bytes
-from sft.io_utils import atomic_writer
+from sft.core.io_utils import atomic_writer
+from sft.core.spool import iter_row_bytes
 
 
 class _FileDataset(AbstractDataset[Any, Any]):

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from kedro.io import AbstractDataset, DatasetError
 
-from sft.convert.spool import SpooledRows, iter_row_bytes
-from sft.io_utils import atomic_writer, file_lock
+from sft.core.io_utils import atomic_writer, file_lock
+from sft.core.spool import SpooledRows, iter_row_bytes
 
 
 def write_json_array(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:

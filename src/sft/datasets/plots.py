@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from kedro.io import AbstractDataset, DatasetError
 from matplotlib.figure import Figure
 
-from sft.io_utils import atomic_write_bytes
+from sft.core.io_utils import atomic_write_bytes
 
 Figures = Figure | list[Figure] | dict[str, Figure]
 

@@ -6,7 +6,6 @@ LLaMA-Factory file, or a Hub dataset. The convert pipeline streams the actual da
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -14,16 +13,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from sft.config.loader import resolve_path
 from sft.config.schema import SourceConfig
-
-
-@dataclass(frozen=True)
-class SourceHandle:
-    """What to read. ``path`` is the job dir (harbor_job) or the file (local_lf)."""
-
-    type: str
-    config: SourceConfig
-    path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+from sft.sources.handle import SourceHandle
 
 
 class TrajectorySourceDataset(AbstractDataset[None, SourceHandle]):

@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sft.convert.turns import kept_share, summary_line
+from sft.core.turns import kept_share, summary_line
+from sft.core.versions import package_versions as versions_of
 from sft.report.tokens import distribution
-from sft.versions import package_versions as versions_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def exclusion_info(path: str | Path | None) -> dict[str, Any]:
     """The exclusion list actually used: file, SHA-256 and entry count (or why there is none)."""
     if not path:
         return {"file": "", "sha256": None, "entries": 0, "note": "exclusion disabled (exclude_repos_file: \"\")"}
-    from sft.convert.filters import ExclusionList
+    from sft.rules.filters import ExclusionList
 
     try:
         excl = ExclusionList.load(Path(path))
@@ -149,7 +149,7 @@ def build_stats(
             "agent_types": dict(Counter(m.get("agent_type") or "(unknown)" for m in metas).most_common()),
         },
         "funnel": report.get("funnel", {}),
-        # model turns in the source vs trainable turns in the rows, per agent and reason (sft.convert.turns)
+        # model turns in the source vs trainable turns in the rows, per agent and reason (sft.core.turns)
         "model_turns": report.get("model_turns"),
         "repairs": dict(report.get("repairs") or {}),
         "secrets_redacted": dict(report.get("secrets_redacted") or {}),

@@ -47,7 +47,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sft.convert.render import lf_meta_of_row
 from sft.report.tokens import (
     OBSERVATION_SEPARATOR,
     THINK_CLOSE_TOKEN,
@@ -63,6 +62,7 @@ from sft.report.tokens import (
     quiet_llamafactory,
     row_identity,
 )
+from sft.rules.render import lf_meta_of_row
 
 logger = logging.getLogger(__name__)
 

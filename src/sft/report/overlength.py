@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sft.convert.canonical import Reject
-from sft.convert.render import lf_meta_column, lf_meta_of_row
+from sft.core.canonical import Reject
+from sft.rules.render import lf_meta_column, lf_meta_of_row
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def plan_overlength_policy(
     ids_sink: Any = None,
 ) -> OverlengthPlan:
     """Decide ``policy`` for rows with their ``token_stats`` per-sample numbers (same order), holding only the
-    truncated rows: the rows may be spooled on disk (``sft.convert.spool``) and far larger than memory.
+    truncated rows: the rows may be spooled on disk (``sft.core.spool``) and far larger than memory.
 
     With ``tokenizer`` and ``template``, every truncated row is re-counted and must fit (a guard against a
     counting bug, not a normal path). ``dataset_entry`` (the dataset_info.json entry) says where the turns

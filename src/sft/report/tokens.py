@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sft.convert.render import lf_meta_of_row
+from sft.rules.render import lf_meta_of_row
 
 logger = logging.getLogger(__name__)
 

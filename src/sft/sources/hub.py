@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sft.io_utils import atomic_writer
+from sft.core.io_utils import atomic_writer
 
 logger = logging.getLogger(__name__)
 

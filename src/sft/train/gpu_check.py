@@ -6,7 +6,7 @@
 What it does, offline:
 
 1. builds a Qwen3-architecture model with random weights (default ~250M parameters: Qwen3-0.6B's width,
-   16 layers) and the project's offline tokenizer (``sft.demo.tiny_model``: Qwen3's special tokens and chat
+   16 layers) and the project's offline tokenizer (``tests.support.tiny_model``: Qwen3's special tokens and chat
    template, a 4096-token vocabulary), native context 8192 so ``cutoff_len`` >= 32k needs YaRN;
 2. writes a profile ``config.gpucheck.yaml`` from the active one (``$SFT_CONFIG`` or ``config.yaml``),
    keeping its features (bf16, its DeepSpeed config, liger, unsloth gradient checkpointing, ``flash_attn``,
@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from sft.io_utils import atomic_write_text
+from sft.core.io_utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,8 @@ def model_shape(hidden: int, layers: int) -> dict[str, Any]:
 def build_model(out_dir: Path, *, hidden: int, layers: int, seed: int = 0) -> dict[str, Any]:
     """Random-weight Qwen3ForCausalLM (bf16) + the project's offline tokenizer in ``out_dir``."""
     import torch
+    from tests.support.tiny_model import build_tiny_model
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from sft.demo.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(out_dir.parent / "tiny-qwen3-tokenizer", seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from sft.config.credentials import redact_mapping, redact_text
-from sft.io_utils import atomic_write_text, file_lock
-from sft.versions import package_versions as versions_of
+from sft.core.io_utils import atomic_write_text, file_lock
+from sft.core.versions import package_versions as versions_of
 
 logger = logging.getLogger(__name__)
 

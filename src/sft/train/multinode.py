@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sft.config.schema import InfrastructureConfig
-from sft.io_utils import atomic_write_text
+from sft.core.io_utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

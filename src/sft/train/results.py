@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from sft.io_utils import atomic_write_text
+from sft.core.io_utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

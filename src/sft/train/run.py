@@ -20,7 +20,7 @@ from sft.config.credentials import resolve_credentials
 from sft.config.loader import resolve_path
 from sft.config.schema import RuntimeInput, SftConfig
 from sft.config.writeback import write_runtime_output
-from sft.io_utils import atomic_write_text
+from sft.core.io_utils import atomic_write_text
 from sft.train.features import EnvProbe, FeatureReport, feature_checks, multinode_checks, probe_environment
 from sft.train.history import record_run
 from sft.train.launch import (

@@ -1,4 +1,4 @@
-"""Nodes of the convert pipeline: thin calls into sft.convert / sft.sources."""
+"""Nodes of the convert pipeline: thin calls into sft.engine."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from sft.config.schema import RuntimeInput
-from sft.convert.engine import ConversionResult, convert_job
-from sft.convert.spool import rows_sha256
-from sft.convert.turns import agent_lines, summary_line
-from sft.datasets.source import SourceHandle
+from sft.core.results import ConversionResult
+from sft.core.spool import rows_sha256
+from sft.core.turns import agent_lines, summary_line
+from sft.engine.harbor import convert_job
 from sft.pipelines.common import run_credentials
 from sft.pipelines.report.nodes import handover_token_samples
+from sft.sources.handle import SourceHandle
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, proje
     if trajectory_source.type == "harbor_job":
         assert trajectory_source.path is not None
         return convert_job(settings, trajectory_source.path, root, secret_values=creds.values())
-    from sft.sources.ready import prepare_ready_dataset
+    from sft.engine.ready import prepare_ready_dataset
 
     return prepare_ready_dataset(trajectory_source, settings, root, credentials=creds)
 

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from sft.config.schema import RuntimeInput
-from sft.convert.render import dataset_info_entry
+from sft.rules.render import dataset_info_entry
 
 logger = logging.getLogger(__name__)
 

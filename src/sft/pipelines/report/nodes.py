@@ -15,9 +15,9 @@ import orjson
 from matplotlib.figure import Figure
 
 from sft.config.schema import RuntimeInput
-from sft.convert.engine import ConversionResult, TrajectoryView
-from sft.convert.spool import Spool, SpooledRows, select_rows, spool_row
-from sft.convert.turns import apply_overlength
+from sft.core.results import ConversionResult, TrajectoryView
+from sft.core.spool import Spool, SpooledRows, select_rows, spool_row
+from sft.core.turns import apply_overlength
 from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import (
     FidelityPlan,
@@ -78,7 +78,7 @@ def _register_changed_copy(report: dict[str, Any], settings: RuntimeInput, proje
     registration = dict(report.get("registration") or {})
     if registration.get("registered") not in ("original_file", "hub"):
         return
-    from sft.sources.ready import lf_copy_path
+    from sft.engine.ready import lf_copy_path
 
     copy = str(lf_copy_path(settings, Path(project_root)))
     entry = {k: v for k, v in (registration.get("entry") or {}).items() if k not in _HUB_KEYS}
@@ -223,7 +223,7 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
         rejects_by_stage=dict(Counter(r["stage"] for r in rejects)),
         rejects_by_reason=dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
     )
-    # "model_turns" and "repairs" without the dropped rows and the cut turns (sft.convert.turns)
+    # "model_turns" and "repairs" without the dropped rows and the cut turns (sft.core.turns)
     report.update(apply_overlength(conversion_result.turn_ledger, decisions, new_rejects) or {})
     logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
                 policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
@@ -345,8 +345,8 @@ def _reusable_handover(handover: list[dict[str, Any]] | None, key: dict[str, Any
 def stream_lf_rows(path: Path, project_root: str) -> Sequence[dict[str, Any]]:
     """The rows of a written LLaMA-Factory file without holding them: each row line goes to a scratch spool;
     a file in another layout is parsed whole."""
-    from sft.convert.engine import spool_dir
     from sft.datasets.llamafactory import LlamaFactoryDataset
+    from sft.engine.harbor import spool_dir
 
     spool = Spool(spool_dir(Path(project_root)))
     try:

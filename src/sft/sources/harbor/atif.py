@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
 from sft.sources.harbor.litellm import (
     content_text,
     is_error_text,

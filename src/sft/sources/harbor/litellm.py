@@ -21,21 +21,20 @@ Requests and responses come in three shapes: OpenAI chat completions, Anthropic 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
 import re
 import secrets
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
+from sft.core.gc import gc_paused
 
 logger = logging.getLogger(__name__)
 
@@ -124,22 +123,6 @@ def loads_lenient(raw: bytes, where: str, problems: list[str]) -> Any:
     else:
         problems.append(f"{where}: parsed with the lenient JSON parser (non-standard literals such as NaN)")
     return cleaned
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many acyclic objects (parsed JSON).
-
-    Without this, allocation-triggered collections rescan every record parsed so far and parsing a large
-    log runs ~3x slower; parsed JSON holds no reference cycles, so nothing is leaked.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def is_failed(record: dict[str, Any]) -> bool:

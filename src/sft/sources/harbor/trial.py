@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sft.convert.canonical import Reject, Trajectory
-from sft.convert.turns import RefusedConversation, TrialTurns, account_extraction, account_rejected_trial
+from sft.core.canonical import Reject, Trajectory
+from sft.core.turns import RefusedConversation, TrialTurns, account_extraction, account_rejected_trial
 from sft.sources.harbor.atif import AtifError
 from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
 from sft.sources.harbor.litellm import LogShapeError, gc_paused, read_log
@@ -52,7 +52,7 @@ class TrialExtraction(BaseModel):
     source_reason: str | None = None  # why that source (trajectory_source auto decides per trial)
     problems: list[str] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
-    turns: TrialTurns | None = None  # model turns in the source vs the trajectories (sft.convert.turns)
+    turns: TrialTurns | None = None  # model turns in the source vs the trajectories (sft.core.turns)
     scaffold: str | None = None  # the adapter that read the trial (``auto`` resolved), labels its turns
 
 

@@ -1,4 +1,4 @@
-"""The model turns a trial's source files hold (the ``source`` side of ``sft.convert.turns``).
+"""The model turns a trial's source files hold (the ``source`` side of ``sft.core.turns``).
 
 Counted from the files themselves, independently of how an adapter reads them, so that a turn an adapter
 misses shows up as lost instead of vanishing from both sides:
@@ -24,7 +24,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from sft.convert.turns import SOURCE_ATIF, SOURCE_LITELLM
+from sft.core.turns import SOURCE_ATIF, SOURCE_LITELLM
 from sft.sources.harbor.atif import AtifError, load_document
 
 _MAIN_FILE_RE = re.compile(r"^trajectory(\.cont-\d+)?\.json$")

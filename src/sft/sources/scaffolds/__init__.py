@@ -7,7 +7,7 @@ Harbor agent name (``codex``, ``gemini-cli``, ``openhands``, ...), which is read
 
 from __future__ import annotations
 
-from sft.sources.harbor.agents import HARBOR_AGENT_NAMES, PROXY_LOG_SCAFFOLDS
+from sft.config.harbor_agents import HARBOR_AGENT_NAMES, PROXY_LOG_SCAFFOLDS
 from sft.sources.scaffolds.atif_generic import GENERIC_ATIF_SCAFFOLD, AtifAgentAdapter
 from sft.sources.scaffolds.atif_hooks import ATIF_HOOKS, AtifHooks, atif_hooks_for, register_atif_hooks
 from sft.sources.scaffolds.base import AdapterReport, ScaffoldAdapter, ScaffoldMismatchError
@@ -20,7 +20,7 @@ from sft.sources.scaffolds.terminus2 import Terminus2Adapter
 ADAPTERS: dict[str, type[ScaffoldAdapter]] = {
     cls.name: cls for cls in (ClaudeCodeAdapter, OpenCodeAdapter, OpenHandsSdkAdapter, Terminus2Adapter)
 }
-assert set(ADAPTERS) == set(PROXY_LOG_SCAFFOLDS), "sft.sources.harbor.agents.PROXY_LOG_SCAFFOLDS is out of date"
+assert set(ADAPTERS) == set(PROXY_LOG_SCAFFOLDS), "sft.config.harbor_agents.PROXY_LOG_SCAFFOLDS is out of date"
 
 
 class UnknownScaffoldError(KeyError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sft.convert.canonical import Trajectory
+from sft.core.canonical import Trajectory
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, ScaffoldAdapter
 

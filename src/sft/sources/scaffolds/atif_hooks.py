@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft.convert.canonical import Message
+from sft.core.canonical import Message
 from sft.sources.harbor.atif import AtifOptions, StrippedText
 from sft.sources.scaffolds.decorations import strip_harbor_decorations
 

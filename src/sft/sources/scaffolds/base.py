@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sft.convert.canonical import Message, Trajectory, TrajectoryMeta
+from sft.core.canonical import Message, Trajectory, TrajectoryMeta
 from sft.sources.harbor import litellm
 from sft.sources.harbor.atif import AtifConversation, parse_agent_dir
 from sft.sources.harbor.job import TrialInfo
@@ -43,7 +43,7 @@ class ScaffoldMismatchError(Exception):
 @dataclass
 class Refusal:
     """A conversation refused during extraction; its messages let the turn accounting lose its model turns
-    under ``reason`` (``sft.convert.turns.RefusedConversation``)."""
+    under ``reason`` (``sft.core.turns.RefusedConversation``)."""
 
     label: str  # the trajectory label of the reject line (``<file>#<agent>[#segment-<n>]``)
     reason: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sft.convert.canonical import Trajectory
+from sft.core.canonical import Trajectory
 from sft.sources.harbor import litellm
 from sft.sources.harbor.job import TrialInfo
 from sft.sources.scaffolds.base import AdapterReport, LogConversation, ScaffoldAdapter

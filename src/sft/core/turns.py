@@ -44,8 +44,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from sft.convert.canonical import Message, Trajectory
-from sft.convert.validate import first_untrainable_assistant, is_repair, issue_code, replace_lone_surrogates
+from sft.core.canonical import Message, Trajectory, first_untrainable_assistant, is_repair, issue_code
+from sft.core.text import replace_lone_surrogates
 
 # Counters the extraction adds (``TrialExtraction.counters``): model turns found in the source files.
 SOURCE_LITELLM = "model_turns_source_litellm"
@@ -77,7 +77,7 @@ def turn_keys(traj: Trajectory | Sequence[Message]) -> tuple[list[str], list[str
 
     A key hashes the conversation up to and including the turn, so equal turns with equal history in two
     trajectories of a trial have the same key. The renderer cuts a row before its first untrainable
-    assistant turn (``sft.convert.render``): trainable turns after it are not in the row.
+    assistant turn (``sft.rules.render``): trainable turns after it are not in the row.
     """
     messages = traj.messages if isinstance(traj, Trajectory) else list(traj)
     cut_at = first_untrainable_assistant(messages)

@@ -37,7 +37,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from sft.io_utils import atomic_write_text, file_lock
+from sft.core.io_utils import atomic_write_text, file_lock
 
 logger = logging.getLogger(__name__)
 

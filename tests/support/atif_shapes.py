@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft.convert.canonical import Message, ToolCall
+from sft.core.canonical import Message, ToolCall
 
 
 @dataclass(frozen=True)

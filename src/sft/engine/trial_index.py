@@ -24,7 +24,7 @@ a remote file server larger than ``RACY_MARGIN_NS`` on a file system with coarse
 
 Index entry: ``<index_dir>/<2 hex>/<sha256 of the resolved trial path>.json`` holding ``version``,
 ``path``, ``signature`` (sha256 of the signature bytes), ``content_hash`` and ``written_ns``. Entries are
-written atomically (``sft.io_utils.atomic_write_bytes``); each is self-consistent on its own (signature
+written atomically (``sft.core.io_utils.atomic_write_bytes``); each is self-consistent on its own (signature
 taken before hashing, see ``_index_and_hash``), so two writers racing on one entry need no lock: whichever
 ``os.replace`` lands last leaves a valid entry, and an entry that describes an older state of the trial
 simply does not match its current signature.
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import orjson
 
-from sft.io_utils import atomic_write_bytes
+from sft.core.io_utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ from typing import Any
 import ahocorasick
 from detect_secrets import plugins  # imported here, so the engine's forked workers share the import
 
-from sft.convert.canonical import Message, Trajectory
+from sft.core.canonical import Message, Trajectory
 
 MIN_EXTRA_VALUE_LENGTH = 8
 _B = r"(?<![A-Za-z0-9_\-])"  # left boundary: not inside a longer token
@@ -175,7 +175,7 @@ def upstream_rules() -> tuple[Rule, ...]:
         if len(plugin.anchors) not in (1, len(patterns)) or len(plugin.names) not in (1, len(patterns)):
             raise RuntimeError(
                 f"detect-secrets {version('detect-secrets')}: {plugin.cls} has {len(patterns)} patterns, "
-                f"sft.convert.secrets.UPSTREAM_PLUGINS describes {len(plugin.anchors)}: update the entry"
+                f"sft.rules.secrets.UPSTREAM_PLUGINS describes {len(plugin.anchors)}: update the entry"
             )
         for i, pattern in enumerate(patterns):
             group = _per_pattern(plugin.secret_groups, i, 0)

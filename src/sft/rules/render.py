@@ -32,8 +32,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sft.convert.canonical import Message, Trajectory
-from sft.convert.validate import first_untrainable_assistant
+from sft.core.canonical import Message, Trajectory, first_untrainable_assistant
 
 # qwen3 / qwen3_nothink have no default system prompt; LLaMA-Factory then emits two stray newlines before
 # "# Tools" (docs/llamafactory-rules.md §5.1). A short neutral default keeps the rendering identical to Qwen3's.

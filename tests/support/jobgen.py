@@ -7,7 +7,7 @@ shapes in ``docs/input-formats.md`` §2-8 and returns, separately, the conversat
 
 Layout decision: Harbor's ``JobConfig.agents`` is a list, so one job may run several agents; its
 ``result.json`` then has one ``stats.evals`` key per agent. The bundled demo is therefore ONE mixed job
-(:func:`generate_demo_job`, 16 trials plus the 6 ATIF-only shape trials of :mod:`sft.demo.atif_shapes`
+(:func:`generate_demo_job`, 16 trials plus the 6 ATIF-only shape trials of :mod:`tests.support.atif_shapes`
 (codex, openhands, gemini-cli, decorated claude-code ATIF, terminus-2 ATIF-v1.6 rebuilt and summarised;
 ``GeneratedJob.atif_shape_trials``, not listed in the job's result.json), what ``config.demo.yaml`` reads
 with ``scaffold: auto``).
@@ -49,7 +49,7 @@ Ground truth (:class:`ExpectedConversation`, never written into the job dir) is 
 converter must recover for a trial, one entry per conversation (main, then sub-agents):
 
 - litellm-backed trials: the **last successful model call** of each conversation: its request messages
-  plus its response assistant message, as canonical :class:`~sft.convert.canonical.Message` objects,
+  plus its response assistant message, as canonical :class:`~sft.core.canonical.Message` objects,
   with the tools of that request in OpenAI function form. Nothing is filtered: tool-use error turns are
   present (tool message ``is_error=True``), the system prompt is verbatim (no model-name rewriting), and
   a timed-out trial ends on an assistant turn with ``tool_calls`` and no result. Auxiliary calls
@@ -88,10 +88,10 @@ from typing import IO, Any
 
 import orjson
 
-from sft.convert.canonical import AgentType, Message, SourceKind, ToolCall
-from sft.demo.atif_shapes import AtifShape
-from sft.demo.atif_shapes import atif_shapes as all_atif_shapes
-from sft.io_utils import atomic_writer
+from sft.core.canonical import AgentType, Message, SourceKind, ToolCall
+from sft.core.io_utils import atomic_writer
+from tests.support.atif_shapes import AtifShape
+from tests.support.atif_shapes import atif_shapes as all_atif_shapes
 
 SCAFFOLDS: tuple[str, ...] = ("claude-code", "open-code", "openhands-sdk", "terminus2")
 HARBOR_AGENT_NAME: dict[str, str] = {
@@ -199,12 +199,12 @@ class GeneratedJob:
     trials: list[TrialInfo] = field(default_factory=list)
     truth: dict[str, list[ExpectedConversation]] = field(default_factory=dict)
     bytes_written: int = 0
-    # ATIF-only shape trials (sft.demo.atif_shapes), kept apart from ``trials`` (the planned trials of the four
+    # ATIF-only shape trials (tests.support.atif_shapes), kept apart from ``trials`` (the planned trials of the four
     # proxy-log scaffolds that the job's result.json lists); their truth is in ``truth`` too.
     atif_shape_trials: list[TrialInfo] = field(default_factory=list)
     # conversations of the shape trials refused by default: reason -> model turns
     expected_rejects: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Model-turn ground truth of every trial (``sft.convert.turns``), with the default options: the model
+    # Model-turn ground truth of every trial (``sft.core.turns``), with the default options: the model
     # turns in its files (successful proxy calls; ATIF model steps, copied context excluded), and the ones a
     # faithful conversion loses, as "<stage>:<reason>" -> turns (all main-agent turns): the title
     # generator's side call, an aborted final response, the shape trials' refused conversations. The rest
@@ -846,7 +846,7 @@ def _build_trial(plan: TrialPlan, seed: int, index: int, payload_bytes: int) -> 
     system_parts: tuple[str, ...] = ()
     if plan.two_system and plan.scaffold == "open-code":
         system_parts = _OPENCODE_SYSTEM_PARTS
-        system = "\n".join(system_parts)  # sft.convert.validate.SYSTEM_JOIN; Anthropic's text-block join
+        system = "\n".join(system_parts)  # sft.rules.validate.SYSTEM_JOIN; Anthropic's text-block join
     msgs: list[Message] = [
         Message(role="system", content=system),
         Message(role="user", content=task.instruction),
@@ -1936,7 +1936,7 @@ def _job_result(
 def _write_atif_shape_trial(
     job: GeneratedJob, job_name: str, job_id: str, shape: AtifShape, index: int, seed: int, writer: _Writer
 ) -> None:
-    """One ATIF-only trial of ``sft.demo.atif_shapes`` with Harbor-shaped config.json / result.json."""
+    """One ATIF-only trial of ``tests.support.atif_shapes`` with Harbor-shaped config.json / result.json."""
     plan = TrialPlan(shape.agent_name, f"acme__widgets-{900 + index}", shape.source_turns, atif_only=True)
     rng = _rng("atif-shape", seed, index, shape.key)
     trial_name = trial_name_for(plan.instance_id, _short_id(rng))

@@ -94,3 +94,23 @@ class Reject(BaseModel):
     #             dedup | overlength | min_score | lf_rules | scaffold
     reason: str  # short machine-friendly code, e.g. "no_result_json"
     detail: str = ""  # human sentence naming the file / field / value
+
+
+# Issue notes are strings "<code>: <detail>"; repair notes have codes starting with "repair_".
+def issue_code(issue: str) -> str:
+    """The machine-friendly code of an issue string (the text before the first ``:``)."""
+    return issue.split(":", 1)[0].strip()
+
+
+def is_repair(issue: str) -> bool:
+    """True for notes about a repair made (the trajectory was kept), False for rejection reasons."""
+    return issue_code(issue).startswith("repair_")
+
+
+def first_untrainable_assistant(messages: list[Message]) -> int | None:
+    """Index of the first assistant turn marked ``trainable=False``, or None."""
+    for index, message in enumerate(messages):
+        if message.role == "assistant" and not message.trainable:
+            return index
+    return None
+

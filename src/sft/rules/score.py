@@ -53,9 +53,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from sft.convert.canonical import Message, ToolCall, Trajectory
-from sft.convert.filters import compact_json_bytes
-from sft.convert.validate import is_tool_error
+from sft.core.canonical import Message, ToolCall, Trajectory
+from sft.rules.filters import compact_json_bytes
+from sft.rules.validate import is_tool_error
 
 SCORE_VERSION = "sft-rule-v5"
 WEIGHTS = {"efficiency": 0.20, "style": 0.15, "tool_mastery": 0.25, "completion": 0.25, "precision": 0.15}

@@ -12,7 +12,7 @@ user who brings their own data gets the same guarantees (docs/config-contract.md
    ``tool_calls``) and are always normalised. Multimodal rows (``images``/``videos``/``audios`` or media
    parts) are refused and counted (stage ``multimodal``): this stage trains text-only models.
    **Detect** the layout (ShareGPT ``conversations``/``from``/``value``, ShareGPT ``role``/``content``,
-   OpenAI ``messages`` with ``tool_calls``) with ``sft.convert.lf_rules.detect_format``.
+   OpenAI ``messages`` with ``tool_calls``) with ``sft.rules.lf_rules.detect_format``.
 3. **Check every row** against LLaMA-Factory's converter rules (``check_lf_row``). A row LLaMA-Factory
    would drop, or that would abort the run, goes into the rejects (stage ``lf_rules``) with the row index
    and the problem. Warnings are counted, the row is kept. ``tools == "[]"`` is rewritten to ``""`` in
@@ -53,9 +53,9 @@ import orjson
 
 from sft.config.credentials import Credentials
 from sft.config.schema import RuntimeInput
-from sft.convert.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta
-from sft.convert.engine import ConversionResult
-from sft.convert.lf_rules import (
+from sft.core.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta, is_repair, issue_code
+from sft.core.results import ConversionResult
+from sft.rules.lf_rules import (
     THOUGHT_WORDS,
     TOOL_CALL_WORDS,
     FormatInfo,
@@ -68,7 +68,7 @@ from sft.convert.lf_rules import (
     resolve_tags,
     violation_code,
 )
-from sft.convert.render import (
+from sft.rules.render import (
     DEFAULT_SYSTEM,
     OBSERVATION_SEPARATOR,
     RenderError,
@@ -77,10 +77,10 @@ from sft.convert.render import (
     render_im_row,
     render_lf_row,
 )
-from sft.convert.secrets import MIN_EXTRA_VALUE_LENGTH, SecretScrubber, scrub_trajectory
-from sft.convert.validate import is_repair, issue_code, repair_and_validate
-from sft.datasets.source import SourceHandle
+from sft.rules.secrets import MIN_EXTRA_VALUE_LENGTH, SecretScrubber, scrub_trajectory
+from sft.rules.validate import repair_and_validate
 from sft.sources import hub
+from sft.sources.handle import SourceHandle
 
 logger = logging.getLogger(__name__)
 
@@ -842,7 +842,7 @@ def _exclusion(
     settings: RuntimeInput, root: Path, rows: Sequence[dict[str, Any]], indices: list[int]
 ) -> tuple[Any, dict[str, Any]]:
     """The exclusion list to apply (or None) and the report section that says what was done."""
-    from sft.convert.filters import ExclusionList
+    from sft.rules.filters import ExclusionList
 
     configured = settings.conversion.exclude_repos_file
     with_id = sum(1 for i in indices if instance_id_of(rows[i]))

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from sft.convert.canonical import Trajectory
+from sft.core.canonical import Trajectory
 
 # --------------------------------------------------------------------------------------------------
 # outcome

@@ -4,14 +4,14 @@ Per trial (in a process pool, one trial in memory per worker, a few chunks of tr
 trial metadata and apply the outcome and repo-exclusion filters first (the reference order,
 docs/input-formats.md §9.1; a filtered trial's logs are never parsed), then extract canonical trajectories
 (``sft.sources.harbor.trial``), scrub secrets, repair and validate. Each trial's outcome is cached under its
-content hash (``sft.convert.trial_index``: not re-read while its files' stat is unchanged) and the conversion
+content hash (``sft.engine.trial_index``: not re-read while its files' stat is unchanged) and the conversion
 settings and code, so a re-run only converts new or changed trials (the funnel counts hits and misses). The
 worker also does every per-trajectory step that needs no job-wide number: the exact-dedup content hash, the
 score features (``score_features``) and both rows serialised: the IM row without ``meta`` and the LF row
 without ``_meta``.
 
 In the parent, in trial-name order so that any worker count gives the same bytes: the rows go to a spool
-file (``sft.convert.spool``) and only light metadata stays in memory for the job-wide steps: seeded
+file (``sft.core.spool``) and only light metadata stays in memory for the job-wide steps: seeded
 instance selection, the per-instance cap, exact de-duplication (by the worker's hash), the score's job-wide
 part (``finalize_score`` with the scaffold's median step count), then ``meta.score`` / ``_meta`` as a byte
 suffix of each spooled row. ``ConversionResult`` hands on ``SpooledRows`` that the catalog writers stream.
@@ -35,14 +35,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import orjson
 from tqdm.auto import tqdm
 
 from sft.config.schema import RuntimeInput
-from sft.convert.canonical import Reject, Trajectory
-from sft.convert.filters import (
+from sft.core.canonical import Reject, Trajectory
+from sft.core.io_utils import atomic_write_bytes
+from sft.core.results import ConversionResult, TrajectoryView
+from sft.core.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
+from sft.core.turns import TrialTurns, TurnLedger, after_validation
+from sft.engine.trial_index import cached_trial_content_hash
+from sft.rules.filters import (
     ExclusionList,
     cap_per_instance,
     content_hash_of_dump,
@@ -50,14 +55,10 @@ from sft.convert.filters import (
     outcome_keep,
     select_instances,
 )
-from sft.convert.render import RenderError, lf_meta_column, render_lf_body
-from sft.convert.score import finalize_score, median_steps_by_scaffold, score_features
-from sft.convert.secrets import SecretScrubber, ruleset_id, scrub_trajectory
-from sft.convert.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
-from sft.convert.trial_index import cached_trial_content_hash
-from sft.convert.turns import TrialTurns, TurnLedger, after_validation
-from sft.convert.validate import repair_and_validate
-from sft.io_utils import atomic_write_bytes
+from sft.rules.render import RenderError, lf_meta_column, render_lf_body
+from sft.rules.score import finalize_score, median_steps_by_scaffold, score_features
+from sft.rules.secrets import SecretScrubber, ruleset_id, scrub_trajectory
+from sft.rules.validate import repair_and_validate
 from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
 from sft.sources.harbor.litellm import canonical_view, gc_paused
 from sft.sources.harbor.trial import extract_trial
@@ -77,14 +78,14 @@ MIN_CHUNKS_PER_WORKER = 32  # ... but smaller chunks on small jobs, so that the 
 
 @functools.cache
 def conversion_code_fingerprint() -> str:
-    """A hash of the code that shapes a trial's outcome (sft.sources, sft.convert).
+    """A hash of the code that shapes a trial's outcome (sft.core, sft.sources, sft.rules, sft.engine).
 
     Part of the cache key, so upgrading sft (a fixed parser, a new exclusion rule) never serves results
     computed by the old code.
     """
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted([*(package / "sources").rglob("*.py"), *(package / "convert").glob("*.py")]):
+    for path in sorted(p for layer in ("core", "sources", "rules", "engine") for p in (package / layer).rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -107,7 +108,7 @@ class WorkerSettings:
     exclusion_sha256: str
     cache_dir: str  # "" disables the cache
     # Reuse a trial's content hash while its files' stat (size, mtime, ctime, inode) is unchanged, instead of
-    # reading every byte on each run (sft.convert.trial_index). Not in the cache key: it never changes a result.
+    # reading every byte on each run (sft.engine.trial_index). Not in the cache key: it never changes a result.
     cache_trust_file_stats: bool = True
     # How the worker renders the LF body. Not in the cache key: a cached entry rendered the other way is
     # re-rendered from its stored trajectory (no re-extraction), so the setting stays parent-cheap.
@@ -147,7 +148,7 @@ class TrialOutcome:
     parsed: bool = False
     outcome_kept: bool = False
     repo_excluded: bool = False
-    # sft.convert.turns.TrialTurns as a dict (None: the trial's files were not read)
+    # sft.core.turns.TrialTurns as a dict (None: the trial's files were not read)
     turns: dict[str, Any] | None = None
     cache_hit: bool = False  # set by process_trial, never stored in the cache entry
 
@@ -189,50 +190,6 @@ class TrialOutcome:
 
 # The candidate fields that hold serialised rows (bytes), see ``_candidate``.
 _CANDIDATE_BLOBS = ("im_head", "lf_body")
-
-
-class TrajectoryView(Sequence[Trajectory]):
-    """The IM rows as ``Trajectory`` objects, validated on access and never stored.
-
-    Why: an IM row is exactly ``Trajectory.model_dump(mode="json")``, so keeping a pydantic copy of every
-    written trajectory next to its LF and IM rows would be a third copy of all text in the parent.
-    """
-
-    def __init__(self, im_rows: Sequence[dict[str, Any]]) -> None:
-        self._rows = im_rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @overload
-    def __getitem__(self, index: int) -> Trajectory: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Trajectory]: ...
-
-    def __getitem__(self, index: int | slice) -> Trajectory | list[Trajectory]:
-        if isinstance(index, slice):
-            return [Trajectory.model_validate(row) for row in self._rows[index]]
-        return Trajectory.model_validate(self._rows[index])
-
-    def __repr__(self) -> str:
-        return f"TrajectoryView({len(self._rows)} trajectories)"
-
-
-@dataclass
-class ConversionResult:
-    # A Harbor conversion gives ``SpooledRows`` (on disk until written); ready-made datasets give lists.
-    lf_rows: Sequence[dict[str, Any]]
-    im_rows: Sequence[dict[str, Any]]
-    rejects: list[dict[str, Any]]
-    funnel: dict[str, Any]
-    kept: Sequence[Trajectory]  # the written trajectories (the engine gives a TrajectoryView of im_rows)
-    # Per-sample token numbers of exactly lf_rows and how they were counted, set by the over-length node so
-    # the report need not tokenize the dataset a second time (sft.pipelines.report.nodes).
-    token_samples: dict[str, Any] | None = None
-    # The model turns of every trial and the fate of each trajectory (sft.convert.turns), so the over-length
-    # node can account for the turns it drops or cuts; None for ready-made datasets.
-    turn_ledger: TurnLedger | None = None
 
 
 # --------------------------------------------------------------------------------------------- worker
@@ -788,7 +745,7 @@ def conversion_cache_dir(root: Path) -> Path:
 
 
 def trial_index_dir(cache_dir: Path) -> Path:
-    """The stat index of trial content hashes (``sft.convert.trial_index``) inside the cache."""
+    """The stat index of trial content hashes (``sft.engine.trial_index``) inside the cache."""
     return cache_dir / "trial-index"
 
 

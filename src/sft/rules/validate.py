@@ -19,29 +19,22 @@ fifth of the conversion time, and every caller discards the input anyway.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
-from sft.convert.canonical import Message, ToolCall, Trajectory
+from sft.core.canonical import (
+    Message,
+    ToolCall,
+    Trajectory,
+    first_untrainable_assistant,
+)
+from sft.core.text import _SURROGATE, replace_lone_surrogates
 
 # A tool result with one of these prefixes is a failed call even if the adapter did not set is_error
 # (the markers the reference claude-code / open-code converters look for).
 TOOL_ERROR_PREFIXES = ("<tool_use_error>", "The arguments provided to the tool are invalid")
 EMPTY_TOOL_OUTPUT = "(empty)"
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_REPLACEMENT = "\ufffd"
-
-
-def issue_code(issue: str) -> str:
-    """The machine-friendly code of an issue string (the text before the first ``:``)."""
-    return issue.split(":", 1)[0].strip()
-
-
-def is_repair(issue: str) -> bool:
-    """True for notes about a repair made (the trajectory was kept), False for rejection reasons."""
-    return issue_code(issue).startswith("repair_")
 
 
 def is_tool_error(message: Message) -> bool:
@@ -54,17 +47,6 @@ def is_tool_error(message: Message) -> bool:
 # --------------------------------------------------------------------------------------------------
 # lone surrogates
 # --------------------------------------------------------------------------------------------------
-
-
-def replace_lone_surrogates(text: str) -> tuple[str, int]:
-    """Replace unpaired UTF-16 surrogates (which cannot be encoded as UTF-8) with U+FFFD.
-
-    ``json.loads`` turns an escaped lone ``\\ud83d`` into a str that crashes every UTF-8 writer (and
-    PyArrow). A valid pair is already one code point in a Python str, so any surrogate left is lone.
-    """
-    if text.isascii() or not _SURROGATE.search(text):  # isascii is O(1) in CPython: most text ends here
-        return text, 0
-    return _SURROGATE.subn(_REPLACEMENT, text)
 
 
 def _has_surrogates(value: Any) -> bool:
@@ -425,14 +407,6 @@ def _check_structure(messages: list[Message]) -> list[str]:
     return problems
 
 
-def first_untrainable_assistant(messages: list[Message]) -> int | None:
-    """Index of the first assistant turn marked ``trainable=False``, or None."""
-    for index, message in enumerate(messages):
-        if message.role == "assistant" and not message.trainable:
-            return index
-    return None
-
-
 def _check_trainable(messages: list[Message]) -> list[str]:
     """The renderer cuts a sample before its first untrainable turn, so a trainable turn must precede it."""
     cut = first_untrainable_assistant(messages)
@@ -469,7 +443,7 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     count = _merge_leading_system(fixed)
     if count:
         counted["merged_system_messages"] = count
-        # the count first, as every repair note: sft.convert.turns.repair_counts sums the notes by kind
+        # the count first, as every repair note: sft.core.turns.repair_counts sums the notes by kind
         notes.append(f"repair_merged_system_messages: {count} extra system message(s): {where}: messages 0-{count} "
                      "were all system messages; "
                      f"joined in order with {SYSTEM_JOIN!r} into one system prompt")
