@@ -5,9 +5,9 @@
 #   bash scripts/gpu_check.sh [--steps 40 ...]  # on a GPU machine without network that has CUDA torch
 #
 # The GPU run installs requirements/gpu-check.txt from artifacts/wheels/gpu/ (git-ignored) into a private
-# --target dir, then runs `python -m sft.train.gpu_check` (the real stage through sft.train.run: pre-launch
+# --target dir, then runs `python -m benchmarks.gpu_check` (the real stage through sft.train.run: pre-launch
 # gate, YAML, llamafactory-cli under torchrun, results, history), asserts the loss falls and writes
-# tokens/s, peak GPU memory and MFU into BENCHMARKS.md. Extra arguments go to sft.train.gpu_check.
+# tokens/s, peak GPU memory and MFU into BENCHMARKS.md. Extra arguments go to benchmarks.gpu_check.
 # Exit codes: 0 ok, 1 check failed, 3 no GPU visible, 4 wheels missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,7 +65,7 @@ rm -rf "$SITE"
 "$PY3" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$SITE" "$WHEELS"/*.whl
 DS_BUILD_OPS=0 "$PY3" -m pip install -q --no-index --no-deps --no-build-isolation --disable-pip-version-check \
   --target "$SITE" "$WHEELS"/deepspeed-*.tar.gz "$WHEELS"/antlr4*-python3-runtime-*.tar.gz
-export PYTHONPATH="$SITE:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$SITE:$ROOT/src:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$SITE/bin:$(dirname "$PY3"):$PATH"
 export GPU_CHECK_INSTALL_S=$(( $(date +%s) - T0 ))
 echo "[INFO] installed in ${GPU_CHECK_INSTALL_S}s:"
@@ -77,4 +77,4 @@ for m in ["torch", "transformers", "tokenizers", "datasets", "accelerate", "peft
     except Exception as exc:
         print(f"  {m:14s} not importable ({type(exc).__name__}: {str(exc)[:80]})")
 PY
-exec "$PY3" -m sft.train.gpu_check --root "$ROOT" --site "$SITE" "$@"
+exec "$PY3" -m benchmarks.gpu_check --root "$ROOT" --site "$SITE" "$@"

@@ -42,7 +42,7 @@ def test_extras_hold_what_their_commands_import() -> None:
 
 def test_install_script_installs_what_the_tests_need() -> None:
     script = (REPO / "scripts" / "install_env.sh").read_text(encoding="utf-8")
-    assert '-e "$ROOT[dev,dashboard,notebook]"' in script
+    assert 'EXTRAS="dev,dashboard,notebook"' in script and '-e "$ROOT[$EXTRAS]"' in script
 
 
 def test_kedro_jupyter_lab_starts_in_the_installed_environment() -> None:

@@ -1,4 +1,4 @@
-"""sft.train.gpu_check's arithmetic and its BENCHMARKS.md block (the GPU run itself needs a GPU machine).
+"""benchmarks.gpu_check's arithmetic and its BENCHMARKS.md block (the GPU run itself needs a GPU machine).
 
 The trainer log is the shape LLaMA-Factory's LogCallback writes (``total_tokens`` and the cumulative
 ``throughput`` = tokens / seconds since start), as seen in the H200 run recorded in
@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from sft.train.gpu_check import (
+from benchmarks.gpu_check import (
     BENCH_BEGIN,
     BENCH_END,
     GpuCheckError,

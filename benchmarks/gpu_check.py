@@ -1,7 +1,7 @@
 """The scripted one-GPU check behind ``scripts/gpu_check.sh``: the real training stage, the active profile's features.
 
     bash scripts/gpu_check.sh                  # on a GPU machine (installs the carried wheels, then this)
-    python -m sft.train.gpu_check --allow-cpu --steps 3 --cutoff 1024 --layers 2 --hidden 128   # CPU rehearsal
+    python -m benchmarks.gpu_check --allow-cpu --steps 3 --cutoff 1024 --layers 2 --hidden 128   # CPU rehearsal
 
 What it does, offline:
 
