@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.support is not packaged
 from sft.core.io_utils import atomic_write_text
 
 logger = logging.getLogger(__name__)

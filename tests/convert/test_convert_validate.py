@@ -241,7 +241,7 @@ def test_an_empty_final_assistant_turn_is_trimmed_back_to_the_last_complete_turn
     assert fixed.messages == t.messages[:5]  # ends on the last complete turn (its call; result trimmed)
     assert codes(issues) == ["repair_trimmed_aborted_final_turn", "repair_trimmed_tail"]
     assert "t1/agent/litellm-trajectory.jsonl: message 6" in issues[0]
-    assert fixed.meta.extra["repairs"] == {"trimmed_aborted_final_turn": 1}
+    assert fixed.meta.extra["repairs"] == {"trimmed_aborted_final_turn": 1, "trimmed_tail": 1}
     assert fixed.meta.extra["dropped_model_turns"] == {"aborted_empty_response": 1}
 
 

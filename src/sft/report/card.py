@@ -214,7 +214,17 @@ def _fidelity_digest(report: dict[str, Any] | None) -> dict[str, Any]:
         "max_template_mismatch": report.get("max_template_mismatch"),
         "summary": report.get("summary", {}),
         "by_design": sorted((report.get("by_design") or {}).keys()),
+        "repairs": _repairs_digest(report.get("repairs")),
     }
+
+
+def _repairs_digest(section: dict[str, Any] | None) -> dict[str, Any]:
+    """Per repair kind: rows, rows checked, statuses and the registry's verdict (``sft.report.repairs``)."""
+    section = section or {}
+    kinds = {kind: {k: entry.get(k) for k in ("rows", "checked", "statuses", "fidelity", "registered")}
+             for kind, entry in (section.get("kinds") or {}).items()}
+    return {"kinds": kinds, "all_explained": section.get("all_explained"),
+            "unregistered": list(section.get("unregistered") or [])}
 
 
 # --------------------------------------------------------------------------------------------- card
@@ -284,6 +294,15 @@ def _fidelity_section(stats: dict[str, Any]) -> list[str]:
     if fid.get("by_design"):
         lines += ["By-design differences (explained in the fidelity report, not counted): "
                   + ", ".join(f"`{name}`" for name in fid["by_design"]) + ".", ""]
+    repairs = (fid.get("repairs") or {}).get("kinds") or {}
+    if repairs:
+        lines += ["Repaired rows against the chat template (each kind explained in `template_fidelity.json` → "
+                  "`repairs`; README \"Repair and normalisation rules\"):", ""]
+        lines += _table(["repair", "rows", "checked", "statuses", "registry"],
+                        [[f"`{kind}`", e.get("rows"), e.get("checked"),
+                          ", ".join(f"{k} {v}" for k, v in (e.get("statuses") or {}).items()) or "–",
+                          e.get("fidelity") if e.get("registered") else "UNREGISTERED"]
+                         for kind, e in repairs.items()]) + [""]
     return lines
 
 

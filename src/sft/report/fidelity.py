@@ -21,8 +21,12 @@ Per row the ids are compared; a difference is classified:
 - ``by_design:history_reasoning`` — equal once all think blocks are removed, and LLaMA-Factory has more
   non-empty think blocks than the chat template: Qwen3's chat template drops the reasoning of assistant
   turns before the last real user message; LLaMA-Factory trains it (docs/llamafactory-rules.md §5.2).
+- ``by_design:repair:<kind>`` — a row carrying a repair whose registry entry (``sft.report.repairs``) is
+  ``by_design`` and whose verifier recognises the difference as exactly the documented one;
 - ``mismatch`` — anything else; the first differing position and the decoded context of both sides are
   reported.
+
+The report's ``repairs`` section explains every repair kind present (``sft.report.repairs.repairs_section``).
 
 Rows LLaMA-Factory would skip (``drop:...``) or abort the run on (``abort:...``) and rows the chat template
 cannot render are listed separately.
@@ -47,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sft.report.repairs import REPAIRS, repairs_section, row_repairs, verify_by_design
 from sft.report.tokens import (
     OBSERVATION_SEPARATOR,
     THINK_CLOSE_TOKEN,
@@ -265,11 +270,13 @@ def check_template_fidelity(
     dataset_entry: Mapping[str, Any] | None = None,
     max_mismatch: float = 0.0,
     trust_remote_code: bool = True,
+    dataset_repairs: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Compare LLaMA-Factory's training ids with the chat template's inference ids, row by row.
 
     ``max_rows`` checks the first N rows (None = all); ``dataset_entry`` is the rows' dataset_info.json entry. The report's ``passed`` applies ``max_mismatch``
-    with the counting rule in the module docstring; ``enforce_fidelity`` raises on it.
+    with the counting rule in the module docstring; ``enforce_fidelity`` raises on it. ``dataset_repairs``: the
+    conversion report's ``repairs`` (kinds counted for the dataset, not per row).
     """
     started = time.perf_counter()
     lf_tok, hf_tok, error = _load(tokenizer_dir_or_tokenizer, trust_remote_code)
@@ -286,7 +293,8 @@ def check_template_fidelity(
     processor = SupervisedDatasetProcessor(template=tpl, tokenizer=lf_tok, processor=None, data_args=data_args)
     selected = rows if max_rows is None else rows[:max_rows]
     samples = [_check_row(row, index, converter, processor, hf_tok) for index, row in enumerate(selected)]
-    report = _summarize(samples, template=template, max_mismatch=max_mismatch, total_rows=len(rows))
+    report = _summarize(samples, template=template, max_mismatch=max_mismatch, total_rows=len(rows),
+                        dataset_repairs=dataset_repairs)
     report["lf_options"] = dict(lf_options or {})
     report["tokenizer"] = getattr(hf_tok, "name_or_path", "")
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
@@ -295,6 +303,9 @@ def check_template_fidelity(
 
 def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, hf_tok: Any) -> dict[str, Any]:
     sample = {k: v for k, v in row_identity(row, index).items() if k in ("index", "uid")}
+    repairs = row_repairs(row)
+    if repairs:
+        sample["repairs"] = repairs
     aligned = align_row(row, converter)
     if aligned.status != "ok":
         sample.update(status=aligned.status, detail=aligned.detail)
@@ -311,18 +322,23 @@ def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, 
     except (KeyError, TypeError, ValueError) as exc:
         sample.update(status="abort:bad_function_call", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
         return sample
-    sample.update(compare_with_chat_template(aligned, list(encoded["input_ids"][0]), hf_tok))
+    sample.update(compare_with_chat_template(aligned, list(encoded["input_ids"][0]), hf_tok, repairs))
     return sample
 
 
-def compare_with_chat_template(aligned: AlignedRow, lf_ids: list[int], hf_tok: Any) -> dict[str, Any]:
-    """Status (and first difference) of LLaMA-Factory's ids of a row against the chat template's."""
+def compare_with_chat_template(aligned: AlignedRow, lf_ids: list[int], hf_tok: Any,
+                               repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Status (and first difference) of LLaMA-Factory's ids of a row against the chat template's; ``repairs``
+    (the row's kind -> count) lets a ``by_design`` repair's verifier explain a mismatch."""
     try:
         messages, tools = to_openai_messages(aligned)
         hf_ids = list(hf_tok.apply_chat_template(messages, tools=tools, tokenize=True))
     except Exception as exc:  # a jinja error, bad tools JSON: the row cannot be served as-is
         return {"status": "inference_render_error", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
     status = classify(lf_ids, hf_ids, hf_tok)
+    if status == "mismatch" and repairs:
+        kind = verify_by_design(repairs, lf_ids, hf_ids, hf_tok)
+        status = f"by_design:repair:{kind}" if kind else status
     result: dict[str, Any] = {"status": status, "lf_tokens": len(lf_ids), "chat_template_tokens": len(hf_ids)}
     cause = known_cause(aligned) if status == "mismatch" else None
     if cause:
@@ -348,7 +364,15 @@ def known_cause(aligned: AlignedRow) -> str | None:
     return None
 
 
-def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: float, total_rows: int) -> dict[str, Any]:
+def _by_design_explanation(name: str) -> str:
+    kind = name.removeprefix("repair:")
+    return REPAIRS[kind].why if name.startswith("repair:") and kind in REPAIRS else BY_DESIGN_EXPLANATIONS[name]
+
+
+def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: float, total_rows: int,
+               repair_rows: list[dict[str, Any]] | None = None,
+               dataset_repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The report; ``repair_rows`` (every row's ``repairs`` and, when checked, ``status``) defaults to ``samples``."""
     counts: dict[str, int] = {}
     for sample in samples:
         counts[sample["status"]] = counts.get(sample["status"], 0) + 1
@@ -372,12 +396,13 @@ def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: fl
             "causes": dict(sorted(Counter(s["cause"] for s in samples if s.get("cause")).items())),
         },
         "passed": passed,
-        "by_design": {name: BY_DESIGN_EXPLANATIONS[name] for name in by_design},
+        "by_design": {name: _by_design_explanation(name) for name in by_design},
+        "repairs": repairs_section(samples if repair_rows is None else repair_rows, dataset_counts=dataset_repairs),
         "mismatches": [s for s in samples if s["status"] in ("mismatch", "inference_render_error")][:MAX_LISTED],
         "lf_drops": [s for s in samples if s["status"].startswith("drop:")][:MAX_LISTED],
         "lf_aborts": aborts[:MAX_LISTED],
         "by_design_examples": [s for s in samples if s["status"].startswith("by_design:")][:5],
-        "samples": [{k: s[k] for k in ("index", "uid", "status") if k in s} for s in samples],
+        "samples": [{k: s[k] for k in ("index", "uid", "status", "repairs") if k in s} for s in samples],
     }
 
 
@@ -427,7 +452,7 @@ SELECTION_RULE = (
     "Every row is compared when the dataset has at most {min_rows} rows or conversion.fidelity_sample_rate is 1. "
     "Otherwise, in the single token pass: a seeded sample (sha256 of conversion.seed and the row uid < rate, "
     "rate = max(fidelity_sample_rate, {min_rows} / rows)) and every row LLaMA-Factory drops or aborts on; after "
-    "it, every row with a rare structure (repair, parallel tool calls, sub-agent, reasoning: any of them in less "
+    "it, every row with a rare structure (a repair kind, parallel tool calls, sub-agent, reasoning: any of them in less "
     "than {rare:.0%} of the rows) and the lowest-ranked row of every stratum (agent type x scaffold x turn bucket "
     "x structures) the sample missed. Why a sample is enough: the check tests a structural property of the "
     "template (how LLaMA-Factory and the chat template render a kind of turn), shared by every row of the same "
@@ -466,9 +491,8 @@ class FidelityPlan:
         """The structures of a row that templates render specially."""
         found: list[str] = []
         meta = lf_meta_of_row(row)
-        extra = meta.get("extra") or {}
-        if extra.get("repairs") or any(str(n).startswith("repair_") for n in extra.get("notes") or []):
-            found.append("repair")
+        # one structure per repair kind: a rare kind is checked in full even where another kind is common
+        found.extend(f"repair:{kind}" for kind in row_repairs(row))
         if (row.get("_agent_type") or meta.get("agent_type") or "main") != "main":
             found.append("subagent")
         for message in aligned.messages:
@@ -502,11 +526,19 @@ class FidelityPlan:
         return "sample" if self.rank(row, index) < self.rate else None
 
     def unchecked(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> dict[str, Any]:
-        """What the top-up after the pass needs of a row the pass did not check."""
-        return {"why": None, "stratum": self.stratum(row, aligned), "rank": self.rank(row, index)}
+        """What the top-up after the pass (and the report's ``repairs`` section) needs of an unchecked row."""
+        return {"why": None, "stratum": self.stratum(row, aligned), "rank": self.rank(row, index),
+                **self.row_facts(row)}
 
-    def check(self, aligned: AlignedRow, lf_ids: list[int]) -> dict[str, Any]:
-        return compare_with_chat_template(aligned, lf_ids, self.hf_tok)
+    @staticmethod
+    def row_facts(row: dict[str, Any]) -> dict[str, Any]:
+        """What every row's record carries to the report: its repairs (kind -> count), when it has any."""
+        repairs = row_repairs(row)
+        return {"repairs": repairs} if repairs else {}
+
+    def check(self, aligned: AlignedRow, lf_ids: list[int], row: dict[str, Any] | None = None) -> dict[str, Any]:
+        facts = self.row_facts(row) if row is not None else {}
+        return {**compare_with_chat_template(aligned, lf_ids, self.hf_tok, facts.get("repairs")), **facts}
 
     def describe(self) -> dict[str, Any]:
         mode = "all" if self.rate >= 1.0 else "sample"
@@ -564,15 +596,18 @@ def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
 
 def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], *, template: str,
                         max_mismatch: float, lf_options: dict[str, Any] | None, tokenizer: str,
-                        elapsed_s: float | None) -> dict[str, Any]:
+                        elapsed_s: float | None, dataset_repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The fidelity report from the token pass's per-sample ``fidelity`` records (no second tokenization)."""
     checked: list[dict[str, Any]] = []
+    repair_rows: list[dict[str, Any]] = []  # every row with repairs, checked or not (the repairs section)
     check_s = 0.0
     why: dict[str, int] = {}
     strata: dict[str, dict[str, int]] = {}
     for sample in per_sample:
         record = sample.get("fidelity") or {}
         stratum = record.get("stratum")
+        if record.get("repairs"):
+            repair_rows.append({"repairs": record["repairs"], "status": record.get("status") if record.get("why") else None})
         if stratum is not None:
             strata.setdefault(stratum, {"rows": 0, "checked": 0})["rows"] += 1
         if not record.get("why"):
@@ -584,7 +619,8 @@ def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], 
         why[kind] = why.get(kind, 0) + 1
         checked.append({"index": sample["index"], "uid": sample["uid"],
                         **{k: v for k, v in record.items() if k not in ("rank", "check_s")}})
-    report = _summarize(checked, template=template, max_mismatch=max_mismatch, total_rows=len(per_sample))
+    report = _summarize(checked, template=template, max_mismatch=max_mismatch, total_rows=len(per_sample),
+                        repair_rows=repair_rows, dataset_repairs=dataset_repairs)
     report["selection"] = {**plan, "checked_by_reason": dict(sorted(why.items())),
                            "strata": dict(sorted(strata.items()))}
     report["lf_options"] = dict(lf_options or {})

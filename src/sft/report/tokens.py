@@ -654,7 +654,7 @@ def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> 
                 pair_ids = _pair_ids(item, part.texts, encoded)
                 if check is not None:
                     check_started = time.perf_counter()
-                    result = ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx))
+                    result = ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx), row)
                     sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned), **result,
                                           "check_s": time.perf_counter() - check_started}
                 if ctx.want_ids:
@@ -663,7 +663,8 @@ def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> 
             sample["lf_detail"] = item.aligned.detail
             if check is not None:  # LLaMA-Factory drops / aborts on it: a failing fidelity row
                 sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned),
-                                      "status": item.aligned.status, "detail": item.aligned.detail}
+                                      "status": item.aligned.status, "detail": item.aligned.detail,
+                                      **ctx.fidelity.row_facts(row)}
         if check is None and ctx.fidelity is not None:
             sample["fidelity"] = ctx.fidelity.unchecked(row, item.aligned, chunk_start + offset)
         samples.append(sample)

@@ -430,15 +430,16 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     Repairs, in order: several leading system messages merged into one; lone surrogates -> U+FFFD; missing
     tool-call ids filled and matched; parallel results reordered to call order; ``(empty)`` outputs blanked;
     failed calls dropped with their results (``drop_tool_errors``); an empty (aborted) final assistant turn
-    removed; trailing tool/user messages trimmed. Then the structural checks run. The two repairs that change
-    what is trained (merged system messages, the aborted final turn) are also counted in ``meta.extra``
-    (``repairs`` kind -> count, ``dropped_model_turns`` reason -> count) for the funnel.
+    removed; trailing tool/user messages trimmed. Then the structural checks run. Every repair made is also
+    counted on the trajectory in ``meta.extra`` (``repairs`` kind -> count, ``dropped_model_turns`` reason ->
+    count), so that each written row carries its repairs (the template-fidelity report checks them per kind,
+    ``sft.report.repairs``); the funnel counts them from the notes (``sft.core.turns``).
     """
     # Copy-on-write: a new trajectory with its own message list; the repairs replace what they change.
     fixed = traj.model_copy(update={"messages": list(traj.messages)})
     notes: list[str] = []
     where = traj.meta.source_file
-    counted: dict[str, int] = {}  # repair kind -> count, for meta.extra["repairs"]
+    counted: dict[str, int] = {}  # repair kind -> count, for meta.extra["repairs"] (the row carries it)
     dropped: dict[str, int] = {}
     count = _merge_leading_system(fixed)
     if count:
@@ -456,10 +457,12 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     for code, repair, what in repairs:
         count = repair(fixed)
         if count:
+            counted[code.removeprefix("repair_")] = count
             notes.append(f"{code}: {count} ({what})")
     if drop_tool_errors:
         count = _drop_failed_calls(fixed)
         if count:
+            counted["dropped_tool_errors"] = count
             notes.append(f"repair_dropped_tool_errors: {count} failed call(s) removed with their results")
     last = len(fixed.messages) - 1
     if _trim_aborted_final_turn(fixed):
@@ -469,6 +472,7 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
                      "empty (the last request was aborted); trimmed back to the last complete turn")
     count = _trim_tail(fixed)
     if count:
+        counted["trimmed_tail"] = count
         notes.append(f"repair_trimmed_tail: {count} trailing tool/user message(s) removed")
     if counted or dropped:
         _record(fixed, counted, dropped)

@@ -195,7 +195,7 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
         fidelity_report = report_from_samples(
             per_sample, plan_fid.describe(), template=template, max_mismatch=conv.max_template_mismatch,
             lf_options=_lf_options(settings), tokenizer=getattr(loaded.tokenizer, "name_or_path", ""),
-            elapsed_s=round(time.perf_counter() - fidelity_started, 3))
+            elapsed_s=round(time.perf_counter() - fidelity_started, 3), dataset_repairs=report.get("repairs"))
         for sample in per_sample:
             sample.pop("fidelity", None)
     truncated_ids: dict[int, tuple[Any, Any]] = {}
@@ -419,7 +419,8 @@ def check_fidelity(conversion_token_samples: list[dict[str, Any]], conversion_re
     return check_template_fidelity(stream_lf_rows(path, project_root), _tokenizer_path(settings, project_root),
                                    template=template,
                                    lf_options=_lf_options(settings), dataset_entry=entry, max_mismatch=threshold,
-                                   trust_remote_code=settings.model.trust_remote_code)
+                                   trust_remote_code=settings.model.trust_remote_code,
+                                   dataset_repairs=conversion_report.get("repairs"))
 
 
 def enforce_data_checks(template_fidelity_report: dict[str, Any], dataset_token_summary: dict[str, Any],
