@@ -31,9 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("all-trials", {"instance_status": "all", "exclude_repos_file": ""}, []),
     ("default-filters", {"exclude_repos_file": ""}, []),
-    ("drop-errors+no-reasoning+credential", {"instance_status": "all", "exclude_repos_file": "",
-                                             "drop_tool_errors": True, "keep_reasoning": False},
-     ["Resolve the issue in the repository", "Steps to reproduce"]),
+    (
+        "drop-errors+no-reasoning+credential",
+        {
+            "instance_status": "all",
+            "exclude_repos_file": "",
+            "drop_tool_errors": True,
+            "keep_reasoning": False,
+        },
+        ["Resolve the issue in the repository", "Steps to reproduce"],
+    ),
     ("no-scrub", {"instance_status": "all", "exclude_repos_file": "", "scrub_secrets": False}, []),
 ]
 
@@ -60,7 +67,9 @@ def child(job: Path, work: Path, settings: str, workers: int) -> str:
 
     _name, overrides, secrets = next(s for s in SETTINGS if s[0] == settings)
     cfg = load_config(REPO / "config.demo.yaml").runtime_info.input
-    cfg = cfg.model_copy(update={"conversion": cfg.conversion.model_copy(update={**overrides, "use_cache": False})})
+    cfg = cfg.model_copy(
+        update={"conversion": cfg.conversion.model_copy(update={**overrides, "use_cache": False})}
+    )
     shutil.rmtree(work, ignore_errors=True)
     (work / "artifacts" / "data").mkdir(parents=True)
     result = convert_job(cfg, job, work, num_workers=workers, progress=False, secret_values=secrets)
@@ -88,8 +97,20 @@ def plant(job: Path, planted: Path) -> Path:
 
 def run_tree(tree: str, job: Path, work: Path, settings: str, workers: int) -> str:
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-    cmd = [sys.executable, "-m", "benchmarks.ab_outputs", "_child", "--job", str(job), "--work", str(work),
-           "--settings", settings, "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.ab_outputs",
+        "_child",
+        "--job",
+        str(job),
+        "--work",
+        str(work),
+        "--settings",
+        settings,
+        "--workers",
+        str(workers),
+    ]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
 
@@ -123,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 digests = [run_tree(t, current, args.work_dir / "root", name, workers) for t in trees]
                 same = len(set(digests)) == 1
                 differ |= not same
-                sys.stdout.write(f"{'same' if same else 'DIFF'} {current.name} {name} w{workers} "
-                                 f"{' '.join(d[:16] for d in digests)}\n")
+                sys.stdout.write(
+                    f"{'same' if same else 'DIFF'} {current.name} {name} w{workers} "
+                    f"{' '.join(d[:16] for d in digests)}\n"
+                )
                 sys.stdout.flush()
     shutil.rmtree(args.work_dir, ignore_errors=True)
     return 1 if differ else 0

@@ -144,7 +144,9 @@ def convert_trial(trial: Path, instance_status: str) -> list[dict[str, Any]]:
     if atif.is_file():
         steps = json.loads(atif.read_text(encoding="utf-8")).get("steps") or []
         role = {"user": "user", "agent": "assistant", "system": "system"}
-        return [to_row([{"role": role.get(s.get("source"), "user"), "content": s.get("message")} for s in steps])]
+        return [
+            to_row([{"role": role.get(s.get("source"), "user"), "content": s.get("message")} for s in steps])
+        ]
     return []
 
 
@@ -156,12 +158,18 @@ def convert_job(job_dir: Path, out_path: Path, *, instance_status: str = "all") 
     for trial in trials:
         rows.extend(convert_trial(trial, instance_status))
     out_path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    return {"trials": len(trials), "rows": len(rows), "wall_s": time.perf_counter() - started,
-            "cpu_s": time.process_time() - cpu_started}
+    return {
+        "trials": len(trials),
+        "rows": len(rows),
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu_started,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--job", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--instance-status", choices=("all", "resolved"), default="all")

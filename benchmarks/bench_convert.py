@@ -170,12 +170,20 @@ def _token_stats(rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         sys.stderr.write(f"Qwen-vocabulary tokenizer unavailable ({exc}); using the tiny demo tokenizer\n")
         tokenizer = load_named_tokenizer("tiny")
     started = time.perf_counter()
-    _, summary = token_stats(rows, tokenizer, cutoff_len=cfg.training.cutoff_len, template=cfg.training.template)
+    _, summary = token_stats(
+        rows, tokenizer, cutoff_len=cfg.training.cutoff_len, template=cfg.training.template
+    )
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     tokens = summary["tokens"]["total"]
-    return {"tokens": tokens, "rows": len(rows), "elapsed_s": elapsed, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "tokens_per_s": tokens / elapsed if elapsed else None, "vocab": len(tokenizer)}
+    return {
+        "tokens": tokens,
+        "rows": len(rows),
+        "elapsed_s": elapsed,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "tokens_per_s": tokens / elapsed if elapsed else None,
+        "vocab": len(tokenizer),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- jobs
@@ -191,14 +199,25 @@ def make_job(job_dir: Path, n_trials: int, max_turns: int, payload_bytes: int, s
 
         shutil.rmtree(job_dir, ignore_errors=True)
         started = time.perf_counter()
-        generate_job(job_dir, n_trials=n_trials, max_turns=max_turns, payload_bytes=payload_bytes, seed=seed,
-                     with_truth=False)
+        generate_job(
+            job_dir,
+            n_trials=n_trials,
+            max_turns=max_turns,
+            payload_bytes=payload_bytes,
+            seed=seed,
+            with_truth=False,
+        )
         gen_s = time.perf_counter() - started
         marker.write_text(json.dumps(params))
     logs = [p.stat().st_size for p in job_dir.glob(f"*/agent/{LOG_NAME}")]
     total = sum(p.stat().st_size for p in job_dir.rglob("*") if p.is_file())
-    return {**params, "generate_s": gen_s, "log_bytes": sum(logs), "job_bytes": total,
-            "largest_log_bytes": max(logs, default=0)}
+    return {
+        **params,
+        "generate_s": gen_s,
+        "log_bytes": sum(logs),
+        "job_bytes": total,
+        "largest_log_bytes": max(logs, default=0),
+    }
 
 
 def bench_root(work: Path, name: str) -> Path:
@@ -208,34 +227,56 @@ def bench_root(work: Path, name: str) -> Path:
     return root
 
 
-def convert_cmd(job: Path, root: Path, out: Path, workers: int, *, cache: bool, stats: bool,
-                conversion: dict[str, Any]) -> list[str]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_convert", "_child", "--job", str(job), "--root", str(root),
-           "--out", str(out), "--workers", str(workers), "--conversion", json.dumps(conversion)]
+def convert_cmd(
+    job: Path, root: Path, out: Path, workers: int, *, cache: bool, stats: bool, conversion: dict[str, Any]
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_convert",
+        "_child",
+        "--job",
+        str(job),
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--conversion",
+        json.dumps(conversion),
+    ]
     return cmd + (["--cache"] if cache else []) + (["--stats"] if stats else [])
 
 
-def measure_engine(job: Path, work: Path, tag: str, workers: int, *, stats: bool,
-                   conversion: dict[str, Any] = ALL_TRIALS) -> dict[str, Any]:
+def measure_engine(
+    job: Path, work: Path, tag: str, workers: int, *, stats: bool, conversion: dict[str, Any] = ALL_TRIALS
+) -> dict[str, Any]:
     root = bench_root(work, f"root-{tag}")
     out = work / f"out-{tag}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    report, wall, peak, _ = run_measured(convert_cmd(job, root, out, workers, cache=False, stats=False,
-                                                     conversion=conversion))
+    report, wall, peak, _ = run_measured(
+        convert_cmd(job, root, out, workers, cache=False, stats=False, conversion=conversion)
+    )
     report.update({"process_wall_s": wall, "peak_tree_rss_mb": peak / 2**20})
     if stats:
         cmd = [sys.executable, "-m", "benchmarks.bench_convert", "_stats", "--out", str(out)]
         stats_report, stats_wall, stats_peak, _ = run_measured(cmd)
-        report["stats"] = {**stats_report, "process_wall_s": stats_wall, "peak_tree_rss_mb": stats_peak / 2**20}
+        report["stats"] = {
+            **stats_report,
+            "process_wall_s": stats_wall,
+            "peak_tree_rss_mb": stats_peak / 2**20,
+        }
     shutil.rmtree(out, ignore_errors=True)
     return report
 
 
 def measure_baseline(job: Path, work: Path, tag: str) -> dict[str, Any]:
     out = work / f"baseline-{tag}.json"
-    report, wall, peak, _ = run_measured([sys.executable, "-m", "benchmarks.baseline", "--job", str(job),
-                                          "--out", str(out)])
+    report, wall, peak, _ = run_measured(
+        [sys.executable, "-m", "benchmarks.baseline", "--job", str(job), "--out", str(out)]
+    )
     out.unlink(missing_ok=True)
     return {**report, "process_wall_s": wall, "peak_tree_rss_mb": peak / 2**20}
 
@@ -243,8 +284,9 @@ def measure_baseline(job: Path, work: Path, tag: str) -> dict[str, Any]:
 def measure_harbor(harbor: str, job: Path, work: Path) -> dict[str, Any]:
     """``harbor traces export --episodes last`` (HF dataset export of the ATIF trajectories)."""
     try:
-        _, wall, peak, err = run_measured([harbor, "traces", "export", "--path", str(job), "--episodes", "last"],
-                                          timeout_s=900)
+        _, wall, peak, err = run_measured(
+            [harbor, "traces", "export", "--path", str(job), "--episodes", "last"], timeout_s=900
+        )
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return {"error": str(exc)[-500:]}
     return {"process_wall_s": wall, "peak_tree_rss_mb": peak / 2**20, "stderr_tail": err[-300:]}
@@ -282,8 +324,9 @@ def measure_incremental(job: Path, work: Path, workers: int, new_fraction: float
         out = work / f"out-incremental-{phase}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        report, wall, peak, _ = run_measured(convert_cmd(inc, root, out, workers, cache=True, stats=False,
-                                                         conversion=ALL_TRIALS))
+        report, wall, peak, _ = run_measured(
+            convert_cmd(inc, root, out, workers, cache=True, stats=False, conversion=ALL_TRIALS)
+        )
         runs[phase] = {**report, "process_wall_s": wall, "peak_tree_rss_mb": peak / 2**20}
     shutil.rmtree(inc, ignore_errors=True)
     return {"new_trials": len(new), "trials": len(trials), **runs}
@@ -295,9 +338,14 @@ def measure_incremental(job: Path, work: Path, workers: int, new_fraction: float
 def machine() -> dict[str, Any]:
     import psutil
 
-    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "cpu_model": _cpu_model(), "python": platform.python_version(), "platform": platform.platform(),
-            "loadavg_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
 
 
 def _cpu_model() -> str:
@@ -316,23 +364,31 @@ def _mb(n: float) -> float:
 
 def table(results: dict[str, Any]) -> str:
     """The per-size Markdown table."""
-    head = ("| job | trials | raw log MB | engine wall s (CPU s) | trials/s | log MB/s wall / per CPU-s | out MB | "
-            "peak RSS MB (tree) | parent / worker max RSS MB | stats tokens/s | baseline s (CPU s) | baseline s / engine s "
-            "| harbor export s |")
+    head = (
+        "| job | trials | raw log MB | engine wall s (CPU s) | trials/s | log MB/s wall / per CPU-s | out MB | "
+        "peak RSS MB (tree) | parent / worker max RSS MB | stats tokens/s | baseline s (CPU s) | baseline s / engine s "
+        "| harbor export s |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in results["sizes"]:
         eng = row["engine"]
         wall = eng["convert_s"] + eng["write_s"]
         log_mb = _mb(row["job"]["log_bytes"])
         stats = eng.get("stats") or {}
-        tps = (f"{stats['tokens_per_s']:,.0f} (vocab {stats['vocab']:,})" if stats.get("tokens_per_s")
-               else stats.get("skipped", "-")[:40])
+        tps = (
+            f"{stats['tokens_per_s']:,.0f} (vocab {stats['vocab']:,})"
+            if stats.get("tokens_per_s")
+            else stats.get("skipped", "-")[:40]
+        )
         base = row.get("baseline") or {}
         base_s = base.get("wall_s")  # in-process wall of the baseline (excludes interpreter start)
         base_cell = f"{base_s:.1f} ({base.get('cpu_s', 0.0):.1f})" if base_s else "-"
         harbor = row.get("harbor") or {}
-        harbor_s = f"{harbor['process_wall_s']:.1f}" if "process_wall_s" in harbor else (
-            "error" if "error" in harbor else "-")
+        harbor_s = (
+            f"{harbor['process_wall_s']:.1f}"
+            if "process_wall_s" in harbor
+            else ("error" if "error" in harbor else "-")
+        )
         lines.append(
             f"| {row['name']} | {row['job']['n_trials']} | {log_mb:,.0f} | {wall:.1f} ({eng['cpu_s']:.1f}) | "
             f"{row['job']['n_trials'] / wall:.1f} | {log_mb / wall:.1f} / {log_mb / eng['cpu_s']:.1f} | "
@@ -392,26 +448,41 @@ def run(args: argparse.Namespace) -> int:
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     workers = args.workers or os.cpu_count() or 1
-    results: dict[str, Any] = {"machine": machine(), "workers": workers, "sizes": [],
-                               "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                               "command": "python -m benchmarks.bench_convert " + shlex.join(args.argv)}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "workers": workers,
+        "sizes": [],
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python -m benchmarks.bench_convert " + shlex.join(args.argv),
+    }
     plan = [(f"{n} trials", n, 0) for n in args.sizes]
     if args.big_gb:
         from tests.support.jobgen import payload_for_target
 
         payload = payload_for_target(int(args.big_gb * 2**30), args.big_trials, args.max_turns)
         plan.append((f"{args.big_gb:g} GB", args.big_trials, payload))
-    inc_size = args.incremental_size if args.incremental_size is not None else max(
-        (n for n in args.sizes if n <= 1000), default=0)
+    inc_size = (
+        args.incremental_size
+        if args.incremental_size is not None
+        else max((n for n in args.sizes if n <= 1000), default=0)
+    )
     for name, n_trials, payload in plan:
         job = work / f"job-{n_trials}-{payload}"
         info = make_job(job, n_trials, args.max_turns, payload, args.seed)
-        print(f"[bench] {name}: {info['log_bytes'] / 1e6:,.0f} MB of proxy log (generated in "
-              f"{info['generate_s']:.0f} s)", flush=True)
+        print(
+            f"[bench] {name}: {info['log_bytes'] / 1e6:,.0f} MB of proxy log (generated in "
+            f"{info['generate_s']:.0f} s)",
+            flush=True,
+        )
         row: dict[str, Any] = {"name": name, "job": info}
-        row["engine"] = measure_engine(job, work, f"{n_trials}-{payload}", workers, stats=args.stats and not payload)
-        print(f"[bench]   engine {row['engine']['convert_s']:.1f} s convert + {row['engine']['write_s']:.1f} s "
-              f"write, peak RSS {row['engine']['peak_tree_rss_mb']:.0f} MB", flush=True)
+        row["engine"] = measure_engine(
+            job, work, f"{n_trials}-{payload}", workers, stats=args.stats and not payload
+        )
+        print(
+            f"[bench]   engine {row['engine']['convert_s']:.1f} s convert + {row['engine']['write_s']:.1f} s "
+            f"write, peak RSS {row['engine']['peak_tree_rss_mb']:.0f} MB",
+            flush=True,
+        )
         if args.baseline and not payload:
             row["baseline"] = measure_baseline(job, work, f"{n_trials}")
             print(f"[bench]   baseline {row['baseline']['wall_s']:.1f} s", flush=True)
@@ -460,12 +531,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="engine workers (0 = all cores)")
     p.add_argument("--big-gb", type=float, default=0.0, help="also convert one padded job of about N GiB")
     p.add_argument("--big-trials", type=int, default=400, help="trials of the --big-gb job")
-    p.add_argument("--incremental-size", type=int, default=None, help="size for the 10%% re-run (default: largest <= 1000)")
+    p.add_argument(
+        "--incremental-size",
+        type=int,
+        default=None,
+        help="size for the 10%% re-run (default: largest <= 1000)",
+    )
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
     p.add_argument("--no-stats", dest="stats", action="store_false")
     default_harbor = "/tmp/harbor-venv/bin/harbor"
-    p.add_argument("--harbor", default=default_harbor if Path(default_harbor).exists() else "",
-                   help="harbor executable (Python >= 3.12 venv) to time `traces export`; '' skips")
+    p.add_argument(
+        "--harbor",
+        default=default_harbor if Path(default_harbor).exists() else "",
+        help="harbor executable (Python >= 3.12 venv) to time `traces export`; '' skips",
+    )
     p.add_argument("--harbor-max-trials", type=int, default=300)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/sft-bench"))
     p.add_argument("--keep-jobs", action="store_true")

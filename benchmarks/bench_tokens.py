@@ -72,7 +72,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def load_rows(work: Path, trials: int, max_turns: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def load_rows(
+    work: Path, trials: int, max_turns: int, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The job's LF rows (generated + converted once, then read from ``rows.jsonl``)."""
     import orjson
 
@@ -98,8 +100,14 @@ def load_rows(work: Path, trials: int, max_turns: int, seed: int) -> tuple[list[
         tmp.replace(cached)
     with cached.open("rb") as fh:
         rows = [orjson.loads(line) for line in fh]
-    return rows, {"trials": trials, "max_turns": max_turns, "seed": seed, "log_mb": round(info["log_bytes"] / 1e6, 1),
-                  "rows": len(rows), "rows_mb": round(cached.stat().st_size / 1e6, 1)}
+    return rows, {
+        "trials": trials,
+        "max_turns": max_turns,
+        "seed": seed,
+        "log_mb": round(info["log_bytes"] / 1e6, 1),
+        "rows": len(rows),
+        "rows_mb": round(cached.stat().st_size / 1e6, 1),
+    }
 
 
 def stdlib_text(budget_chars: int) -> str:
@@ -149,8 +157,10 @@ def unique_content(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for j, message in enumerate(row["conversations"]):
             value, role = message["value"], message["from"]
             if role == "observation":
-                value = OBSERVATION_SEPARATOR.join(code(len(part), f"out {i}.{j}.{k}")
-                                                   for k, part in enumerate(value.split(OBSERVATION_SEPARATOR)))
+                value = OBSERVATION_SEPARATOR.join(
+                    code(len(part), f"out {i}.{j}.{k}")
+                    for k, part in enumerate(value.split(OBSERVATION_SEPARATOR))
+                )
             elif role in ("human", "gpt"):
                 value = f"{value} (ref {i}.{j})"
             turns.append({**message, "value": value})
@@ -211,8 +221,13 @@ def best_of(repeat: int, call: Callable[[], tuple[list, dict]]) -> tuple[dict[st
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
         tokens = result[1]["tokens"]["total"]
         if best is None or wall < best["wall_s"]:
-            best = {"tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall),
-                    "cpu_s": round(cpu, 3), "cores_busy": round(cpu / wall, 2)}
+            best = {
+                "tokens": tokens,
+                "wall_s": round(wall, 3),
+                "tokens_per_s": round(tokens / wall),
+                "cpu_s": round(cpu, 3),
+                "cores_busy": round(cpu / wall, 2),
+            }
     assert best is not None
     return best, result
 
@@ -236,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizers", default=",".join(TOKENIZER_NAMES), help="comma list of tiny,qwen")
     p.add_argument("--workers", default="1,2", help="comma list of token_stats num_workers values")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tokstats-bench"))
-    p.add_argument("--content", choices=("unique", "generated"), default="unique",
-                   help="unique: tool outputs replaced by distinct real code (default, see unique_content); "
-                        "generated: the job's rows as converted (heavily repeated texts)")
+    p.add_argument(
+        "--content",
+        choices=("unique", "generated"),
+        default="unique",
+        help="unique: tool outputs replaced by distinct real code (default, see unique_content); "
+        "generated: the job's rows as converted (heavily repeated texts)",
+    )
     p.add_argument("--profile", choices=TOKENIZER_NAMES, help="print a cProfile of one serial run to stderr")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -262,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             if reference is None:
                 reference = comparable(result)
             elif comparable(result) != reference:
-                raise SystemExit(f"{name}: token_stats with num_workers={workers} differs from the first setting")
+                raise SystemExit(
+                    f"{name}: token_stats with num_workers={workers} differs from the first setting"
+                )
             cells[f"workers_{workers}"] = cell
         report["results"][name] = cells
     report["machine"]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)

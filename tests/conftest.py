@@ -45,8 +45,10 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     excl = PROJECT_ROOT / "artifacts" / "data" / "excluded_repos.txt"
     if excl.exists():
         shutil.copy2(excl, dest / "artifacts" / "data" / "excluded_repos.txt")
-    shutil.copytree(PROJECT_ROOT / "artifacts" / "training_config" / "deepspeed",
-                    dest / "artifacts" / "training_config" / "deepspeed")
+    shutil.copytree(
+        PROJECT_ROOT / "artifacts" / "training_config" / "deepspeed",
+        dest / "artifacts" / "training_config" / "deepspeed",
+    )
     monkeypatch.setenv("SFT_PROJECT_ROOT", str(dest))
     monkeypatch.delenv("SFT_CONFIG", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -11,8 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 300,
-         unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: int = 300, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -67,20 +68,31 @@ def test_dryrun_demo_profile_passes(tiny_model_dir: Path) -> None:
     assert "CPU profile" in proc.stdout
 
 
-
 def test_install_env_plan_says_what_a_gpu_machine_gets_without_installing() -> None:
     """--plan prints the install and exits; SFT_ASSUME_GPU=1 shows the GPU machine's plan on this CPU one."""
     cpu = _run(["bash", "scripts/install_env.sh", "--plan"])
     assert cpu.returncode == 0, cpu.stderr
-    assert "-e .[dev,dashboard,notebook]" in cpu.stdout and "liger-kernel==" not in cpu.stdout and "machine: CPU" in cpu.stdout
+    assert (
+        "-e .[dev,dashboard,notebook]" in cpu.stdout
+        and "liger-kernel==" not in cpu.stdout
+        and "machine: CPU" in cpu.stdout
+    )
     gpu = _run(["bash", "scripts/install_env.sh", "--plan"], {"SFT_ASSUME_GPU": "1", "SFT_CUDA_MAJOR": "12"})
     assert gpu.returncode == 0, gpu.stderr
     lines = gpu.stdout.splitlines()
-    assert "[PLAN] project: pip install -c requirements/constraints.txt -e .[dev,dashboard,notebook,gpu]" in lines
+    assert (
+        "[PLAN] project: pip install -c requirements/constraints.txt -e .[dev,dashboard,notebook,gpu]"
+        in lines
+    )
     for pin in ("[PLAN]   deepspeed==0.16.9", "[PLAN]   liger-kernel==0.6.4", "[PLAN]   llamafactory==0.9.5"):
         assert pin in lines
-    assert "releases/download/v2.8.3/flash_attn-2.8.3+cu12torch2.13cxx11abiTRUE-cp311-cp311-linux_x86_64.whl" in gpu.stdout
-    skip = _run(["bash", "scripts/install_env.sh", "--plan"], {"SFT_ASSUME_GPU": "1", "SFT_FLASH_ATTN": "skip"})
+    assert (
+        "releases/download/v2.8.3/flash_attn-2.8.3+cu12torch2.13cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
+        in gpu.stdout
+    )
+    skip = _run(
+        ["bash", "scripts/install_env.sh", "--plan"], {"SFT_ASSUME_GPU": "1", "SFT_FLASH_ATTN": "skip"}
+    )
     assert "flash-attn: skipped" in skip.stdout and "attn_fallback: sdpa" in skip.stdout
 
 

@@ -15,9 +15,11 @@ from kedro.framework.project import configure_project
 
 from sft.cli import cli as sft_commands
 
-_HELP = ("sft: Harbor trajectories -> LLaMA-Factory dataset -> fine-tuned model (a Kedro project).\n\n"
-         "`sft` alone or `sft --pipeline=NAME ...` is `sft run`. Kedro's other commands (viz, jupyter, "
-         "catalog, ...) are under `kedro`, which lists sft's commands too.")
+_HELP = (
+    "sft: Harbor trajectories -> LLaMA-Factory dataset -> fine-tuned model (a Kedro project).\n\n"
+    "`sft` alone or `sft --pipeline=NAME ...` is `sft run`. Kedro's other commands (viz, jupyter, "
+    "catalog, ...) are under `kedro`, which lists sft's commands too."
+)
 
 
 def build_cli(package_name: str) -> click.Group:

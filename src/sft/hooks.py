@@ -55,8 +55,14 @@ class NodeTimingHooks:
     def _io_end(self, kind: str, dataset_name: str, node) -> None:
         started = self._io.pop((dataset_name, getattr(node, "name", "")), None)
         if started is not None:
-            self._write({"node": getattr(node, "name", ""), "io": kind, "dataset": dataset_name,
-                         "wall_s": round(time.perf_counter() - started, 4)})
+            self._write(
+                {
+                    "node": getattr(node, "name", ""),
+                    "io": kind,
+                    "dataset": dataset_name,
+                    "wall_s": round(time.perf_counter() - started, 4),
+                }
+            )
 
     @hook_impl
     def before_dataset_loaded(self, dataset_name: str, node) -> None:
@@ -83,5 +89,10 @@ class NodeTimingHooks:
     def after_node_run(self, node) -> None:
         started = self._started.pop(node.name, None)
         if started is not None:
-            self._write({"node": node.name, "wall_s": round(time.perf_counter() - started[0], 4),
-                         "cpu_s": round(_cpu_seconds() - started[1], 4)})
+            self._write(
+                {
+                    "node": node.name,
+                    "wall_s": round(time.perf_counter() - started[0], 4),
+                    "cpu_s": round(_cpu_seconds() - started[1], 4),
+                }
+            )

@@ -17,7 +17,12 @@ def _local(root: Path, text: str) -> None:
 
 def test_config_value_used_when_nothing_else(tmp_path: Path) -> None:
     creds = resolve_credentials(CredentialsConfig(wandb_api_key="cfg-w", hf_token="cfg-h"), tmp_path, env={})
-    assert (creds.wandb_api_key, creds.wandb_source, creds.hf_token, creds.hf_source) == ("cfg-w", "config", "cfg-h", "config")
+    assert (creds.wandb_api_key, creds.wandb_source, creds.hf_token, creds.hf_source) == (
+        "cfg-w",
+        "config",
+        "cfg-h",
+        "config",
+    )
 
 
 def test_local_credentials_beat_config(tmp_path: Path) -> None:
@@ -40,8 +45,15 @@ def test_repr_never_shows_values() -> None:
 
 
 def test_redaction_of_keys_and_values() -> None:
-    data = {"runtime_info": {"input": {"credentials": {"wandb_api_key": "abc123", "hf_token": ""},
-                                       "note": "token abc123 in text", "list": ["x abc123"]}}}
+    data = {
+        "runtime_info": {
+            "input": {
+                "credentials": {"wandb_api_key": "abc123", "hf_token": ""},
+                "note": "token abc123 in text",
+                "list": ["x abc123"],
+            }
+        }
+    }
     red = redact_mapping(data, ["abc123"])
     text = repr(red)
     assert "abc123" not in text
@@ -56,7 +68,9 @@ def test_secret_looking_keys_are_redacted(key: str) -> None:
     assert redact_mapping({key: "v"})[key] == REDACTED
 
 
-def test_wandb_online_accepts_a_key_kept_in_conf_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_online_accepts_a_key_kept_in_conf_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README names conf/local/credentials.yml as a key source: the schema's online check takes it."""
     import copy
 

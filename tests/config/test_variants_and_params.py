@@ -13,7 +13,9 @@ from sft.config.loader import config_path, load_selected_config
 def _loader(root: Path, runtime_params: dict | None = None) -> SftConfigLoader:
     from sft import settings
 
-    return SftConfigLoader(conf_source=str(root / "conf"), runtime_params=runtime_params, **settings.CONFIG_LOADER_ARGS)
+    return SftConfigLoader(
+        conf_source=str(root / "conf"), runtime_params=runtime_params, **settings.CONFIG_LOADER_ARGS
+    )
 
 
 def test_default_profile_is_config_yaml(project_copy: Path) -> None:
@@ -35,7 +37,9 @@ def test_sft_config_selects_a_variant_everywhere(project_copy: Path, monkeypatch
 
 
 def test_params_override_one_nested_key_and_keeps_siblings(project_copy: Path) -> None:
-    params = _loader(project_copy, {"conversion": {"max_instances": 8}, "training": {"learning_rate": 2e-5}})["parameters"]
+    params = _loader(project_copy, {"conversion": {"max_instances": 8}, "training": {"learning_rate": 2e-5}})[
+        "parameters"
+    ]
     assert params["conversion"]["max_instances"] == 8
     assert params["conversion"]["data_name"] == "m_2.7_swerebenchv2-200-260429_cc_test"
     assert params["conversion"]["exclude_repos_file"] == "artifacts/data/excluded_repos.txt"

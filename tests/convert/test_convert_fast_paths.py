@@ -65,7 +65,7 @@ def old_observation_utilization(messages: list[Message]) -> float:
     for index, message in enumerate(messages):
         if message.role != "tool":
             continue
-        following = next((m for m in messages[index + 1:] if m.role == "assistant"), None)
+        following = next((m for m in messages[index + 1 :] if m.role == "assistant"), None)
         keywords = old_top_keywords(message.content)
         if following is None or not keywords:
             continue
@@ -81,7 +81,7 @@ def old_iter_calls(messages: list[Message]) -> list[tuple[int, ToolCall, Message
         if message.role != "assistant":
             continue
         results: dict[str | None, Message] = {}
-        for following in messages[index + 1:]:
+        for following in messages[index + 1 :]:
             if following.role != "tool":
                 break
             results.setdefault(following.tool_call_id, following)
@@ -141,17 +141,45 @@ def demo_trajectories() -> list[Trajectory]:
 
 # Text with what the fast paths treat specially: identifier runs after digits, stop words, letters whose
 # lower case is ASCII (Kelvin sign, dotted I), a final sigma, JSON escapes, tags, lone surrogates.
-_ALPHABET = st.sampled_from(list("aZ_9 .:,\"\\\n\t<>/{}") + ["\u212a", "\u0130", "\u03a3", "\u00e9", "\U0001f600",
-                                                             "\ud83d", "\x00", "\x7f", "\u2028"])
+_ALPHABET = st.sampled_from(
+    list('aZ_9 .:,"\\\n\t<>/{}')
+    + ["\u212a", "\u0130", "\u03a3", "\u00e9", "\U0001f600", "\ud83d", "\x00", "\x7f", "\u2028"]
+)
 TEXT = st.one_of(
     st.text(_ALPHABET, max_size=60),
-    st.lists(st.sampled_from(["the", "error", "foo", "Foo", "FOO", "bar_baz", "x1", "9abc", "12", "file", "tool_call",
-                              "<tool_call>", "</think>", "null", "nan", "e16", "1e-05"]), max_size=40).map(" ".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "the",
+                "error",
+                "foo",
+                "Foo",
+                "FOO",
+                "bar_baz",
+                "x1",
+                "9abc",
+                "12",
+                "file",
+                "tool_call",
+                "<tool_call>",
+                "</think>",
+                "null",
+                "nan",
+                "e16",
+                "1e-05",
+            ]
+        ),
+        max_size=40,
+    ).map(" ".join),
     st.text(max_size=40),
 )
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63, max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**63, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    TEXT,
 )
 JSON_VALUES = st.recursive(
     SCALARS,
@@ -162,8 +190,10 @@ VALUES_WITH_ODD_KEYS = st.dictionaries(st.one_of(TEXT, st.integers()), JSON_VALU
 
 
 def _calls(values: list[Any]) -> list[ToolCall]:
-    return [ToolCall(id=f"c{i}", name=["bash", "str_replace_editor", "Write"][i % 3], arguments=v)
-            for i, v in enumerate(values)]
+    return [
+        ToolCall(id=f"c{i}", name=["bash", "str_replace_editor", "Write"][i % 3], arguments=v)
+        for i, v in enumerate(values)
+    ]
 
 
 @st.composite
@@ -257,8 +287,12 @@ def test_observation_utilization_is_the_old_value(messages: list[Message]) -> No
 def test_observation_utilization_ignores_json_float_and_separator_differences() -> None:
     """Keywords that only the json.dumps text of the arguments has (``e16``, ``nan``) or that the separators
     could touch: the value must not move."""
-    messages = [user(), assistant(calls=[call("bash", {"x": 1e16, "y": math.nan, "z": 1e-05, "w": "a:b"}, id="a")]),
-                tool("nan e16 nan e16 1e-05 a:b ab", id="a"), assistant("done")]
+    messages = [
+        user(),
+        assistant(calls=[call("bash", {"x": 1e16, "y": math.nan, "z": 1e-05, "w": "a:b"}, id="a")]),
+        tool("nan e16 nan e16 1e-05 a:b ab", id="a"),
+        assistant("done"),
+    ]
     assert score.observation_utilization(messages) == old_observation_utilization(messages)
 
 
@@ -282,9 +316,14 @@ def test_score_parts_on_the_demo_job(demo_trajectories: list[Trajectory]) -> Non
 
 
 def test_delete_then_modify_counts_a_removed_then_rewritten_file() -> None:
-    messages = [user(), assistant(calls=[call("bash", {"command": "rm a.py"}, id="a")]), tool("", id="a"),
-                assistant(calls=[call("Write", {"file_path": "a.py", "content": "x"}, id="b")]), tool("ok", id="b"),
-                assistant("done")]
+    messages = [
+        user(),
+        assistant(calls=[call("bash", {"command": "rm a.py"}, id="a")]),
+        tool("", id="a"),
+        assistant(calls=[call("Write", {"file_path": "a.py", "content": "x"}, id="b")]),
+        tool("ok", id="b"),
+        assistant("done"),
+    ]
     features = score.score_features(traj(*messages))
     assert features is not None and features["delete_then_modify_count"] == 1
 
@@ -306,8 +345,10 @@ def _with_surrogates(messages: list[Message]) -> list[Message]:
 def test_repair_is_the_same_with_and_without_the_surrogate_precheck(
     messages: list[Message], plant: bool, drop: bool
 ) -> None:
-    t = traj(*(_with_surrogates(messages) if plant else messages),
-             tools=[{"type": "function", "function": {"name": "x\ud83d" if plant else "x"}}])
+    t = traj(
+        *(_with_surrogates(messages) if plant else messages),
+        tools=[{"type": "function", "function": {"name": "x\ud83d" if plant else "x"}}],
+    )
     fast = repair_and_validate(t, drop_tool_errors=drop)
     original = validate._surely_surrogate_free
     validate._surely_surrogate_free = lambda _traj: False  # type: ignore[assignment]

@@ -23,10 +23,16 @@ from tests.convert.builders import assistant, simple, traj, user
 # --------------------------------------------------------------------------------------------------
 
 
-def keep(reward: float | None, exc: str | None = None, status: str = "resolved", keep_exc: bool = True,
-         threshold: float = 1.0) -> tuple[bool, str]:
-    return outcome_keep(reward, exc, instance_status=status, resolved_threshold=threshold,
-                        keep_exception_trials=keep_exc)
+def keep(
+    reward: float | None,
+    exc: str | None = None,
+    status: str = "resolved",
+    keep_exc: bool = True,
+    threshold: float = 1.0,
+) -> tuple[bool, str]:
+    return outcome_keep(
+        reward, exc, instance_status=status, resolved_threshold=threshold, keep_exception_trials=keep_exc
+    )
 
 
 def test_outcome_resolved_unresolved_all() -> None:
@@ -189,7 +195,9 @@ def test_swe_bench_pro_instance_ids_are_excluded() -> None:
     excl = ExclusionList.from_text("ansible/ansible\nNodeBB/NodeBB\n")
     pro = "instance_ansible__ansible-1a4644ff15355fd696ac5b9d074a566a80fe7ca3-v30a923fb5c164d6cd18280c02422f75e611e8fb2"
     assert excl.match(pro) == "ansible/ansible"
-    assert excl.match("instance_NodeBB__NodeBB-04998908ba6721d64eba79ae3b65a351dcfbc5b5-vnan") == "NodeBB/NodeBB"
+    assert (
+        excl.match("instance_NodeBB__NodeBB-04998908ba6721d64eba79ae3b65a351dcfbc5b5-vnan") == "NodeBB/NodeBB"
+    )
     assert excl.match("ansible__ansible-12345") == "ansible/ansible"
     assert excl.match("ansible__ansible-lint-12") is None
     assert excl.match("instance_other__ansible-1a4644ff") is None

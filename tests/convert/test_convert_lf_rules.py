@@ -41,12 +41,15 @@ def test_system_message_first_is_accepted_but_not_later() -> None:
     assert codes(violations) == ["invalid_role_tag"] and violation_severity(violations[0]) == "drop"
 
 
-@pytest.mark.parametrize("turns", [
-    [("gpt", "a"), ("human", "q")],
-    [("human", "q"), ("human", "q"), ("gpt", "a")],
-    [("human", "q"), ("gpt", "a"), ("function_call", CALL), ("observation", "o")],
-    [("human", "q"), ("function_call", CALL), ("observation", "o"), ("observation", "o"), ("gpt", "a")],
-])
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [("gpt", "a"), ("human", "q")],
+        [("human", "q"), ("human", "q"), ("gpt", "a")],
+        [("human", "q"), ("gpt", "a"), ("function_call", CALL), ("observation", "o")],
+        [("human", "q"), ("function_call", CALL), ("observation", "o"), ("observation", "o"), ("gpt", "a")],
+    ],
+)
 def test_position_violations_drop_the_row(turns: list[tuple[str, str]]) -> None:
     violations = check_lf_row(row(*turns), columns=COLUMNS, tags=None)
     assert "invalid_role_tag" in codes(violations)
@@ -55,8 +58,9 @@ def test_position_violations_drop_the_row(turns: list[tuple[str, str]]) -> None:
 
 def test_odd_count_and_empty_rows_are_dropped() -> None:
     assert codes(check_lf_row(row(("human", "q")), columns=COLUMNS, tags=None)) == ["odd_message_count"]
-    assert codes(check_lf_row(row(("human", "q"), ("gpt", "a"), ("human", "q")), columns=COLUMNS, tags=None)) == [
-        "odd_message_count"]
+    assert codes(
+        check_lf_row(row(("human", "q"), ("gpt", "a"), ("human", "q")), columns=COLUMNS, tags=None)
+    ) == ["odd_message_count"]
     assert codes(check_lf_row(row(), columns=COLUMNS, tags=None)) == ["empty_conversation"]
 
 
@@ -68,14 +72,17 @@ def test_function_call_json_rules() -> None:
         f"<think>any  spacing</think>\nprose\n<tool_call>\n{CALL}\n</tool_call>",
     ]
     for value in ok_forms:
-        assert check_lf_row(row(("human", "q"), ("function_call", value)), columns=COLUMNS, tags=None) == [], value
+        assert (
+            check_lf_row(row(("human", "q"), ("function_call", value)), columns=COLUMNS, tags=None) == []
+        ), value
     bad_forms = ["not json", f"<think>plan</think>{CALL}", '{"name": "bash"}', '["x"]', f"{CALL} trailing"]
     for value in bad_forms:
         violations = check_lf_row(row(("human", "q"), ("function_call", value)), columns=COLUMNS, tags=None)
         assert codes(violations) == ["invalid_function_json"], value
         assert violation_severity(violations[0]) == "abort"
-    hinted = check_lf_row(row(("human", "q"), ("function_call", f"<think>plan</think>{CALL}")), columns=COLUMNS,
-                          tags=None)
+    hinted = check_lf_row(
+        row(("human", "q"), ("function_call", f"<think>plan</think>{CALL}")), columns=COLUMNS, tags=None
+    )
     assert "exactly" in hinted[0]
 
 
@@ -85,13 +92,16 @@ def test_string_arguments_are_a_warning() -> None:
     assert codes(violations) == ["non_object_arguments"] and not is_fatal(violations[0])
 
 
-@pytest.mark.parametrize(("tools", "code", "severity"), [
-    ("[]", "empty_tools_array", "warn"),
-    ("{not json", "invalid_tools_json", "abort"),
-    ([{"name": "x"}], "tools_not_string", "abort"),
-    ('{"name": "x"}', "tools_not_object_array", "abort"),
-    ('[{"description": "no name"}]', "tool_without_name", "warn"),
-])
+@pytest.mark.parametrize(
+    ("tools", "code", "severity"),
+    [
+        ("[]", "empty_tools_array", "warn"),
+        ("{not json", "invalid_tools_json", "abort"),
+        ([{"name": "x"}], "tools_not_string", "abort"),
+        ('{"name": "x"}', "tools_not_object_array", "abort"),
+        ('[{"description": "no name"}]', "tool_without_name", "warn"),
+    ],
+)
 def test_tools_column_rules(tools: object, code: str, severity: str) -> None:
     violations = check_lf_row(row(("human", "q"), ("gpt", "a"), tools=tools), columns=COLUMNS, tags=None)
     assert codes(violations) == [code]
@@ -111,7 +121,8 @@ def test_non_string_values_abort() -> None:
     violations = check_lf_row(row(("human", "q"), ("gpt", 5)), columns=COLUMNS, tags=None)
     assert codes(violations) == ["non_string_value"]
     assert codes(check_lf_row(row(("human", "q"), ("gpt", "a"), system=3), columns=COLUMNS, tags=None)) == [
-        "system_not_string"]
+        "system_not_string"
+    ]
 
 
 def test_missing_messages_column() -> None:
@@ -126,39 +137,76 @@ def test_columns_block_without_messages_key_mimics_llamafactory() -> None:
 
 
 def test_role_content_tags() -> None:
-    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-            "system_tag": "system"}
-    good = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
-                         {"role": "assistant", "content": "a"}]}
+    tags = {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    }
+    good = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
     assert check_lf_row(good, columns={"messages": "messages"}, tags=tags) == []
     # tags omitted from a tags block become None: an "observation" role is then invalid.
     assert resolve_tags(tags)["observation_tag"] is None
-    bad = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
-                        {"role": "observation", "content": "o"}, {"role": "assistant", "content": "a"}]}
+    bad = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+            {"role": "observation", "content": "o"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
     assert "invalid_role_tag" in codes(check_lf_row(bad, columns={"messages": "messages"}, tags=tags))
 
 
-OPENAI_ROWS = [{"messages": [
-    {"role": "system", "content": "s"},
-    {"role": "user", "content": "q"},
-    {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "1", "type": "function", "function": {"name": "bash", "arguments": {"command": "ls"}}},
-        {"id": "2", "type": "function", "function": {"name": "bash", "arguments": {"command": "pwd"}}}]},
-    {"role": "tool", "content": "r1"},
-    {"role": "tool", "content": "r2"},
-    {"role": "assistant", "content": "done"},
-]}]
+OPENAI_ROWS = [
+    {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "1",
+                        "type": "function",
+                        "function": {"name": "bash", "arguments": {"command": "ls"}},
+                    },
+                    {
+                        "id": "2",
+                        "type": "function",
+                        "function": {"name": "bash", "arguments": {"command": "pwd"}},
+                    },
+                ],
+            },
+            {"role": "tool", "content": "r1"},
+            {"role": "tool", "content": "r2"},
+            {"role": "assistant", "content": "done"},
+        ]
+    }
+]
 
 
 def test_detect_format_variants() -> None:
     sharegpt = detect_format([row(("human", "q"), ("gpt", "a"))])
     assert (sharegpt.formatting, sharegpt.tags) == ("sharegpt", None)
     assert sharegpt.columns == {"messages": "conversations", "system": "system", "tools": "tools"}
-    role_content = detect_format([{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}])
+    role_content = detect_format(
+        [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    )
     assert role_content.formatting == "sharegpt" and role_content.tags is not None
     assert role_content.tags["role_tag"] == "role" and role_content.columns == {"messages": "messages"}
     openai = detect_format(OPENAI_ROWS)
-    assert openai.formatting == "openai" and openai.tags is not None and openai.tags["observation_tag"] == "tool"
+    assert (
+        openai.formatting == "openai" and openai.tags is not None and openai.tags["observation_tag"] == "tool"
+    )
     entry = openai.dataset_info_entry("f.json")
     assert entry["formatting"] == "openai" and entry["tags"]["role_tag"] == "role"
     with pytest.raises(ValueError, match="no message list column"):

@@ -48,18 +48,29 @@ def test_no_tools_gives_empty_string_not_empty_array() -> None:
 
 def test_default_system_when_missing_or_empty() -> None:
     assert render_lf_row(traj(user(), assistant("hi")), keep_reasoning=True)["system"] == DEFAULT_SYSTEM
-    assert render_lf_row(traj(system("  "), user(), assistant("hi")), keep_reasoning=True)["system"] == DEFAULT_SYSTEM
+    assert (
+        render_lf_row(traj(system("  "), user(), assistant("hi")), keep_reasoning=True)["system"]
+        == DEFAULT_SYSTEM
+    )
     assert DEFAULT_SYSTEM
 
 
 def test_parallel_calls_are_one_json_list_and_one_observation() -> None:
-    t = traj(user(), assistant(calls=[call(id="a", arguments={"command": "ls"}),
-                                      call("read_file", {"path": "é.py"}, id="b")]),
-             tool("out a", id="a"), tool("out b", id="b"), assistant("done"))
+    t = traj(
+        user(),
+        assistant(
+            calls=[call(id="a", arguments={"command": "ls"}), call("read_file", {"path": "é.py"}, id="b")]
+        ),
+        tool("out a", id="a"),
+        tool("out b", id="b"),
+        assistant("done"),
+    )
     row = render_lf_row(t, keep_reasoning=True)
     assert roles(row) == ["human", "function_call", "observation", "gpt"]
-    assert json.loads(values(row)[1]) == [{"name": "bash", "arguments": {"command": "ls"}},
-                                         {"name": "read_file", "arguments": {"path": "é.py"}}]
+    assert json.loads(values(row)[1]) == [
+        {"name": "bash", "arguments": {"command": "ls"}},
+        {"name": "read_file", "arguments": {"path": "é.py"}},
+    ]
     assert "é.py" in values(row)[1]  # ensure_ascii=False
     assert values(row)[2] == "out a" + OBSERVATION_SEPARATOR + "out b"
     assert values(row)[2] == "out a\n</tool_response>\n<tool_response>\nout b"
@@ -67,27 +78,46 @@ def test_parallel_calls_are_one_json_list_and_one_observation() -> None:
 
 
 def test_reasoning_prefix_exact_wrapper_on_call_and_final_answer() -> None:
-    t = traj(user(), assistant(reasoning="I should list.", calls=[call(id="a")]), tool(id="a"),
-             assistant("All good.", reasoning="\nDone now.\n"))
+    t = traj(
+        user(),
+        assistant(reasoning="I should list.", calls=[call(id="a")]),
+        tool(id="a"),
+        assistant("All good.", reasoning="\nDone now.\n"),
+    )
     row = render_lf_row(t, keep_reasoning=True)
-    assert values(row)[1] == '<think>\nI should list.\n</think>\n\n{"name": "bash", "arguments": {"command": "ls"}}'
+    assert (
+        values(row)[1]
+        == '<think>\nI should list.\n</think>\n\n{"name": "bash", "arguments": {"command": "ls"}}'
+    )
     assert values(row)[3] == "<think>\nDone now.\n</think>\n\nAll good."
     assert parse_function_call_value(values(row)[1]) == [("bash", {"command": "ls"})]
 
 
 def test_keep_reasoning_false_removes_reasoning_entirely() -> None:
-    t = traj(user(), assistant("Let me look.", reasoning="secret plan", calls=[call(id="a")]), tool(id="a"),
-             assistant("All good.", reasoning="wrap up"))
+    t = traj(
+        user(),
+        assistant("Let me look.", reasoning="secret plan", calls=[call(id="a")]),
+        tool(id="a"),
+        assistant("All good.", reasoning="wrap up"),
+    )
     row = render_lf_row(t, keep_reasoning=False)
     joined = json.dumps(row["conversations"])
     assert "think" not in joined and "secret plan" not in joined and "wrap up" not in joined
     assert values(row)[3] == "All good."
-    assert values(row)[1] == 'Let me look.\n<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}\n</tool_call>'
+    assert (
+        values(row)[1]
+        == 'Let me look.\n<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}\n</tool_call>'
+    )
 
 
 def test_narration_with_call_uses_single_tagged_block() -> None:
-    t = traj(user(), assistant("Let me look.", reasoning="plan", calls=[call(id="a"), call(id="b")]),
-             tool(id="a"), tool(id="b"), assistant("done"))
+    t = traj(
+        user(),
+        assistant("Let me look.", reasoning="plan", calls=[call(id="a"), call(id="b")]),
+        tool(id="a"),
+        tool(id="b"),
+        assistant("done"),
+    )
     value = values(render_lf_row(t, keep_reasoning=True))[1]
     assert value.startswith("<think>\nplan\n</think>\n\nLet me look.\n<tool_call>\n[")
     assert value.endswith("]\n</tool_call>")
@@ -97,14 +127,18 @@ def test_narration_with_call_uses_single_tagged_block() -> None:
 
 def test_tags_inside_arguments_are_escaped_but_parse_back_identically() -> None:
     nasty = {"path": "x.py", "new_str": "<think>\nhm\n</think>\n\n<tool_call>{}</tool_call>"}
-    t = traj(user(), assistant(reasoning="r", calls=[call("edit", nasty, id="a")]), tool(id="a"), assistant("ok"))
+    t = traj(
+        user(), assistant(reasoning="r", calls=[call("edit", nasty, id="a")]), tool(id="a"), assistant("ok")
+    )
     value = values(render_lf_row(t, keep_reasoning=True))[1]
     assert "</tool_call>" not in value.split("</think>\n\n", 1)[1]
     assert parse_function_call_value(value) == [("edit", nasty)]
 
 
 def test_reasoning_with_closing_think_falls_back_to_tagged_form() -> None:
-    t = traj(user(), assistant(reasoning="odd </think> text", calls=[call(id="a")]), tool(id="a"), assistant("ok"))
+    t = traj(
+        user(), assistant(reasoning="odd </think> text", calls=[call(id="a")]), tool(id="a"), assistant("ok")
+    )
     row = render_lf_row(t, keep_reasoning=True)
     assert "<tool_call>\n" in values(row)[1]
     assert parse_function_call_value(values(row)[1]) == [("bash", {"command": "ls"})]
@@ -112,7 +146,9 @@ def test_reasoning_with_closing_think_falls_back_to_tagged_form() -> None:
 
 
 def test_literal_tool_call_tag_in_narration_is_a_render_error() -> None:
-    t = traj(user(), assistant("I will emit <tool_call> now", calls=[call(id="a")]), tool(id="a"), assistant("ok"))
+    t = traj(
+        user(), assistant("I will emit <tool_call> now", calls=[call(id="a")]), tool(id="a"), assistant("ok")
+    )
     with pytest.raises(RenderError) as caught:
         render_lf_row(t, keep_reasoning=True)
     assert caught.value.reason == "tool_call_tag_in_text"
@@ -127,7 +163,9 @@ def test_reasoning_only_turn_without_reasoning_is_a_render_error() -> None:
 
 
 def test_sample_ending_on_a_call_ends_on_function_call() -> None:
-    t = traj(user(), assistant(calls=[call(id="a")]), tool(id="a"), assistant(calls=[call(id="b")]), tool(id="b"))
+    t = traj(
+        user(), assistant(calls=[call(id="a")]), tool(id="a"), assistant(calls=[call(id="b")]), tool(id="b")
+    )
     fixed, _ = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     row = render_lf_row(fixed, keep_reasoning=True)
@@ -136,8 +174,16 @@ def test_sample_ending_on_a_call_ends_on_function_call() -> None:
 
 
 def test_untrainable_turns_cut_the_sample_before_them() -> None:
-    t = traj(user(), assistant(calls=[call(id="a")]), tool(id="a"), assistant("mine"),
-             user("next"), assistant("dispatched", trainable=False), user("more"), assistant("later"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="a")]),
+        tool(id="a"),
+        assistant("mine"),
+        user("next"),
+        assistant("dispatched", trainable=False),
+        user("more"),
+        assistant("later"),
+    )
     row = render_lf_row(t, keep_reasoning=True)
     assert roles(row) == ["human", "function_call", "observation", "gpt"]
     assert values(row)[-1] == "mine"
@@ -167,8 +213,12 @@ def test_dataset_info_entry_shape() -> None:
 
 def test_unicode_and_repaired_surrogates_write_as_utf8() -> None:
     bad = json.loads('"x \\udc00 y"')
-    t = traj(user("中文 ✓ " + bad), assistant(calls=[call(arguments={"command": "echo 😀"}, id="a")]),
-             tool(bad, id="a"), assistant("完成"))
+    t = traj(
+        user("中文 ✓ " + bad),
+        assistant(calls=[call(arguments={"command": "echo 😀"}, id="a")]),
+        tool(bad, id="a"),
+        assistant("完成"),
+    )
     fixed, _ = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     row = render_lf_row(fixed, keep_reasoning=True)

@@ -22,13 +22,21 @@ PLANTED = {
     "slack": "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
 }
 EXPECTED_NAME = {
-    "openai": "openai", "openai_project": "openai", "anthropic": "anthropic", "huggingface": "huggingface",
-    "github_pat_classic": "github", "github_oauth": "github", "github_fine": "github",
-    "aws_id": "aws_access_key_id", "aws_session_id": "aws_access_key_id", "slack": "slack",
+    "openai": "openai",
+    "openai_project": "openai",
+    "anthropic": "anthropic",
+    "huggingface": "huggingface",
+    "github_pat_classic": "github",
+    "github_oauth": "github",
+    "github_fine": "github",
+    "aws_id": "aws_access_key_id",
+    "aws_session_id": "aws_access_key_id",
+    "slack": "slack",
 }
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-PRIVATE_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1234abcd\nQWERTYuiop+/=\n"
-               "-----END RSA PRIVATE KEY-----")
+PRIVATE_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1234abcd\nQWERTYuiop+/=\n-----END RSA PRIVATE KEY-----"
+)
 
 
 @pytest.mark.parametrize("label", sorted(PLANTED))
@@ -44,9 +52,11 @@ def test_each_provider_pattern_is_redacted(label: str) -> None:
 
 def test_context_patterns_keep_their_label() -> None:
     scrubber = SecretScrubber([])
-    out = scrubber.scrub(f"aws_secret_access_key = {AWS_SECRET}\n"
-                         "curl -H 'Authorization: Bearer abc.DEF-123_xyz' https://x\n"
-                         "AUTHORIZATION: Basic dXNlcjpwYXNzd29yZA==\n")
+    out = scrubber.scrub(
+        f"aws_secret_access_key = {AWS_SECRET}\n"
+        "curl -H 'Authorization: Bearer abc.DEF-123_xyz' https://x\n"
+        "AUTHORIZATION: Basic dXNlcjpwYXNzd29yZA==\n"
+    )
     assert AWS_SECRET not in out and "abc.DEF-123_xyz" not in out and "dXNlcjpwYXNzd29yZA" not in out
     assert "aws_secret_access_key = [REDACTED:aws_secret_access_key]" in out
     assert "Authorization: Bearer [REDACTED:authorization]'" in out
@@ -70,15 +80,18 @@ def test_run_credentials_are_redacted_literally() -> None:
     assert scrubber.counts == {"credential": 1}
 
 
-@pytest.mark.parametrize("text", [
-    "pip install scikit-learn; import sklearn  # sk-learn is fine",
-    "from huggingface_hub import hf_hub_download",
-    "task-123 ghp_short AKIA_NOT_A_KEY xoxb- sk-ant-",
-    "Authorization: Bearer $TOKEN",
-    "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
-    "git checkout github_pattern_matching",
-    "中文 text with emoji 😀 and a path /usr/lib/sk-tools",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pip install scikit-learn; import sklearn  # sk-learn is fine",
+        "from huggingface_hub import hf_hub_download",
+        "task-123 ghp_short AKIA_NOT_A_KEY xoxb- sk-ant-",
+        "Authorization: Bearer $TOKEN",
+        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
+        "git checkout github_pattern_matching",
+        "中文 text with emoji 😀 and a path /usr/lib/sk-tools",
+    ],
+)
 def test_ordinary_text_is_untouched(text: str) -> None:
     scrubber = SecretScrubber(["credential-value-xyz"])
     assert scrubber.scrub(text) == text
@@ -87,11 +100,21 @@ def test_ordinary_text_is_untouched(text: str) -> None:
 
 def test_scrub_trajectory_covers_every_text_field() -> None:
     key = PLANTED["huggingface"]
-    t = traj(user(f"use {key}"),
-             assistant(f"content {key}", reasoning=f"reason {key}",
-                       calls=[call(arguments={"command": f"echo {key}", "env": {"nested": [f"token={key}", 7]},
-                                              "n": 3}, id="a")]),
-             tool(f"output {key}", id="a"), assistant("done"))
+    t = traj(
+        user(f"use {key}"),
+        assistant(
+            f"content {key}",
+            reasoning=f"reason {key}",
+            calls=[
+                call(
+                    arguments={"command": f"echo {key}", "env": {"nested": [f"token={key}", 7]}, "n": 3},
+                    id="a",
+                )
+            ],
+        ),
+        tool(f"output {key}", id="a"),
+        assistant("done"),
+    )
     scrubber = SecretScrubber([])
     out = scrub_trajectory(t, scrubber)
     assert key not in out.model_dump_json()
@@ -104,7 +127,7 @@ def test_scrub_trajectory_covers_every_text_field() -> None:
 
 def test_scrubbing_is_fast_on_large_clean_text() -> None:
     scrubber = SecretScrubber(["credential-value-xyz"])
-    text = ("def function(argument):\n    return argument * 2  # ordinary code line\n" * 20000)
+    text = "def function(argument):\n    return argument * 2  # ordinary code line\n" * 20000
     start = time.perf_counter()
     for _ in range(5):
         assert scrubber.scrub(text) is text

@@ -46,7 +46,12 @@ def test_what_detect_secrets_finds_is_gone(sample: Sample) -> None:
 
 
 # Patterns per used detect-secrets plugin, as UPSTREAM_PLUGINS describes them (anchors, names, groups).
-DESCRIBED_PATTERNS = {"AWSKeyDetector": 2, "GitLabTokenDetector": 7, "PypiTokenDetector": 2, "SlackDetector": 2}
+DESCRIBED_PATTERNS = {
+    "AWSKeyDetector": 2,
+    "GitLabTokenDetector": 7,
+    "PypiTokenDetector": 2,
+    "SlackDetector": 2,
+}
 
 
 def test_every_pattern_of_each_used_plugin_is_a_rule() -> None:

@@ -31,8 +31,15 @@ def test_input_is_not_mutated() -> None:
 
 
 def test_missing_ids_are_filled_in_order_and_matched_to_results() -> None:
-    t = traj(user(), assistant(calls=[call(), call("read_file", {"path": "a"})]), tool("r1"), tool("r2"),
-             assistant(calls=[call()]), tool("r3"), assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(), call("read_file", {"path": "a"})]),
+        tool("r1"),
+        tool("r2"),
+        assistant(calls=[call()]),
+        tool("r3"),
+        assistant("done"),
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     ids = [c.id for m in fixed.messages for c in m.tool_calls]
@@ -43,8 +50,14 @@ def test_missing_ids_are_filled_in_order_and_matched_to_results() -> None:
 
 
 def test_filled_ids_skip_ids_already_in_use() -> None:
-    t = traj(user(), assistant(calls=[call(id="call_000001")]), tool(id="call_000001"),
-             assistant(calls=[call()]), tool(), assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="call_000001")]),
+        tool(id="call_000001"),
+        assistant(calls=[call()]),
+        tool(),
+        assistant("done"),
+    )
     fixed, _ = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     assert fixed.messages[3].tool_calls[0].id == "call_000002"
@@ -58,8 +71,13 @@ def test_call_without_id_adopts_the_result_id() -> None:
 
 
 def test_parallel_results_out_of_order_are_reordered() -> None:
-    t = traj(user(), assistant(calls=[call(id="a"), call(id="b")]), tool("B", id="b"), tool("A", id="a"),
-             assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="a"), call(id="b")]),
+        tool("B", id="b"),
+        tool("A", id="a"),
+        assistant("done"),
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     assert [m.content for m in fixed.messages if m.role == "tool"] == ["A", "B"]
@@ -74,7 +92,9 @@ def test_trailing_tool_and_user_messages_are_trimmed() -> None:
 
 
 def test_trailing_results_trimmed_leaves_final_call_turn() -> None:
-    t = traj(user(), assistant(calls=[call(id="a")]), tool(id="a"), assistant(calls=[call(id="b")]), tool(id="b"))
+    t = traj(
+        user(), assistant(calls=[call(id="a")]), tool(id="a"), assistant(calls=[call(id="b")]), tool(id="b")
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     assert fixed.messages[-1].role == "assistant" and fixed.messages[-1].tool_calls[0].id == "b"
@@ -89,8 +109,14 @@ def test_empty_placeholder_tool_output_becomes_empty_string() -> None:
 
 
 def test_tool_error_turn_dropped_with_its_only_call() -> None:
-    t = traj(user(), assistant("trying", calls=[call(id="a")]), tool("<tool_use_error>bad</tool_use_error>", id="a"),
-             assistant(calls=[call(id="b")]), tool("fine", id="b"), assistant("done"))
+    t = traj(
+        user(),
+        assistant("trying", calls=[call(id="a")]),
+        tool("<tool_use_error>bad</tool_use_error>", id="a"),
+        assistant(calls=[call(id="b")]),
+        tool("fine", id="b"),
+        assistant("done"),
+    )
     kept, _ = repair_and_validate(t, drop_tool_errors=False)
     assert kept is not None and len(kept.messages) == 6
     fixed, issues = repair_and_validate(t, drop_tool_errors=True)
@@ -101,8 +127,14 @@ def test_tool_error_turn_dropped_with_its_only_call() -> None:
 
 
 def test_tool_error_in_parallel_calls_drops_only_that_call_and_result() -> None:
-    t = traj(user(), assistant(calls=[call(id="a"), call(id="b"), call(id="c")]), tool("A", id="a"),
-             tool("B failed", id="b", is_error=True), tool("C", id="c"), assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="a"), call(id="b"), call(id="c")]),
+        tool("A", id="a"),
+        tool("B failed", id="b", is_error=True),
+        tool("C", id="c"),
+        assistant("done"),
+    )
     fixed, _ = repair_and_validate(t, drop_tool_errors=True)
     assert fixed is not None
     assert [c.id for c in fixed.messages[1].tool_calls] == ["a", "c"]
@@ -110,8 +142,13 @@ def test_tool_error_in_parallel_calls_drops_only_that_call_and_result() -> None:
 
 
 def test_all_parallel_calls_failing_drops_the_turn() -> None:
-    t = traj(user(), assistant(calls=[call(id="a"), call(id="b")]), tool(id="a", is_error=True),
-             tool(id="b", is_error=True), assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="a"), call(id="b")]),
+        tool(id="a", is_error=True),
+        tool(id="b", is_error=True),
+        assistant("done"),
+    )
     fixed, _ = repair_and_validate(t, drop_tool_errors=True)
     assert fixed is not None and [m.role for m in fixed.messages] == ["user", "assistant"]
 
@@ -141,7 +178,9 @@ def test_call_followed_by_user_is_rejected() -> None:
 
 
 def test_non_dict_arguments_are_rejected_with_the_value() -> None:
-    t = traj(user(), assistant(calls=[call(arguments='{"command": "ls"', id="a")]), tool(id="a"), assistant("done"))
+    t = traj(
+        user(), assistant(calls=[call(arguments='{"command": "ls"', id="a")]), tool(id="a"), assistant("done")
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is None
     assert codes(issues) == ["non_object_arguments"]
@@ -170,7 +209,9 @@ def test_role_order_rules() -> None:
         "misplaced_system": traj(user(), assistant("a"), system(), user(), assistant("b")),
         "consecutive_user": traj(user(), user(), assistant("a")),
         "consecutive_assistant": traj(user(), assistant("a"), assistant("b")),
-        "user_after_tool": traj(user(), assistant(calls=[call(id="a")]), tool(id="a"), user(), assistant("b")),
+        "user_after_tool": traj(
+            user(), assistant(calls=[call(id="a")]), tool(id="a"), user(), assistant("b")
+        ),
         "empty_conversation": traj(user()),
     }
     for expected, t in cases.items():
@@ -196,8 +237,12 @@ def test_untrainable_turn_after_a_trainable_one_is_accepted() -> None:
 
 def test_lone_surrogates_are_replaced_and_counted() -> None:
     bad = json.loads('"broken \\ud83d emoji"')
-    t = traj(user(bad), assistant(calls=[call(arguments={"command": bad}, id="a")]), tool(bad, id="a"),
-             assistant("ok \U0001f600"))
+    t = traj(
+        user(bad),
+        assistant(calls=[call(arguments={"command": bad}, id="a")]),
+        tool(bad, id="a"),
+        assistant("ok \U0001f600"),
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     assert fixed.messages[0].content == "broken \ufffd emoji"
@@ -208,8 +253,14 @@ def test_lone_surrogates_are_replaced_and_counted() -> None:
 
 
 def test_duplicate_call_ids_in_one_turn_are_rejected() -> None:
-    t = traj(user(), assistant(calls=[call(id="x"), call(id="x"), call(id="y")]), tool("1", id="x"),
-             tool("2", id="y"), tool("3", id="x"), assistant("done"))
+    t = traj(
+        user(),
+        assistant(calls=[call(id="x"), call(id="x"), call(id="y")]),
+        tool("1", id="x"),
+        tool("2", id="y"),
+        tool("3", id="x"),
+        assistant("done"),
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is None and codes(issues) == ["duplicate_tool_call_id"]
 
@@ -228,14 +279,24 @@ def test_several_leading_system_messages_are_merged_in_order_and_counted() -> No
 
 
 def test_a_system_message_after_the_user_turn_is_still_rejected() -> None:
-    fixed, issues = repair_and_validate(traj(system(), user(), system("late"), assistant("x")), drop_tool_errors=False)
+    fixed, issues = repair_and_validate(
+        traj(system(), user(), system("late"), assistant("x")), drop_tool_errors=False
+    )
     assert fixed is None and "misplaced_system" in codes(issues)
 
 
 def test_an_empty_final_assistant_turn_is_trimmed_back_to_the_last_complete_turn() -> None:
-    t = traj(system(), user(), assistant("look", calls=[call(id="c1")]), tool("a.py", id="c1"),
-             assistant("answer", calls=[call(id="c2")]), tool("b.py", id="c2"), assistant(""),
-             source_file="t1/agent/litellm-trajectory.jsonl", source_kind="litellm")
+    t = traj(
+        system(),
+        user(),
+        assistant("look", calls=[call(id="c1")]),
+        tool("a.py", id="c1"),
+        assistant("answer", calls=[call(id="c2")]),
+        tool("b.py", id="c2"),
+        assistant(""),
+        source_file="t1/agent/litellm-trajectory.jsonl",
+        source_kind="litellm",
+    )
     fixed, issues = repair_and_validate(t, drop_tool_errors=False)
     assert fixed is not None
     assert fixed.messages == t.messages[:5]  # ends on the last complete turn (its call; result trimmed)
@@ -264,7 +325,9 @@ def test_merged_system_prompt_renders_as_documented_in_qwen3_and_llamafactory() 
     template = pytest.importorskip("llamafactory.data.template")
     from tests.support.tiny_model import QWEN3_CHAT_TEMPLATE
 
-    fixed, _ = repair_and_validate(traj(system("A"), system("B"), user("u"), assistant("x")), drop_tool_errors=False)
+    fixed, _ = repair_and_validate(
+        traj(system("A"), system("B"), user("u"), assistant("x")), drop_tool_errors=False
+    )
     assert fixed is not None
     chat = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(QWEN3_CHAT_TEMPLATE)
     source = chat.render(messages=[{"role": "system", "content": "A"}, {"role": "system", "content": "B"}])

@@ -21,9 +21,16 @@ from sft.rules.validate import repair_and_validate
 
 
 def _traj(messages: list[Message], index: int = 0, agent_type: str = "main", **extra: object) -> Trajectory:
-    meta = TrajectoryMeta(instance_id="acme__w-1", trial_name="t1", scaffold="claude-code", agent_type=agent_type,
-                          source_kind="litellm", source_file="t1/agent/litellm-trajectory.jsonl",
-                          trajectory_index=index, extra=dict(extra))
+    meta = TrajectoryMeta(
+        instance_id="acme__w-1",
+        trial_name="t1",
+        scaffold="claude-code",
+        agent_type=agent_type,
+        source_kind="litellm",
+        source_file="t1/agent/litellm-trajectory.jsonl",
+        trajectory_index=index,
+        extra=dict(extra),
+    )
     return Trajectory(messages=messages, meta=meta)
 
 
@@ -72,19 +79,27 @@ def test_shared_turns_count_once_and_survive_a_rejected_first_owner() -> None:
 
 
 def test_extraction_losses_side_calls_skipped_subagents_repairs_and_unsourced_turns() -> None:
-    main = _traj([U, A1, T1, A3], 0, dropped_model_turns={"aborted_final_turn": 1}, repairs={"merged_system": 1})
+    main = _traj(
+        [U, A1, T1, A3], 0, dropped_model_turns={"aborted_final_turn": 1}, repairs={"merged_system": 1}
+    )
     sub = _traj([Message(role="user", content="explore"), A3], 1, agent_type="subagent")
     counters = {"model_turns_source_litellm": 7, "side_calls_dropped": 1}
     turns = account_extraction([main], [sub], counters, "claude-code")
     assert turns.source == {"claude-code/main": 6, "claude-code/subagent": 1}
     assert turns.lost == {
-        "claude-code/main": {"extract:not_in_any_trajectory": 2, "extract:side_call": 1, "repair:aborted_final_turn": 1},
+        "claude-code/main": {
+            "extract:not_in_any_trajectory": 2,
+            "extract:side_call": 1,
+            "repair:aborted_final_turn": 1,
+        },
         "claude-code/subagent": {"extract:subagents_skipped": 1},
     }
     assert turns.trajectories[0].repairs == {"merged_system": 1}
     # more turns in the trajectories than calls in the log: the difference is "unsourced", never negative loss
     few = account_extraction([main], [], {"model_turns_source_litellm": 1}, "claude-code")
-    assert few.unsourced == {"claude-code/main": 2} and few.lost == {"claude-code/main": {"repair:aborted_final_turn": 1}}
+    assert few.unsourced == {"claude-code/main": 2} and few.lost == {
+        "claude-code/main": {"repair:aborted_final_turn": 1}
+    }
     ledger = TurnLedger()
     ledger.add("t1", few, [])
     report = ledger.report()
@@ -103,7 +118,9 @@ def test_validation_reject_and_dropped_failed_calls() -> None:
     # an empty final turn (the last request was aborted) is repaired, not rejected: that turn is lost as
     # repair:aborted_empty_response, the turns before it are kept
     aborted = _traj([U, A1, T1, Message(role="assistant")], 1)
-    record = account_extraction([aborted], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[0]
+    record = account_extraction([aborted], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[
+        0
+    ]
     repaired, notes = repair_and_validate(aborted, drop_tool_errors=False)
     after_validation(record, aborted, repaired, notes)
     assert record.fate is None and len(record.keys) == 1
@@ -124,20 +141,35 @@ def test_refused_conversations_lose_their_turns_with_the_reject_reason() -> None
     """A conversation refused while reading (ATIF rebuilt_atif, unanswered_tool_call, ...) holds its turns
     with its reject's reason from the start: they are not turns that no trajectory holds."""
     kept = _traj([U, A1, T1, A3], 0)
-    refused = RefusedConversation("t1#sub.json#explore", "claude-code", "subagent", "parse:unanswered_tool_call",
-                                  [Message(role="user", content="explore"), A2, T2, A3])
+    refused = RefusedConversation(
+        "t1#sub.json#explore",
+        "claude-code",
+        "subagent",
+        "parse:unanswered_tool_call",
+        [Message(role="user", content="explore"), A2, T2, A3],
+    )
     counters = {"model_turns_source_litellm": 2, "model_turns_source_atif_subagent": 2}
     turns = account_extraction([kept], [], counters, "claude-code", refused=[refused])
     assert turns.lost == {} and turns.unsourced == {}
     assert turns.trajectories[-1].fate == "parse:unanswered_tool_call"
     ledger = TurnLedger()
-    ledger.add("t1", turns, [{"trajectory": "t1#sub.json#explore", "stage": "parse", "reason": "unanswered_tool_call"}])
+    ledger.add(
+        "t1",
+        turns,
+        [{"trajectory": "t1#sub.json#explore", "stage": "parse", "reason": "unanswered_tool_call"}],
+    )
     model_turns = ledger.report()["model_turns"]
     assert model_turns["per_agent"]["claude-code/subagent"] == {
-        "source": 2, "output": 0, "lost": {"parse:unanswered_tool_call": 2}, "unsourced": 0}
+        "source": 2,
+        "output": 0,
+        "lost": {"parse:unanswered_tool_call": 2},
+        "unsourced": 0,
+    }
     assert model_turns["per_agent"]["claude-code/main"]["output"] == 2
     # every conversation refused: the trial's turns are still labelled with the adapter's name
-    alone = account_extraction([], [], {"model_turns_source_atif_subagent": 2}, "claude-code", refused=[refused])
+    alone = account_extraction(
+        [], [], {"model_turns_source_atif_subagent": 2}, "claude-code", refused=[refused]
+    )
     assert alone.source == {"claude-code/subagent": 2} and alone.lost == {}
 
 
@@ -150,20 +182,32 @@ def test_a_later_reject_keeps_the_repair_reason_of_turns_already_removed() -> No
     after_validation(turns.trajectories[0], aborted, repaired, notes)
     ledger = TurnLedger()
     ledger.add("t1", turns, [])
-    report = apply_overlength(ledger, [{"uid": "t1#0", "action": "dropped"}],
-                              [{"trajectory": "t1#0", "stage": "overlength", "reason": "over_cutoff_len"}])
+    report = apply_overlength(
+        ledger,
+        [{"uid": "t1#0", "action": "dropped"}],
+        [{"trajectory": "t1#0", "stage": "overlength", "reason": "over_cutoff_len"}],
+    )
     assert report is not None
-    assert report["model_turns"]["lost"] == {"overlength:over_cutoff_len": 2, "repair:aborted_empty_response": 1}
+    assert report["model_turns"]["lost"] == {
+        "overlength:over_cutoff_len": 2,
+        "repair:aborted_empty_response": 1,
+    }
 
 
 def test_overlength_drops_and_truncations_are_accounted() -> None:
-    turns = account_extraction([_traj([U, A1, T1, A2, T2, A3], 0), _traj([U, A3], 1)], [],
-                               {"model_turns_source_litellm": 4}, "claude-code")
+    turns = account_extraction(
+        [_traj([U, A1, T1, A2, T2, A3], 0), _traj([U, A3], 1)],
+        [],
+        {"model_turns_source_litellm": 4},
+        "claude-code",
+    )
     ledger = TurnLedger()
     ledger.add("t1", turns, [])
     assert ledger.report()["model_turns"]["output"] == 4
-    decisions = [{"uid": "t1#0", "action": "truncated", "assistant_turns_removed": 2},
-                 {"uid": "t1#1", "action": "dropped"}]
+    decisions = [
+        {"uid": "t1#0", "action": "truncated", "assistant_turns_removed": 2},
+        {"uid": "t1#1", "action": "dropped"},
+    ]
     rejects = [{"trajectory": "t1#1", "stage": "overlength", "reason": "over_cutoff_len"}]
     report = apply_overlength(ledger, decisions, rejects)
     assert report is not None
@@ -177,7 +221,9 @@ def test_filtered_trials_are_counted_as_trials_only() -> None:
     ledger.add("t9", None, [{"trajectory": None, "stage": "outcome", "reason": "not_resolved"}])
     model_turns = ledger.report()["model_turns"]
     assert model_turns["trials_not_counted"] == {"outcome:not_resolved": 1} and model_turns["source"] == 0
-    assert summary_line(model_turns) == ("model turns: kept 0 of 0 (n/a), lost: none; 1 filtered trial(s) not counted")
+    assert summary_line(model_turns) == (
+        "model turns: kept 0 of 0 (n/a), lost: none; 1 filtered trial(s) not counted"
+    )
 
 
 def test_invariant_violation_is_reported() -> None:
@@ -187,12 +233,22 @@ def test_invariant_violation_is_reported() -> None:
 
 
 def test_repair_notes_become_kinds_with_counts() -> None:
-    notes = ["repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
-             "repair_trimmed_tail: 1 trailing tool/user message(s) removed", "empty_assistant_turn: message 3"]
+    notes = [
+        "repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
+        "repair_trimmed_tail: 1 trailing tool/user message(s) removed",
+        "empty_assistant_turn: message 3",
+    ]
     assert repair_counts(notes) == {"filled_tool_call_ids": 3, "trimmed_tail": 1}
     # validation's own counted repairs: the note and meta.extra["repairs"] say the same count
-    three = _traj([Message(role="system", content="a"), Message(role="system", content="b"),
-                   Message(role="system", content="c"), U, A3])
+    three = _traj(
+        [
+            Message(role="system", content="a"),
+            Message(role="system", content="b"),
+            Message(role="system", content="c"),
+            U,
+            A3,
+        ]
+    )
     repaired, notes = repair_and_validate(three, drop_tool_errors=False)
     assert repaired is not None
     assert repair_counts(notes) == repaired.meta.extra["repairs"] == {"merged_system_messages": 2}
@@ -201,7 +257,9 @@ def test_repair_notes_become_kinds_with_counts() -> None:
 def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason() -> None:
     aborted = Message(role="assistant")
     before = _traj([U, A1, T1, aborted])
-    record = account_extraction([before], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[0]
+    record = account_extraction([before], [], {"model_turns_source_litellm": 2}, "claude-code").trajectories[
+        0
+    ]
     after = _traj([U, A1], extra_marker=1)
     after.meta.extra["dropped_model_turns"] = {"aborted_final_turn": 1}
     after_validation(record, before, after, ["repair_trimmed_tail: 1 trailing tool/user message(s) removed"])

@@ -52,20 +52,28 @@ def hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def log_line(step: int, total: int, *, seconds_per_step: float = 31.0, loss: float | None = None,
-             throughput: float | None = None) -> dict[str, Any]:
+def log_line(
+    step: int,
+    total: int,
+    *,
+    seconds_per_step: float = 31.0,
+    loss: float | None = None,
+    throughput: float | None = None,
+) -> dict[str, Any]:
     """A LLaMA-Factory LogCallback line (train/callbacks.py key order)."""
     elapsed = step * seconds_per_step
     line: dict[str, Any] = {"current_steps": step, "total_steps": total}
     if loss is not None:
         line["loss"] = loss
-    line.update({
-        "lr": round(1e-5 * min(1.0, step / 3) * (1 - step / (total + 1)), 10),
-        "epoch": round(step / total * 2, 4),
-        "percentage": round(step / total * 100, 2),
-        "elapsed_time": hms(elapsed),
-        "remaining_time": hms((total - step) * seconds_per_step),
-    })
+    line.update(
+        {
+            "lr": round(1e-5 * min(1.0, step / 3) * (1 - step / (total + 1)), 10),
+            "epoch": round(step / total * 2, 4),
+            "percentage": round(step / total * 100, 2),
+            "elapsed_time": hms(elapsed),
+            "remaining_time": hms((total - step) * seconds_per_step),
+        }
+    )
     if throughput is not None:
         line["throughput"] = throughput
         line["total_tokens"] = int(throughput * elapsed)
@@ -73,7 +81,7 @@ def log_line(step: int, total: int, *, seconds_per_step: float = 31.0, loss: flo
 
 
 def loss_at(step: int) -> float:
-    return round(2.4 * (0.9 ** step) + 0.35, 4)
+    return round(2.4 * (0.9**step) + 0.35, 4)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -127,36 +135,86 @@ def config_doc(run: str, *, secret: str) -> dict[str, Any]:
     """The shape of the project's config.yaml (meta_info / runtime_info at the top level)."""
     return {
         "meta_info": {"name": "sft", "label": "SFT Training"},
-        "runtime_info": {"input": {
-            "experiment": {"run_name": run, "wandb_mode": "offline"},
-            "credentials": {"wandb_api_key": secret, "hf_token": ""},
-            "training": {"output_dir": run, "learning_rate": 1.0e-5, "notes": f"uses key {WANDB_KEY}"},
-            "dataset": {"name": DATASET_KEY},
-        }, "output": {}},
+        "runtime_info": {
+            "input": {
+                "experiment": {"run_name": run, "wandb_mode": "offline"},
+                "credentials": {"wandb_api_key": secret, "hf_token": ""},
+                "training": {"output_dir": run, "learning_rate": 1.0e-5, "notes": f"uses key {WANDB_KEY}"},
+                "dataset": {"name": DATASET_KEY},
+            },
+            "output": {},
+        },
     }
 
 
 def write_finished_run(root: Path) -> None:
     model = root / "artifacts/model" / FINISHED
     lines = [log_line(s, 10, loss=loss_at(s)) for s in range(1, 11)]
-    lines.append({"current_steps": 10, "total_steps": 10, "epoch": 2.0, "percentage": 100.0,
-                  "elapsed_time": "0:05:12", "remaining_time": "0:00:00"})
+    lines.append(
+        {
+            "current_steps": 10,
+            "total_steps": 10,
+            "epoch": 2.0,
+            "percentage": 100.0,
+            "elapsed_time": "0:05:12",
+            "remaining_time": "0:00:00",
+        }
+    )
     write_jsonl(model / "trainer_log.jsonl", lines)
     history: list[dict[str, Any]] = [
-        {"epoch": ln["epoch"], "grad_norm": round(3.0 / s, 4), "learning_rate": ln["lr"], "loss": ln["loss"], "step": s}
+        {
+            "epoch": ln["epoch"],
+            "grad_norm": round(3.0 / s, 4),
+            "learning_rate": ln["lr"],
+            "loss": ln["loss"],
+            "step": s,
+        }
         for s, ln in zip(range(1, 11), lines, strict=False)
     ]
-    history.append({"epoch": 2.0, "step": 10, "total_flos": 4.25e15, "train_loss": 0.9123, "train_runtime": 312.4,
-                    "train_samples_per_second": 0.512, "train_steps_per_second": 0.032})
-    write_json(model / "trainer_state.json", {
-        "best_global_step": None, "best_metric": None, "best_model_checkpoint": None, "epoch": 2.0,
-        "eval_steps": 500, "global_step": 10, "is_hyper_param_search": False, "is_local_process_zero": True,
-        "is_world_process_zero": True, "log_history": history, "logging_steps": 1, "max_steps": 10,
-        "num_input_tokens_seen": 0, "num_train_epochs": 2, "save_steps": 500, "stateful_callbacks": {},
-        "total_flos": 4.25e15, "train_batch_size": 1, "trial_name": None, "trial_params": None,
-    })
-    results = {"epoch": 2.0, "total_flos": 4.25e15, "train_loss": 0.9123, "train_runtime": 312.4,
-               "train_samples_per_second": 0.512, "train_steps_per_second": 0.032}
+    history.append(
+        {
+            "epoch": 2.0,
+            "step": 10,
+            "total_flos": 4.25e15,
+            "train_loss": 0.9123,
+            "train_runtime": 312.4,
+            "train_samples_per_second": 0.512,
+            "train_steps_per_second": 0.032,
+        }
+    )
+    write_json(
+        model / "trainer_state.json",
+        {
+            "best_global_step": None,
+            "best_metric": None,
+            "best_model_checkpoint": None,
+            "epoch": 2.0,
+            "eval_steps": 500,
+            "global_step": 10,
+            "is_hyper_param_search": False,
+            "is_local_process_zero": True,
+            "is_world_process_zero": True,
+            "log_history": history,
+            "logging_steps": 1,
+            "max_steps": 10,
+            "num_input_tokens_seen": 0,
+            "num_train_epochs": 2,
+            "save_steps": 500,
+            "stateful_callbacks": {},
+            "total_flos": 4.25e15,
+            "train_batch_size": 1,
+            "trial_name": None,
+            "trial_params": None,
+        },
+    )
+    results = {
+        "epoch": 2.0,
+        "total_flos": 4.25e15,
+        "train_loss": 0.9123,
+        "train_runtime": 312.4,
+        "train_samples_per_second": 0.512,
+        "train_steps_per_second": 0.032,
+    }
     write_json(model / "train_results.json", results)
     write_json(model / "all_results.json", results)
     (model / "checkpoint-10").mkdir()
@@ -166,11 +224,23 @@ def write_finished_run(root: Path) -> None:
         age(model / name, 7200)
 
 
-def write_partial_run(root: Path, run: str, steps: int, *, age_sec: float, throughput: float | None = None,
-                      loss_offset: float = 0.0) -> None:
+def write_partial_run(
+    root: Path,
+    run: str,
+    steps: int,
+    *,
+    age_sec: float,
+    throughput: float | None = None,
+    loss_offset: float = 0.0,
+) -> None:
     model = root / "artifacts/model" / run
-    write_jsonl(model / "trainer_log.jsonl", [log_line(s, 20, loss=round(loss_at(s) + loss_offset, 4),
-                                                       throughput=throughput) for s in range(1, steps + 1)])
+    write_jsonl(
+        model / "trainer_log.jsonl",
+        [
+            log_line(s, 20, loss=round(loss_at(s) + loss_offset, 4), throughput=throughput)
+            for s in range(1, steps + 1)
+        ],
+    )
     age(model / "trainer_log.jsonl", age_sec)
 
 
@@ -178,13 +248,24 @@ def write_archive(root: Path, run_id: str, run: str, status: str, exit_code: int
     archive = root / "artifacts/archives" / run_id
     write_yaml(archive / "config.yaml", config_doc(run, secret="***REDACTED***"))
     write_yaml(archive / "training.yaml", training_yaml(root, run))
-    write_yaml(archive / "metadata.yaml", {
-        "id": run_id, "block": "sft", "stage": "train", "started_at": "2025-06-01T10:00:00Z",
-        "completed_at": "2025-06-01T12:00:00Z", "status": status, "exit_code": exit_code,
-        "repos": {}, "run_name": run, "output_dir": str(root / "artifacts/model" / run),
-        "training_log": str(root / "artifacts/logs" / f"{run}_{stamp}.log"), "notes": "",
-        "results": None,
-    })
+    write_yaml(
+        archive / "metadata.yaml",
+        {
+            "id": run_id,
+            "block": "sft",
+            "stage": "train",
+            "started_at": "2025-06-01T10:00:00Z",
+            "completed_at": "2025-06-01T12:00:00Z",
+            "status": status,
+            "exit_code": exit_code,
+            "repos": {},
+            "run_name": run,
+            "output_dir": str(root / "artifacts/model" / run),
+            "training_log": str(root / "artifacts/logs" / f"{run}_{stamp}.log"),
+            "notes": "",
+            "results": None,
+        },
+    )
 
 
 def write_history(root: Path) -> None:
@@ -192,12 +273,30 @@ def write_history(root: Path) -> None:
     write_archive(root, "run_002", CRASHED, "failed", 1, stamp="20250602_100000")
     write_archive(root, "run_003", "qwen3-8b-sft-never", "interrupted", 130, stamp="20250603_100000")
     runs = [
-        {"id": "run_001", "started_at": "2025-06-01T10:00:00Z", "completed_at": "2025-06-01T12:00:00Z",
-         "status": "completed", "archive": "artifacts/archives/run_001/", "notes": "first full run"},
-        {"id": "run_002", "started_at": "2025-06-02T10:00:00Z", "completed_at": "2025-06-02T10:20:00Z",
-         "status": "failed", "archive": "artifacts/archives/run_002/", "notes": "NCCL timeout"},
-        {"id": "run_003", "started_at": "2025-06-03T10:00:00Z", "completed_at": "2025-06-03T10:01:00Z",
-         "status": "interrupted", "archive": "artifacts/archives/run_003/", "notes": "Ctrl-C"},
+        {
+            "id": "run_001",
+            "started_at": "2025-06-01T10:00:00Z",
+            "completed_at": "2025-06-01T12:00:00Z",
+            "status": "completed",
+            "archive": "artifacts/archives/run_001/",
+            "notes": "first full run",
+        },
+        {
+            "id": "run_002",
+            "started_at": "2025-06-02T10:00:00Z",
+            "completed_at": "2025-06-02T10:20:00Z",
+            "status": "failed",
+            "archive": "artifacts/archives/run_002/",
+            "notes": "NCCL timeout",
+        },
+        {
+            "id": "run_003",
+            "started_at": "2025-06-03T10:00:00Z",
+            "completed_at": "2025-06-03T10:01:00Z",
+            "status": "interrupted",
+            "archive": "artifacts/archives/run_003/",
+            "notes": "Ctrl-C",
+        },
     ]
     write_yaml(root / "artifacts/index.yaml", {"runs": runs})
 
@@ -210,39 +309,85 @@ def write_logs(root: Path) -> None:
         "  0%|          | 0/10 [00:00<?, ?it/s]\r 10%|#         | 1/10 [00:31<04:39, 31.0s/it]\r"
         "100%|##########| 10/10 [05:12<00:00, 31.2s/it]\n"
         f"[INFO] pushing with token {HF_TOKEN}\n"
-        "***** train metrics *****\n  train_loss = 0.9123\n", encoding="utf-8")
+        "***** train metrics *****\n  train_loss = 0.9123\n",
+        encoding="utf-8",
+    )
     (logs / f"{LIVE}_20250604_090000.log").write_text(
-        "".join(f"[INFO] step {i}\n" for i in range(1, 400)) + "last live line\n", encoding="utf-8")
+        "".join(f"[INFO] step {i}\n" for i in range(1, 400)) + "last live line\n", encoding="utf-8"
+    )
 
 
 def lf_rows() -> list[dict[str, Any]]:
-    tools = json.dumps([{"name": "bash", "description": "Run a shell command",
-                         "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}])
+    tools = json.dumps(
+        [
+            {
+                "name": "bash",
+                "description": "Run a shell command",
+                "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+            }
+        ]
+    )
     return [
-        {"conversations": [
-            {"from": "human", "value": "Fix the failing test in utils.py"},
-            {"from": "function_call", "value": "<think>\nI should look at the test first.\n</think>\n\n"
-                                               + json.dumps({"name": "bash", "arguments": {"command": "pytest -x"}})},
-            {"from": "observation", "value": "FAILED tests/test_utils.py::test_slug - AssertionError"},
-            {"from": "function_call", "value": "<think>\nTwo things to check.\n</think>\n\n" + json.dumps([
-                {"name": "bash", "arguments": {"command": "cat utils.py"}},
-                {"name": "bash", "arguments": {"command": "cat tests/test_utils.py"}}])},
-            {"from": "observation", "value": "def slug(s): return s\n</tool_response>\n<tool_response>\ndef test_slug(): ..."},
-            {"from": "gpt", "value": "<think>\nThe slug must lower-case.\n</think>\n\nFixed: slug() now lower-cases."},
-         ], "system": "You are a coding agent.", "tools": tools, "_instance_id": "acme__utils-1",
-         "_uid": "acme__utils-1#0"},
-        {"conversations": [
-            {"from": "human", "value": "Say hi"},
-            {"from": "gpt", "value": "Hi!"},
-         ], "system": "You are a coding agent.", "tools": "", "_instance_id": "acme__hello-2", "_uid": "acme__hello-2#0"},
-        {"conversations": [
-            {"from": "human", "value": "List files"},
-            {"from": "function_call", "value": "Listing.\n<tool_call>\n"
-                                               + json.dumps({"name": "bash", "arguments": {"command": "ls"}})
-                                               + "\n</tool_call>"},
-            {"from": "observation", "value": "a.py\nb.py"},
-            {"from": "gpt", "value": "Two files."},
-         ], "system": "You are a coding agent.", "tools": tools, "_instance_id": "acme__ls-3", "_uid": "acme__ls-3#0"},
+        {
+            "conversations": [
+                {"from": "human", "value": "Fix the failing test in utils.py"},
+                {
+                    "from": "function_call",
+                    "value": "<think>\nI should look at the test first.\n</think>\n\n"
+                    + json.dumps({"name": "bash", "arguments": {"command": "pytest -x"}}),
+                },
+                {"from": "observation", "value": "FAILED tests/test_utils.py::test_slug - AssertionError"},
+                {
+                    "from": "function_call",
+                    "value": "<think>\nTwo things to check.\n</think>\n\n"
+                    + json.dumps(
+                        [
+                            {"name": "bash", "arguments": {"command": "cat utils.py"}},
+                            {"name": "bash", "arguments": {"command": "cat tests/test_utils.py"}},
+                        ]
+                    ),
+                },
+                {
+                    "from": "observation",
+                    "value": "def slug(s): return s\n</tool_response>\n<tool_response>\ndef test_slug(): ...",
+                },
+                {
+                    "from": "gpt",
+                    "value": "<think>\nThe slug must lower-case.\n</think>\n\nFixed: slug() now lower-cases.",
+                },
+            ],
+            "system": "You are a coding agent.",
+            "tools": tools,
+            "_instance_id": "acme__utils-1",
+            "_uid": "acme__utils-1#0",
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": "Say hi"},
+                {"from": "gpt", "value": "Hi!"},
+            ],
+            "system": "You are a coding agent.",
+            "tools": "",
+            "_instance_id": "acme__hello-2",
+            "_uid": "acme__hello-2#0",
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": "List files"},
+                {
+                    "from": "function_call",
+                    "value": "Listing.\n<tool_call>\n"
+                    + json.dumps({"name": "bash", "arguments": {"command": "ls"}})
+                    + "\n</tool_call>",
+                },
+                {"from": "observation", "value": "a.py\nb.py"},
+                {"from": "gpt", "value": "Two files."},
+            ],
+            "system": "You are a coding agent.",
+            "tools": tools,
+            "_instance_id": "acme__ls-3",
+            "_uid": "acme__ls-3#0",
+        },
     ]
 
 
@@ -251,23 +396,42 @@ def write_dataset(root: Path) -> None:
     lf.mkdir(parents=True, exist_ok=True)
     rows = lf_rows()
     # sft's writer layout: a JSON array with one row per line (sft.datasets.llamafactory.write_json_array).
-    (lf / f"{DATA_NAME}.json").write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n", encoding="utf-8")
-    write_json(lf / "dataset_info.json", {DATASET_KEY: {
-        "file_name": f"{DATA_NAME}.json", "formatting": "sharegpt",
-        "columns": {"messages": "conversations", "system": "system", "tools": "tools"}}})
-    write_json(lf / f"{DATA_NAME}.stats.json", {
-        "schema": "sft.dataset_stats/1", "dataset": {"data_name": DATA_NAME, "rows": 3},
-        "settings": {"cutoff_len": 32768, "template": "qwen3"},
-        "token_lens": {"max": 2100, "min": 40, "mean": 800.0, "gt_128k": 0}, "count": 3, "total_tokens": 2400,
-    })
+    (lf / f"{DATA_NAME}.json").write_text(
+        "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n", encoding="utf-8"
+    )
+    write_json(
+        lf / "dataset_info.json",
+        {
+            DATASET_KEY: {
+                "file_name": f"{DATA_NAME}.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+            }
+        },
+    )
+    write_json(
+        lf / f"{DATA_NAME}.stats.json",
+        {
+            "schema": "sft.dataset_stats/1",
+            "dataset": {"data_name": DATA_NAME, "rows": 3},
+            "settings": {"cutoff_len": 32768, "template": "qwen3"},
+            "token_lens": {"max": 2100, "min": 40, "mean": 800.0, "gt_128k": 0},
+            "count": 3,
+            "total_tokens": 2400,
+        },
+    )
     (lf / f"{DATA_NAME}.README.md").write_text(
         f"# Dataset card: {DATA_NAME}\n\n3 trajectories from a Harbor job.\n\n| rows | tokens |\n|---|---|\n| 3 | 2400 |\n",
-        encoding="utf-8")
-    write_jsonl(root / "data/08_reporting" / DATA_NAME / "sample_stats.jsonl", [
-        {"index": 0, "total_tokens": 2100, "lf_status": "ok"},
-        {"index": 1, "total_tokens": 40, "lf_status": "ok"},
-        {"index": 2, "total_tokens": 260, "lf_status": "ok"},
-    ])
+        encoding="utf-8",
+    )
+    write_jsonl(
+        root / "data/08_reporting" / DATA_NAME / "sample_stats.jsonl",
+        [
+            {"index": 0, "total_tokens": 2100, "lf_status": "ok"},
+            {"index": 1, "total_tokens": 40, "lf_status": "ok"},
+            {"index": 2, "total_tokens": 260, "lf_status": "ok"},
+        ],
+    )
 
 
 def write_credentials_and_traps(root: Path) -> None:

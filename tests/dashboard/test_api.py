@@ -76,7 +76,9 @@ def test_series_reports_throughput_when_logged(client: TestClient) -> None:
     series = client.get(f"/api/runs/{LIVE}/series").json()["series"]
     assert series["tokens_per_sec"] == [1830.5] * 6
     assert series["total_tokens"][0] == int(1830.5 * 31)
-    assert all(v is None for v in client.get(f"/api/runs/{FINISHED}/series").json()["series"]["tokens_per_sec"])
+    assert all(
+        v is None for v in client.get(f"/api/runs/{FINISHED}/series").json()["series"]["tokens_per_sec"]
+    )
 
 
 def test_running_run_has_progress_and_eta(client: TestClient) -> None:
@@ -96,7 +98,9 @@ def test_final_metrics_come_from_train_results(client: TestClient) -> None:
     assert detail["state"]["global_step"] == 10
 
 
-def test_series_answers_304_when_nothing_changed_and_200_after_an_append(client: TestClient, project: FakeProject) -> None:
+def test_series_answers_304_when_nothing_changed_and_200_after_an_append(
+    client: TestClient, project: FakeProject
+) -> None:
     first = client.get(f"/api/runs/{LIVE}/series")
     etag = first.headers["etag"]
     assert client.get(f"/api/runs/{LIVE}/series", headers={"If-None-Match": etag}).status_code == 304
@@ -143,7 +147,9 @@ def test_config_of_a_run_not_archived_yet_is_its_training_yaml(client: TestClien
     assert data["training_yaml_path"] == f"artifacts/training_config/{LIVE}.yaml"
 
 
-def test_console_log_tail_is_scrubbed_and_keeps_the_last_progress_frame(client: TestClient, project: FakeProject) -> None:
+def test_console_log_tail_is_scrubbed_and_keeps_the_last_progress_frame(
+    client: TestClient, project: FakeProject
+) -> None:
     data = client.get(f"/api/runs/{FINISHED}/log").json()
     assert data["path"] == f"artifacts/logs/{FINISHED}_20250601_100000.log"
     assert "100%|##########| 10/10 [05:12<00:00, 31.2s/it]" in data["lines"]
@@ -160,8 +166,9 @@ def test_console_log_tail_is_limited_to_the_requested_lines(client: TestClient) 
 def test_run_dataset_is_found_through_the_training_yaml(client: TestClient) -> None:
     data = client.get(f"/api/runs/{LIVE}/dataset").json()
     assert data["available"] is True
-    assert data["datasets"] == [{"key": DATASET_KEY, "file_name": f"{DATA_NAME}.json", "name": DATA_NAME,
-                                 "browsable": True}]
+    assert data["datasets"] == [
+        {"key": DATASET_KEY, "file_name": f"{DATA_NAME}.json", "name": DATA_NAME, "browsable": True}
+    ]
 
 
 def test_dataset_overview_has_card_stats_and_exact_histogram(client: TestClient) -> None:
@@ -174,7 +181,9 @@ def test_dataset_overview_has_card_stats_and_exact_histogram(client: TestClient)
     assert hist["edges"][0] == 40 and hist["edges"][-1] == 2100
 
 
-def test_dataset_histogram_is_an_estimate_without_sample_stats(client: TestClient, project: FakeProject) -> None:
+def test_dataset_histogram_is_an_estimate_without_sample_stats(
+    client: TestClient, project: FakeProject
+) -> None:
     (project.root / "data/08_reporting" / DATA_NAME / "sample_stats.jsonl").unlink()
     hist = client.get(f"/api/datasets/{DATA_NAME}").json()["histogram"]
     assert hist["exact"] is False and "estimated" in hist["source"] and sum(hist["counts"]) == 3
@@ -183,7 +192,14 @@ def test_dataset_histogram_is_an_estimate_without_sample_stats(client: TestClien
 def test_sample_is_split_into_turns(client: TestClient) -> None:
     data = client.get(f"/api/datasets/{DATA_NAME}/samples/0").json()
     assert data["count"] == 3 and data["system"] == "You are a coding agent."
-    assert [t["role"] for t in data["turns"]] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [t["role"] for t in data["turns"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     call_turn = data["turns"][1]
     assert call_turn["reasoning"] == "I should look at the test first."
     assert call_turn["tool_calls"] == [{"name": "bash", "arguments": {"command": "pytest -x"}}]
@@ -200,12 +216,21 @@ def test_sample_out_of_range_is_404(client: TestClient) -> None:
 def test_sample_list_pages(client: TestClient) -> None:
     data = client.get(f"/api/datasets/{DATA_NAME}/samples", params={"offset": 1, "limit": 5}).json()
     assert [item["index"] for item in data["items"]] == [1, 2]
-    assert data["items"][1] == {"index": 2, "uid": "acme__ls-3#0", "instance_id": "acme__ls-3", "repo": None,
-                                "turns": 4, "tool_calls": 1, "chars": data["items"][1]["chars"]}
+    assert data["items"][1] == {
+        "index": 2,
+        "uid": "acme__ls-3#0",
+        "instance_id": "acme__ls-3",
+        "repo": None,
+        "turns": 4,
+        "tool_calls": 1,
+        "chars": data["items"][1]["chars"],
+    }
 
 
 def test_dataset_list_and_unknown_dataset(client: TestClient) -> None:
-    assert client.get("/api/datasets").json()["datasets"] == [{"name": DATA_NAME, "dataset_keys": [DATASET_KEY]}]
+    assert client.get("/api/datasets").json()["datasets"] == [
+        {"name": DATA_NAME, "dataset_keys": [DATASET_KEY]}
+    ]
     response = client.get("/api/datasets/nope")
     assert response.status_code == 404 and DATA_NAME in response.json()["detail"]
 

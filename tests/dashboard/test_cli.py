@@ -33,8 +33,9 @@ def middleware_names(app: Any) -> list[str]:
     return [m.cls.__name__ for m in app.user_middleware]
 
 
-def test_defaults_bind_loopback_with_a_host_check(project: FakeProject, captured_run: dict[str, Any],
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_defaults_bind_loopback_with_a_host_check(
+    project: FakeProject, captured_run: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sft.dashboard")
     assert cli.main(["--project-dir", str(project.root)]) == 0
     assert captured_run["kwargs"]["host"] == "127.0.0.1" and captured_run["kwargs"]["port"] == 8091
@@ -42,8 +43,9 @@ def test_defaults_bind_loopback_with_a_host_check(project: FakeProject, captured
     assert "NOT loopback" not in caplog.text
 
 
-def test_binding_elsewhere_warns(project: FakeProject, captured_run: dict[str, Any],
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_binding_elsewhere_warns(
+    project: FakeProject, captured_run: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sft.dashboard")
     assert cli.main(["--host", "0.0.0.0", "--port", "9999", "--project-dir", str(project.root)]) == 0
     assert captured_run["kwargs"]["host"] == "0.0.0.0" and captured_run["kwargs"]["port"] == 9999
@@ -52,8 +54,9 @@ def test_binding_elsewhere_warns(project: FakeProject, captured_run: dict[str, A
     assert "TrustedHostMiddleware" not in middleware_names(captured_run["app"])
 
 
-def test_missing_project_dir_is_an_error(tmp_path: Path, captured_run: dict[str, Any],
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_project_dir_is_an_error(
+    tmp_path: Path, captured_run: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     assert cli.main(["--project-dir", str(tmp_path / "nope")]) == 2
     assert "app" not in captured_run
     assert "does not exist" in caplog.text
@@ -61,9 +64,18 @@ def test_missing_project_dir_is_an_error(tmp_path: Path, captured_run: dict[str,
 
 def test_module_and_script_entry_points_show_their_flags() -> None:
     root = Path(__file__).resolve().parents[2]
-    for command in ([sys.executable, "-m", "sft.dashboard", "--help"], ["bash", "scripts/dashboard.sh", "--help"]):
-        proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "SFT_PYTHON": sys.executable})
+    for command in (
+        [sys.executable, "-m", "sft.dashboard", "--help"],
+        ["bash", "scripts/dashboard.sh", "--help"],
+    ):
+        proc = subprocess.run(
+            command,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SFT_PYTHON": sys.executable},
+        )
         assert proc.returncode == 0, proc.stderr
         for flag in ("--host", "--port", "--project-dir", "--poll-seconds"):
             assert flag in proc.stdout

@@ -21,9 +21,13 @@ def test_parse_tool_calls_bare_object_list_and_tagged() -> None:
     assert one == [{"name": "ls", "arguments": {"path": "."}}] and prose == ""
     two, _ = parse_tool_calls('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}]')
     assert [c["name"] for c in two] == ["a", "b"]
-    tagged, prose = parse_tool_calls('Reading.\n<tool_call>\n{"name": "cat", "arguments": {"f": "x"}}\n</tool_call>')
+    tagged, prose = parse_tool_calls(
+        'Reading.\n<tool_call>\n{"name": "cat", "arguments": {"f": "x"}}\n</tool_call>'
+    )
     assert tagged == [{"name": "cat", "arguments": {"f": "x"}}] and prose == "Reading."
-    openai, _ = parse_tool_calls('{"type": "function", "function": {"name": "q", "arguments": "{\\"k\\": 1}"}}')
+    openai, _ = parse_tool_calls(
+        '{"type": "function", "function": {"name": "q", "arguments": "{\\"k\\": 1}"}}'
+    )
     assert openai == [{"name": "q", "arguments": {"k": 1}}]
 
 
@@ -33,13 +37,22 @@ def test_a_call_that_is_not_json_is_kept_raw() -> None:
 
 
 def test_messages_rows_in_the_reference_layout() -> None:
-    row = {"messages": [
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": "task"},
-        {"role": "assistant", "content": "<think>\nhmm\n</think>\n\n<tool_call>\n{\"name\": \"ls\", \"arguments\": {}}\n</tool_call>"},
-        {"role": "user", "content": "<tool_response>\na.py\n</tool_response>\n<tool_response>\nb.py\n</tool_response>"},
-        {"role": "assistant", "content": "done"},
-    ], "_instance_id": "x"}
+    row = {
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "task"},
+            {
+                "role": "assistant",
+                "content": '<think>\nhmm\n</think>\n\n<tool_call>\n{"name": "ls", "arguments": {}}\n</tool_call>',
+            },
+            {
+                "role": "user",
+                "content": "<tool_response>\na.py\n</tool_response>\n<tool_response>\nb.py\n</tool_response>",
+            },
+            {"role": "assistant", "content": "done"},
+        ],
+        "_instance_id": "x",
+    }
     view = row_turns(row)
     assert view["system"] == "sys" and view["meta"] == {"_instance_id": "x"}
     assert [t["role"] for t in view["turns"]] == ["user", "assistant", "tool", "assistant"]
@@ -54,7 +67,9 @@ def test_histogram_bins_every_value() -> None:
     assert histogram([]) == {"edges": [], "counts": []}
 
 
-ROWS = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]} for i in range(4)]
+ROWS = [
+    {"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]} for i in range(4)
+]
 
 
 @pytest.mark.parametrize("layout", ["sft_lines", "pretty", "jsonl", "compact"])

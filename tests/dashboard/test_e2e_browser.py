@@ -26,8 +26,14 @@ from sft.core.io_utils import atomic_write_bytes
 from tests.dashboard.fake_project import DATA_NAME, FINISHED, LIVE, FakeProject, log_line, make_project
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEEP_DIR = PROJECT_ROOT / "data" / "08_reporting" / "dashboard_screenshots"
 TIMEOUT_MS = 15_000
@@ -35,7 +41,7 @@ TIMEOUT_MS = 15_000
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="/usr/bin/chromium is absent: install Debian's chromium package (apt-get install -y chromium; "
-           ".ci/run does it) to run the dashboard's browser test",
+    ".ci/run does it) to run the dashboard's browser test",
 )
 
 
@@ -54,12 +60,32 @@ def e2e_project(tmp_path_factory: pytest.TempPathFactory) -> FakeProject:
 def base_url(e2e_project: FakeProject, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    }
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "sft.dashboard", "--host", "127.0.0.1", "--port", str(port),
-             "--project-dir", str(e2e_project.root), "--poll-seconds", "1", "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "sft.dashboard",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--project-dir",
+                str(e2e_project.root),
+                "--poll-seconds",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -86,8 +112,10 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed in this environment: it is in the project's `dev` extra "
-                    "(scripts/install_env.sh installs it); /usr/bin/chromium is present, so the test must run")
+        pytest.fail(
+            "playwright is not installed in this environment: it is in the project's `dev` extra "
+            "(scripts/install_env.sh installs it); /usr/bin/chromium is present, so the test must run"
+        )
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield instance
@@ -111,8 +139,9 @@ def page_errors() -> list[str]:
 
 @pytest.fixture
 def page(browser: Any, base_url: str, page_errors: list[str]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True,
-                                  base_url=base_url)
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True, base_url=base_url
+    )
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
     tab.on("pageerror", lambda exc: page_errors.append(f"page error: {exc}"))
@@ -123,8 +152,11 @@ def page(browser: Any, base_url: str, page_errors: list[str]) -> Iterator[Any]:
 
 
 def loss_points(page: Any) -> int:
-    return int(page.evaluate(
-        "() => { const c = window.sftDashboard.charts.loss; return c ? c.data[1].filter(v => v != null).length : -1; }"))
+    return int(
+        page.evaluate(
+            "() => { const c = window.sftDashboard.charts.loss; return c ? c.data[1].filter(v => v != null).length : -1; }"
+        )
+    )
 
 
 def test_run_list_shows_the_runs(page: Any, shots: Path) -> None:
@@ -173,7 +205,8 @@ def test_compare_overlays_two_runs_and_exports(page: Any, shots: Path, tmp_path:
     labels = page.evaluate("() => window.sftDashboard.charts.compare.series.slice(1).map(s => s.label)")
     assert sorted(labels) == sorted([FINISHED, LIVE])
     counts = page.evaluate(
-        "() => window.sftDashboard.charts.compare.data.slice(1).map(s => s.filter(v => v != null).length)")
+        "() => window.sftDashboard.charts.compare.data.slice(1).map(s => s.filter(v => v != null).length)"
+    )
     assert sorted(counts) == [6, 10]
     with page.expect_download() as csv_download:
         page.click("#export-csv")
@@ -183,8 +216,10 @@ def test_compare_overlays_two_runs_and_exports(page: Any, shots: Path, tmp_path:
         page.click("#export-png")
     assert Path(png_download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page.select_option("#compare-metric", "lr")
-    page.wait_for_function("() => window.sftDashboard.charts.compare && "
-                           "window.sftDashboard.charts.compare.data[1].some(v => v != null && v < 0.001)")
+    page.wait_for_function(
+        "() => window.sftDashboard.charts.compare && "
+        "window.sftDashboard.charts.compare.data[1].some(v => v != null && v < 0.001)"
+    )
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
 
@@ -212,20 +247,26 @@ def test_dataset_view_shows_card_histogram_and_folded_turns(page: Any, shots: Pa
     page.screenshot(path=str(shots / "dataset_unfolded.png"), full_page=True)
 
 
-@pytest.mark.parametrize("target", [
-    "/files/%2e%2e/conf/local/credentials.yml",
-    "/files/artifacts/..%2F..%2Fconf%2Flocal%2Fcredentials.yml",
-    "/files/artifacts/link_to_conf/credentials.yml",
-    "/files/artifacts/credentials.yml",
-])
-def test_traversal_request_from_the_browser_is_refused(page: Any, e2e_project: FakeProject, target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/files/%2e%2e/conf/local/credentials.yml",
+        "/files/artifacts/..%2F..%2Fconf%2Flocal%2Fcredentials.yml",
+        "/files/artifacts/link_to_conf/credentials.yml",
+        "/files/artifacts/credentials.yml",
+    ],
+)
+def test_traversal_request_from_the_browser_is_refused(
+    page: Any, e2e_project: FakeProject, target: str
+) -> None:
     response = page.request.get(target)
     assert response.status in (403, 404)
     assert all(secret not in response.text() for secret in e2e_project.secrets)
 
 
-def test_traversal_navigation_is_refused(page: Any, page_errors: list[str], e2e_project: FakeProject,
-                                         shots: Path) -> None:
+def test_traversal_navigation_is_refused(
+    page: Any, page_errors: list[str], e2e_project: FakeProject, shots: Path
+) -> None:
     # Chromium resolves a literal or %2e dot segment itself (the request never leaves the browser as
     # "../"); an encoded slash reaches the server, which must refuse it.
     normalised = page.goto("/files/%2e%2e/conf/local/credentials.yml")
@@ -255,8 +296,10 @@ def test_chart_grows_when_the_log_grows(page: Any, e2e_project: FakeProject, sho
     with log.open("a") as fh:
         for step in range(before + 1, before + 4):
             fh.write(json.dumps(log_line(step, 20, loss=1.0 - step / 100, throughput=1900.0)) + "\n")
-    page.wait_for_function(f"() => window.sftDashboard.charts.loss && "
-                           f"window.sftDashboard.charts.loss.data[1].filter(v => v != null).length === {before + 3}")
+    page.wait_for_function(
+        f"() => window.sftDashboard.charts.loss && "
+        f"window.sftDashboard.charts.loss.data[1].filter(v => v != null).length === {before + 3}"
+    )
     assert loss_points(page) == e2e_project.log_lines_with_loss(LIVE) == before + 3
     assert page.evaluate("() => window.__noReload") is True
     # The growth came from the page's own polling (the counter moves when a refresh completes).

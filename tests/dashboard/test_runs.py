@@ -27,33 +27,62 @@ NOW = 1_750_000_000.0
 
 
 def entry(status: str, completed_at: str | None = "2025-06-15T15:06:40Z") -> IndexEntry:
-    return IndexEntry(id="run_009", status=status, started_at=None, completed_at=completed_at, notes="",
-                      archive_dir=None, output_name="r", run_name="r", training_log=None, metadata={})
+    return IndexEntry(
+        id="run_009",
+        status=status,
+        started_at=None,
+        completed_at=completed_at,
+        notes="",
+        archive_dir=None,
+        output_name="r",
+        run_name="r",
+        training_log=None,
+        metadata={},
+    )
 
 
 def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-@pytest.mark.parametrize(("kwargs", "expected"), [
-    # running: fresh log below 100 %
-    ({"log_mtime": NOW - 60, "percentage": 40.0, "results_mtime": None, "entry": None}, "running"),
-    # 3 minutes is the limit
-    ({"log_mtime": NOW - 181, "percentage": 40.0, "results_mtime": None, "entry": None}, "unknown"),
-    # a fresh log at 100 % is not running
-    ({"log_mtime": NOW - 10, "percentage": 100.0, "results_mtime": None, "entry": None}, "finished"),
-    # results file = finished
-    ({"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": NOW - 9000, "entry": None}, "finished"),
-    # index says failed / interrupted
-    ({"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": None, "entry": entry("failed")}, "failed"),
-    ({"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": None, "entry": entry("interrupted")},
-     "interrupted"),
-    # index says completed without a results file
-    ({"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": None, "entry": entry("completed")}, "finished"),
-    # no log at all, index only
-    ({"log_mtime": None, "percentage": None, "results_mtime": None, "entry": entry("failed")}, "failed"),
-    ({"log_mtime": None, "percentage": None, "results_mtime": None, "entry": None}, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # running: fresh log below 100 %
+        ({"log_mtime": NOW - 60, "percentage": 40.0, "results_mtime": None, "entry": None}, "running"),
+        # 3 minutes is the limit
+        ({"log_mtime": NOW - 181, "percentage": 40.0, "results_mtime": None, "entry": None}, "unknown"),
+        # a fresh log at 100 % is not running
+        ({"log_mtime": NOW - 10, "percentage": 100.0, "results_mtime": None, "entry": None}, "finished"),
+        # results file = finished
+        (
+            {"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": NOW - 9000, "entry": None},
+            "finished",
+        ),
+        # index says failed / interrupted
+        (
+            {"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": None, "entry": entry("failed")},
+            "failed",
+        ),
+        (
+            {
+                "log_mtime": NOW - 9000,
+                "percentage": 50.0,
+                "results_mtime": None,
+                "entry": entry("interrupted"),
+            },
+            "interrupted",
+        ),
+        # index says completed without a results file
+        (
+            {"log_mtime": NOW - 9000, "percentage": 50.0, "results_mtime": None, "entry": entry("completed")},
+            "finished",
+        ),
+        # no log at all, index only
+        ({"log_mtime": None, "percentage": None, "results_mtime": None, "entry": entry("failed")}, "failed"),
+        ({"log_mtime": None, "percentage": None, "results_mtime": None, "entry": None}, "unknown"),
+    ],
+)
 def test_decide_status(kwargs: dict, expected: str) -> None:
     status, reason = decide_status(now=NOW, **kwargs)
     assert status == expected, reason
@@ -61,34 +90,53 @@ def test_decide_status(kwargs: dict, expected: str) -> None:
 
 def test_a_resumed_run_is_running_again_after_its_failed_entry() -> None:
     failed_an_hour_ago = entry("failed", completed_at=iso(NOW - 3600))
-    status, _ = decide_status(now=NOW, log_mtime=NOW - 20, percentage=60.0, results_mtime=None,
-                              entry=failed_an_hour_ago)
+    status, _ = decide_status(
+        now=NOW, log_mtime=NOW - 20, percentage=60.0, results_mtime=None, entry=failed_an_hour_ago
+    )
     assert status == "running"
 
 
 def test_a_log_written_before_the_failure_was_recorded_is_not_running() -> None:
     failed_just_now = entry("failed", completed_at=iso(NOW - 5))
-    status, _ = decide_status(now=NOW, log_mtime=NOW - 30, percentage=60.0, results_mtime=None,
-                              entry=failed_just_now)
+    status, _ = decide_status(
+        now=NOW, log_mtime=NOW - 30, percentage=60.0, results_mtime=None, entry=failed_just_now
+    )
     assert status == "failed"
 
 
 def test_results_written_after_a_failed_attempt_mean_finished() -> None:
-    status, _ = decide_status(now=NOW, log_mtime=NOW - 9000, percentage=100.0, results_mtime=NOW - 100,
-                              entry=entry("failed", completed_at=iso(NOW - 5000)))
+    status, _ = decide_status(
+        now=NOW,
+        log_mtime=NOW - 9000,
+        percentage=100.0,
+        results_mtime=NOW - 100,
+        entry=entry("failed", completed_at=iso(NOW - 5000)),
+    )
     assert status == "finished"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("0:00:02", 2.0), ("12:03:04", 43384.0), ("1 day, 2:00:00", 93600.0), ("3 days, 0:00:01", 259201.0),
-    (12.5, 12.5), ("soon", None), (None, None), (True, None),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0:00:02", 2.0),
+        ("12:03:04", 43384.0),
+        ("1 day, 2:00:00", 93600.0),
+        ("3 days, 0:00:01", 259201.0),
+        (12.5, 12.5),
+        ("soon", None),
+        (None, None),
+        (True, None),
+    ],
+)
 def test_parse_duration(text: object, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
 
 
 def test_merge_series_prefers_the_later_line_of_a_resumed_step() -> None:
-    rows = [log_line(s, 10, loss=2.0) for s in (1, 2, 3)] + [log_line(3, 10, loss=1.5), log_line(4, 10, loss=1.4)]
+    rows = [log_line(s, 10, loss=2.0) for s in (1, 2, 3)] + [
+        log_line(3, 10, loss=1.5),
+        log_line(4, 10, loss=1.4),
+    ]
     merged = merge_series(rows, None)
     assert [r["step"] for r in merged] == [1, 2, 3, 4]
     assert merged[2]["loss"] == 1.5
@@ -96,17 +144,21 @@ def test_merge_series_prefers_the_later_line_of_a_resumed_step() -> None:
 
 def test_merge_series_adds_eval_points_from_trainer_state() -> None:
     rows = [log_line(s, 10, loss=2.0) for s in (1, 2)]
-    history = [{"step": 1, "loss": 2.0, "grad_norm": 0.7, "learning_rate": 1e-5, "epoch": 0.1},
-               {"step": 2, "eval_loss": 1.9, "epoch": 0.2},
-               {"step": 2, "train_loss": 1.8, "train_runtime": 10.0}]
+    history = [
+        {"step": 1, "loss": 2.0, "grad_norm": 0.7, "learning_rate": 1e-5, "epoch": 0.1},
+        {"step": 2, "eval_loss": 1.9, "epoch": 0.2},
+        {"step": 2, "train_loss": 1.8, "train_runtime": 10.0},
+    ]
     merged = merge_series(rows, history)
     assert merged[0]["grad_norm"] == 0.7
     assert merged[1]["eval_loss"] == 1.9 and merged[1]["loss"] == 2.0
 
 
 def test_merge_series_uses_log_history_when_there_is_no_log() -> None:
-    history = [{"step": s, "loss": 3.0 - s / 10, "grad_norm": 1.0, "learning_rate": 1e-5, "epoch": s / 10}
-               for s in range(1, 6)]
+    history = [
+        {"step": s, "loss": 3.0 - s / 10, "grad_norm": 1.0, "learning_rate": 1e-5, "epoch": s / 10}
+        for s in range(1, 6)
+    ]
     merged = merge_series([], history)
     assert [r["loss"] for r in merged] == [2.9, 2.8, 2.7, 2.6, 2.5]
 
@@ -148,10 +200,20 @@ def test_several_attempts_of_one_output_dir_use_the_last(project: FakeProject) -
     index = project.root / "artifacts/index.yaml"
     doc = yaml.safe_load(index.read_text())
     archive = project.root / "artifacts/archives/run_004"
-    write_yaml(archive / "metadata.yaml", {"id": "run_004", "output_dir": str(project.model(FINISHED)),
-                                           "run_name": FINISHED})
-    doc["runs"].append({"id": "run_004", "started_at": "2030-01-01T00:00:00Z", "completed_at": "2030-01-01T01:00:00Z",
-                        "status": "interrupted", "archive": "artifacts/archives/run_004/", "notes": "resumed then ^C"})
+    write_yaml(
+        archive / "metadata.yaml",
+        {"id": "run_004", "output_dir": str(project.model(FINISHED)), "run_name": FINISHED},
+    )
+    doc["runs"].append(
+        {
+            "id": "run_004",
+            "started_at": "2030-01-01T00:00:00Z",
+            "completed_at": "2030-01-01T01:00:00Z",
+            "status": "interrupted",
+            "archive": "artifacts/archives/run_004/",
+            "notes": "resumed then ^C",
+        }
+    )
     write_yaml(index, doc)
     store = RunStore(ProjectFiles.at(project.root))
     run = store.get(FINISHED)

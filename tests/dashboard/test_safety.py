@@ -64,7 +64,10 @@ def test_served_text_is_scrubbed_but_served(client: TestClient) -> None:
 def test_results_file_is_served(client: TestClient) -> None:
     response = client.get(f"/files/artifacts/model/{FINISHED}/train_results.json")
     assert response.status_code == 200 and response.json()["train_loss"] == 0.9123
-    assert client.get(f"/files/artifacts/model/{FINISHED}/training_loss.png").headers["content-type"] == "image/png"
+    assert (
+        client.get(f"/files/artifacts/model/{FINISHED}/training_loss.png").headers["content-type"]
+        == "image/png"
+    )
 
 
 def test_served_yaml_has_secret_keys_redacted(client: TestClient) -> None:
@@ -74,7 +77,9 @@ def test_served_yaml_has_secret_keys_redacted(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("url", TRAVERSALS)
-def test_traversal_and_credential_requests_are_refused(client: TestClient, project: FakeProject, url: str) -> None:
+def test_traversal_and_credential_requests_are_refused(
+    client: TestClient, project: FakeProject, url: str
+) -> None:
     response = client.get(url)
     assert response.status_code in (403, 404), f"{url} answered {response.status_code}"
     for secret in project.secrets:
@@ -85,7 +90,9 @@ def test_traversal_and_credential_requests_are_refused(client: TestClient, proje
 @pytest.fixture
 def live_server(project: FakeProject) -> Iterator[tuple[str, int]]:
     """A real uvicorn server: raw request targets reach it exactly as written (no client-side normalising)."""
-    server = uvicorn.Server(uvicorn.Config(create_app(project.root), host="127.0.0.1", port=0, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(project.root), host="127.0.0.1", port=0, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -97,18 +104,23 @@ def live_server(project: FakeProject) -> Iterator[tuple[str, int]]:
     thread.join(timeout=10)
 
 
-@pytest.mark.parametrize("target", [
-    "/files/../../conf/local/credentials.yml",
-    "/files/artifacts/../../conf/local/credentials.yml",
-    "/files/artifacts/../outside.txt",
-    "/files/..%2f..%2fconf%2flocal%2fcredentials.yml",
-    "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/files/%252e%252e/outside.txt",
-    "/static/../../../conf/local/credentials.yml",
-    "/static/..%2f..%2fapp.py",
-    "/files/artifacts/link_to_outside.txt",
-])
-def test_raw_traversal_over_http_is_refused(live_server: tuple[str, int], project: FakeProject, target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/files/../../conf/local/credentials.yml",
+        "/files/artifacts/../../conf/local/credentials.yml",
+        "/files/artifacts/../outside.txt",
+        "/files/..%2f..%2fconf%2flocal%2fcredentials.yml",
+        "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/files/%252e%252e/outside.txt",
+        "/static/../../../conf/local/credentials.yml",
+        "/static/..%2f..%2fapp.py",
+        "/files/artifacts/link_to_outside.txt",
+    ],
+)
+def test_raw_traversal_over_http_is_refused(
+    live_server: tuple[str, int], project: FakeProject, target: str
+) -> None:
     connection = http.client.HTTPConnection(*live_server, timeout=10)
     connection.request("GET", target)
     response = connection.getresponse()
@@ -119,10 +131,20 @@ def test_raw_traversal_over_http_is_refused(live_server: tuple[str, int], projec
 
 
 def test_no_api_answer_contains_a_secret(client: TestClient, project: FakeProject) -> None:
-    urls = ["/api/runs", f"/api/datasets/{DATA_NAME}", f"/api/datasets/{DATA_NAME}/samples/0", "/api/datasets"]
+    urls = [
+        "/api/runs",
+        f"/api/datasets/{DATA_NAME}",
+        f"/api/datasets/{DATA_NAME}/samples/0",
+        "/api/datasets",
+    ]
     for run in (FINISHED, LIVE, "qwen3-8b-sft-crash", "run_003"):
-        urls += [f"/api/runs/{run}", f"/api/runs/{run}/series", f"/api/runs/{run}/config",
-                 f"/api/runs/{run}/log", f"/api/runs/{run}/dataset"]
+        urls += [
+            f"/api/runs/{run}",
+            f"/api/runs/{run}/series",
+            f"/api/runs/{run}/config",
+            f"/api/runs/{run}/log",
+            f"/api/runs/{run}/dataset",
+        ]
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200, url
@@ -157,25 +179,52 @@ def test_scrubber_collects_every_project_secret(project: FakeProject) -> None:
 def test_project_files_refuse_by_rule(project: FakeProject) -> None:
     files = ProjectFiles.at(project.root)
     assert files.resolve(f"artifacts/model/{FINISHED}/train_results.json").is_file()
-    for bad in ("../x", "/etc/passwd", "artifacts/../conf/local/credentials.yml", "conf/local/credentials.yml",
-                "artifacts/link_to_conf/credentials.yml", "artifacts/.env", "data/link_to_etc/hostname",
-                "artifacts\\..\\config.yaml", "artifacts/a\x00b"):
+    for bad in (
+        "../x",
+        "/etc/passwd",
+        "artifacts/../conf/local/credentials.yml",
+        "conf/local/credentials.yml",
+        "artifacts/link_to_conf/credentials.yml",
+        "artifacts/.env",
+        "data/link_to_etc/hostname",
+        "artifacts\\..\\config.yaml",
+        "artifacts/a\x00b",
+    ):
         with pytest.raises(ForbiddenPath):
             files.resolve(bad)
 
 
-@pytest.mark.parametrize(("name", "denied"), [
-    ("credentials.yml", True), (".env", True), ("prod.env", True), (".netrc", True), ("hf_token", True),
-    ("api_key.txt", True), ("client_secret.json", True), ("id_rsa", True), ("server.pem", True),
-    ("tokenizer.json", False), ("special_tokens_map.json", False), ("token_stats.json", False),
-    ("trainer_log.jsonl", False), ("sample_stats.jsonl", False), ("config.yaml", False),
-])
+@pytest.mark.parametrize(
+    ("name", "denied"),
+    [
+        ("credentials.yml", True),
+        (".env", True),
+        ("prod.env", True),
+        (".netrc", True),
+        ("hf_token", True),
+        ("api_key.txt", True),
+        ("client_secret.json", True),
+        ("id_rsa", True),
+        ("server.pem", True),
+        ("tokenizer.json", False),
+        ("special_tokens_map.json", False),
+        ("token_stats.json", False),
+        ("trainer_log.jsonl", False),
+        ("sample_stats.jsonl", False),
+        ("config.yaml", False),
+    ],
+)
 def test_credential_names(name: str, denied: bool) -> None:
     assert is_credential_name(name) is denied
 
 
 def test_loopback_detection() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.1.1")
+    assert (
+        is_loopback("127.0.0.1")
+        and is_loopback("localhost")
+        and is_loopback("::1")
+        and is_loopback("127.0.1.1")
+    )
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")
 
 

@@ -61,7 +61,11 @@ def _log_lines(job: GeneratedJob, trial_name: str) -> list[dict[str, Any]]:
 
 def _text(content: Any) -> Any:
     """OpenAI text parts -> their text joined with "\n" (the generator's documented mapping); else as is."""
-    if isinstance(content, list) and content and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+    if (
+        isinstance(content, list)
+        and content
+        and all(isinstance(p, dict) and p.get("type") == "text" for p in content)
+    ):
         return "\n".join(p["text"] for p in content)
     return content
 
@@ -73,7 +77,9 @@ def _strip(obj: Any, keys: frozenset[str] = frozenset({"cache_control"})) -> Any
         out = {k: _strip(v, keys) for k, v in obj.items() if k not in keys}
         if isinstance(out.get("content"), list) and out.get("role") in ("user", "tool", "system"):
             churn = (CLAUDE_REMINDER, BILLING)
-            out["content"] = _text([p for p in out["content"] if not str(p.get("text", "")).startswith(churn)])
+            out["content"] = _text(
+                [p for p in out["content"] if not str(p.get("text", "")).startswith(churn)]
+            )
         return out
     if isinstance(obj, list):
         return [_strip(v, keys) for v in obj]
@@ -424,9 +430,20 @@ def test_demo_covers_every_documented_case(demo: GeneratedJob) -> None:
             shapes.add((info.scaffold, anthropic))
     # the real-world shapes of issue 13: claude-code in the OpenAI shape, open-code in both shapes with two
     # system prompts, aborted final requests (an empty response) in both shapes
-    assert {("claude-code", True), ("claude-code", False), ("open-code", True), ("open-code", False)} <= shapes
-    assert {(i.plan.proxy_shape or "default") for i in demo.trials if i.plan.two_system} == {"default", "anthropic"}
-    assert {i.plan.proxy_shape or "default" for i in demo.trials if i.plan.aborted_final} == {"default", "anthropic"}
+    assert {
+        ("claude-code", True),
+        ("claude-code", False),
+        ("open-code", True),
+        ("open-code", False),
+    } <= shapes
+    assert {(i.plan.proxy_shape or "default") for i in demo.trials if i.plan.two_system} == {
+        "default",
+        "anthropic",
+    }
+    assert {i.plan.proxy_shape or "default" for i in demo.trials if i.plan.aborted_final} == {
+        "default",
+        "anthropic",
+    }
     # open-code title-generator side call, logged before the earlier-started first main call
     oc = [i for i in demo.trials if i.scaffold == "open-code" and i.has_litellm]
     titles = [
@@ -469,7 +486,9 @@ def test_per_scaffold_demo_jobs_hold_one_agent_each(per_scaffold: dict[str, Gene
     assert sorted(per_scaffold) == sorted(["claude-code", "open-code", "openhands-sdk", "terminus2"])
     for scaffold, job in per_scaffold.items():
         assert job.job_dir.name == scaffold
-        assert len(job.trials) == len(demo_plans()[scaffold]) >= 3 and {t.scaffold for t in job.trials} == {scaffold}
+        assert len(job.trials) == len(demo_plans()[scaffold]) >= 3 and {t.scaffold for t in job.trials} == {
+            scaffold
+        }
         evals = _load(job.job_dir / "result.json")["stats"]["evals"]
         assert list(evals) == [f"{HARBOR_AGENT_NAME[scaffold]}__GLM-5-FP8__swe-demo"]
 

@@ -52,7 +52,9 @@ def output_bytes(result: ConversionResult, out_dir: Path) -> dict[str, bytes]:
     return {name: (out_dir / name).read_bytes() for name in ("lf.json", "im.jsonl", "rejects.jsonl")}
 
 
-def run(cfg: RuntimeInput, job: Path, root: Path, out_dir: Path, workers: int = 1) -> tuple[dict[str, bytes], dict[str, Any]]:
+def run(
+    cfg: RuntimeInput, job: Path, root: Path, out_dir: Path, workers: int = 1
+) -> tuple[dict[str, bytes], dict[str, Any]]:
     result = convert_job(cfg, job, root, num_workers=workers, progress=False)
     return output_bytes(result, out_dir), result.funnel
 

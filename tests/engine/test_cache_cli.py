@@ -58,7 +58,9 @@ def test_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "results: 0 entries" in capsys.readouterr().out
 
 
-def test_a_negative_age_is_refused_with_the_option_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_negative_age_is_refused_with_the_option_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         main(["--project", str(tmp_path), "prune", "--unused-days", "-1"])
     assert "--unused-days -1" in capsys.readouterr().err

@@ -23,7 +23,9 @@ def test_auto_converts_agents_without_a_proxy_log_adapter(tmp_path: Path) -> Non
     builder.write_atif(unknown / "agent", _doc(steps, agent="not-in-harbor-yet"))
     assert (FIXTURES / "openhands_hello_world.trajectory.json").is_file()
     cfg = engine_config(use_cache=False, instance_status="all", exclude_repos_file="")
-    result = engine.convert_job(cfg, builder.job_dir, make_root(tmp_path / "root"), num_workers=1, progress=False)
+    result = engine.convert_job(
+        cfg, builder.job_dir, make_root(tmp_path / "root"), num_workers=1, progress=False
+    )
     assert [r for r in result.rejects if r["stage"] == "scaffold"] == []
     scaffolds = sorted(json.loads(row["_meta"])["scaffold"] for row in result.lf_rows)
     assert scaffolds == ["codex", "not-in-harbor-yet", "openhands"]

@@ -118,7 +118,9 @@ def test_a_changed_exclusion_list_reconverts_every_trial(
     assert b"acme__widgets" in files["rejects.jsonl"] and b"acme__widgets" not in files["lf.json"]
 
 
-def test_parent_only_settings_keep_the_cache(job: Path, root: Path, tmp_path: Path, conversions: list[str]) -> None:
+def test_parent_only_settings_keep_the_cache(
+    job: Path, root: Path, tmp_path: Path, conversions: list[str]
+) -> None:
     """Selection, caps, dedup and rendering run in the parent on cached outcomes: no trial is re-read."""
     run(engine_config(), job, root, tmp_path / "a")
     conversions.clear()

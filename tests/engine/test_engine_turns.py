@@ -49,12 +49,19 @@ def _scaffold(info: TrialInfo) -> str:
     return info.scaffold if info.scaffold in SCAFFOLDS else adapter_for_agent(info.scaffold).name
 
 
-def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include_subagents: bool = True,
-                         drop_tool_errors: bool = False) -> dict[str, Any]:
+def expected_model_turns(
+    job: GeneratedJob,
+    result: ConversionResult,
+    *,
+    include_subagents: bool = True,
+    drop_tool_errors: bool = False,
+) -> dict[str, Any]:
     """source / output / lost per agent from the generator's truth (the fates from the reject lines)."""
     fate = {r["trajectory"]: f"{r['stage']}:{r['reason']}" for r in result.rejects if r["trajectory"]}
     trial_reject = {r["trial_name"]: (r["stage"], r["reason"]) for r in result.rejects if not r["trajectory"]}
-    agents: defaultdict[str, dict[str, Any]] = defaultdict(lambda: {"source": 0, "output": 0, "lost": Counter()})
+    agents: defaultdict[str, dict[str, Any]] = defaultdict(
+        lambda: {"source": 0, "output": 0, "lost": Counter()}
+    )
     not_counted: Counter[str] = Counter()
     for info in [*job.trials, *job.atif_shape_trials]:
         rejected = trial_reject.get(info.trial_name)
@@ -67,7 +74,9 @@ def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include
         sub_turns = sum(n for c, n in zip(convs, turns, strict=True) if c.agent_type == "subagent")
         lost = job.lost_model_turns[info.trial_name]
         source_main = job.source_model_turns[info.trial_name] - sub_turns
-        assert source_main == sum(turns) - sub_turns + sum(lost.values()), info.trial_name  # the truth adds up
+        assert source_main == sum(turns) - sub_turns + sum(lost.values()), (
+            info.trial_name
+        )  # the truth adds up
         assert ("extract:side_call" in lost) == (info.plan.title_call and info.has_litellm), info.trial_name
         main = agents[f"{_scaffold(info)}/main"]
         main["source"] += source_main
@@ -89,24 +98,35 @@ def expected_model_turns(job: GeneratedJob, result: ConversionResult, *, include
             entry["output"] += n - dropped
             if dropped:
                 entry["lost"]["repair:dropped_tool_errors"] += dropped
-    per_agent = {a: {"source": e["source"], "output": e["output"], "lost": dict(sorted((+e["lost"]).items()))}
-                 for a, e in sorted(agents.items())}
+    per_agent = {
+        a: {"source": e["source"], "output": e["output"], "lost": dict(sorted((+e["lost"]).items()))}
+        for a, e in sorted(agents.items())
+    }
     lost_total: Counter[str] = Counter()
     for entry in per_agent.values():
         lost_total.update(entry["lost"])
-    return {"source": sum(e["source"] for e in per_agent.values()),
-            "output": sum(e["output"] for e in per_agent.values()),
-            "lost": dict(sorted(lost_total.items())), "per_agent": per_agent,
-            "trials_not_counted": dict(sorted(not_counted.items()))}
+    return {
+        "source": sum(e["source"] for e in per_agent.values()),
+        "output": sum(e["output"] for e in per_agent.values()),
+        "lost": dict(sorted(lost_total.items())),
+        "per_agent": per_agent,
+        "trials_not_counted": dict(sorted(not_counted.items())),
+    }
 
 
 def _got(model_turns: dict[str, Any]) -> dict[str, Any]:
     assert model_turns["unsourced"] == 0
     assert all(e["unsourced"] == 0 for e in model_turns["per_agent"].values())
     check_invariant(model_turns)
-    return {"source": model_turns["source"], "output": model_turns["output"], "lost": model_turns["lost"],
-            "per_agent": {a: {k: e[k] for k in ("source", "output", "lost")} for a, e in model_turns["per_agent"].items()},
-            "trials_not_counted": model_turns["trials_not_counted"]}
+    return {
+        "source": model_turns["source"],
+        "output": model_turns["output"],
+        "lost": model_turns["lost"],
+        "per_agent": {
+            a: {k: e[k] for k in ("source", "output", "lost")} for a, e in model_turns["per_agent"].items()
+        },
+        "trials_not_counted": model_turns["trials_not_counted"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +154,29 @@ def test_demo_job_turns_per_agent_equal_the_truth(demo: GeneratedJob, tmp_path: 
     assert got == expected_model_turns(demo, result)
     # the numbers themselves, so that a change in the generator or the converter is seen here
     assert (got["source"], got["output"], got["lost"]) == (
-        67, 61, {"extract:side_call": 2, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
+        67,
+        61,
+        {"extract:side_call": 2, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2},
+    )
     assert got["per_agent"]["terminus2/main"]["lost"] == {"parse:rebuilt_atif": 2}
-    assert got["per_agent"]["codex/main"] == {"source": 3, "output": 3, "lost": {}}  # a split response is 1 turn
-    assert got["per_agent"]["terminus2/subagent"] == {"source": 3, "output": 3, "lost": {}}  # copies: no turns
+    assert got["per_agent"]["codex/main"] == {
+        "source": 3,
+        "output": 3,
+        "lost": {},
+    }  # a split response is 1 turn
+    assert got["per_agent"]["terminus2/subagent"] == {
+        "source": 3,
+        "output": 3,
+        "lost": {},
+    }  # copies: no turns
     assert got["trials_not_counted"] == {"outcome:not_resolved": 3, "repo_exclusion:excluded_repo": 3}
     assert summary_line(result.funnel["model_turns"]).startswith(
         "model turns: kept 61 of 67 (91.0%), lost: extract:side_call 2, parse:rebuilt_atif 2, "
-        "repair:aborted_empty_response 2")
-    assert "  terminus2/main: kept 8 of 10, lost: parse:rebuilt_atif 2" in agent_lines(result.funnel["model_turns"])
+        "repair:aborted_empty_response 2"
+    )
+    assert "  terminus2/main: kept 8 of 10, lost: parse:rebuilt_atif 2" in agent_lines(
+        result.funnel["model_turns"]
+    )
     # every trial read (no outcome or repo filter): the ledger counts each of the 22 trials' model turns
     every = _convert(demo, tmp_path / "every", instance_status="all", exclude_repos_file="")
     got = _got(every.funnel["model_turns"])
@@ -150,25 +184,36 @@ def test_demo_job_turns_per_agent_equal_the_truth(demo: GeneratedJob, tmp_path: 
     assert got["trials_not_counted"] == {} and every.funnel["model_turns"]["trials_counted"] == 22
     assert got["source"] == sum(demo.source_model_turns.values()) == 97
     assert (got["output"], got["lost"]) == (
-        90, {"extract:side_call": 3, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
+        90,
+        {"extract:side_call": 3, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2},
+    )
 
 
 @pytest.mark.parametrize(
     "conversion",
     [
         pytest.param({"instance_status": "all", "exclude_repos_file": ""}, id="every-trial"),
-        pytest.param({"instance_status": "all", "max_instances": 9, "max_trajectories_per_instance": 1},
-                     id="selection-and-cap"),
-        pytest.param({"instance_status": "all", "include_subagents": False, "drop_tool_errors": True},
-                     id="no-subagents-drop-tool-errors"),
+        pytest.param(
+            {"instance_status": "all", "max_instances": 9, "max_trajectories_per_instance": 1},
+            id="selection-and-cap",
+        ),
+        pytest.param(
+            {"instance_status": "all", "include_subagents": False, "drop_tool_errors": True},
+            id="no-subagents-drop-tool-errors",
+        ),
     ],
 )
-def test_generated_job_turns_per_agent_equal_the_truth(generated: GeneratedJob, tmp_path: Path,
-                                                       conversion: dict[str, Any]) -> None:
+def test_generated_job_turns_per_agent_equal_the_truth(
+    generated: GeneratedJob, tmp_path: Path, conversion: dict[str, Any]
+) -> None:
     result = _convert(generated, tmp_path, **conversion)
     got = _got(result.funnel["model_turns"])
-    want = expected_model_turns(generated, result, include_subagents=conversion.get("include_subagents", True),
-                                drop_tool_errors=conversion.get("drop_tool_errors", False))
+    want = expected_model_turns(
+        generated,
+        result,
+        include_subagents=conversion.get("include_subagents", True),
+        drop_tool_errors=conversion.get("drop_tool_errors", False),
+    )
     assert got == want
     assert got["output"] > 0 and got["source"] > got["output"]
     if "max_instances" in conversion:
@@ -178,11 +223,17 @@ def test_generated_job_turns_per_agent_equal_the_truth(generated: GeneratedJob, 
         assert got["lost"].get("extract:subagents_skipped", 0) > 0
 
 
-def test_output_turns_are_the_trainable_turns_of_the_written_rows(generated: GeneratedJob, tmp_path: Path) -> None:
+def test_output_turns_are_the_trainable_turns_of_the_written_rows(
+    generated: GeneratedJob, tmp_path: Path
+) -> None:
     """Every written row's assistant turns are counted once: here no two rows share a turn."""
     result = _convert(generated, tmp_path, instance_status="all")
-    rows_turns = sum(1 for row in result.lf_rows for turn in row["conversations"]
-                     if turn["from"] in ("gpt", "function_call"))
+    rows_turns = sum(
+        1
+        for row in result.lf_rows
+        for turn in row["conversations"]
+        if turn["from"] in ("gpt", "function_call")
+    )
     assert result.funnel["model_turns"]["output"] == rows_turns
 
 
@@ -199,8 +250,9 @@ def test_repairs_are_summed_over_written_trajectories(generated: GeneratedJob, t
 
 
 @pytest.mark.parametrize("policy", ["truncate_turns", "drop"])
-def test_overlength_policy_turns_are_accounted(generated: GeneratedJob, tmp_path: Path, tiny_model_dir: Path,
-                                               policy: str) -> None:
+def test_overlength_policy_turns_are_accounted(
+    generated: GeneratedJob, tmp_path: Path, tiny_model_dir: Path, policy: str
+) -> None:
     """The length node drops or cuts rows after conversion: the turns it removes are lost with its reason and
     the output is still exactly the assistant turns of the rows written."""
     from sft.pipelines.report.nodes import apply_length_policy
@@ -216,11 +268,19 @@ def test_overlength_policy_turns_are_accounted(generated: GeneratedJob, tmp_path
     check_invariant(after)
     over = out.funnel["overlength"]
     assert over["dropped"] + over["truncated"] > 0
-    rows_turns = sum(1 for row in out.lf_rows for turn in row["conversations"] if turn["from"] in ("gpt", "function_call"))
+    rows_turns = sum(
+        1 for row in out.lf_rows for turn in row["conversations"] if turn["from"] in ("gpt", "function_call")
+    )
     assert after["output"] == rows_turns < before["output"]
     assert after["source"] == before["source"]
-    lost_here = {k: v - before["lost"].get(k, 0) for k, v in after["lost"].items() if v != before["lost"].get(k, 0)}
-    assert set(lost_here) <= {"overlength:truncated", "overlength:over_cutoff_len", "overlength:first_turn_over_cutoff_len"}
+    lost_here = {
+        k: v - before["lost"].get(k, 0) for k, v in after["lost"].items() if v != before["lost"].get(k, 0)
+    }
+    assert set(lost_here) <= {
+        "overlength:truncated",
+        "overlength:over_cutoff_len",
+        "overlength:first_turn_over_cutoff_len",
+    }
     assert lost_here.get("overlength:truncated", 0) == over["assistant_turns_removed"]
     assert sum(lost_here.values()) == before["output"] - after["output"]
 

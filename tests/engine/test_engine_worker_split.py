@@ -25,11 +25,17 @@ def _crafted() -> list[Trajectory]:
     return [
         simple(),
         traj(user(), assistant("x"), agent_type="subagent"),
-        traj(user(), assistant(calls=[bash("pytest -q", "a"), bash("echo hi > tests/test_x.py", "b")]),
-             tool("FAILED", id="a", is_error=True), tool("", id="b"),
-             assistant(calls=[bash("rm src/a.py", "c")]), tool("ok", id="c"),
-             assistant(calls=[call("Edit", {"file_path": "src/a.py"}, id="d")]), tool("done", id="d"),
-             assistant("finished")),
+        traj(
+            user(),
+            assistant(calls=[bash("pytest -q", "a"), bash("echo hi > tests/test_x.py", "b")]),
+            tool("FAILED", id="a", is_error=True),
+            tool("", id="b"),
+            assistant(calls=[bash("rm src/a.py", "c")]),
+            tool("ok", id="c"),
+            assistant(calls=[call("Edit", {"file_path": "src/a.py"}, id="d")]),
+            tool("done", id="d"),
+            assistant("finished"),
+        ),
     ]
 
 
@@ -43,9 +49,13 @@ def _job_trajectories(job: Path) -> list[Trajectory]:
 
 
 @pytest.mark.parametrize("median", [None, 0.0, 1.0, 2.5, 7.0])
-def test_features_then_finalize_equals_rule_score_after_a_json_round_trip(small_job: Path, median: float | None) -> None:
+def test_features_then_finalize_equals_rule_score_after_a_json_round_trip(
+    small_job: Path, median: float | None
+) -> None:
     trajectories = _crafted() + _job_trajectories(small_job)
-    assert sum(t.meta.agent_type == "main" for t in trajectories) > 10  # not vacuous: real shapes of 4 scaffolds
+    assert (
+        sum(t.meta.agent_type == "main" for t in trajectories) > 10
+    )  # not vacuous: real shapes of 4 scaffolds
     for t in trajectories:
         cached = orjson.loads(orjson.dumps(score_features(t)))  # what the cache entry gives back
         assert finalize_score(cached, median_steps=median) == rule_score(t, median_steps=median), t.uid
@@ -92,8 +102,12 @@ def test_cached_entry_is_rerendered_for_another_keep_reasoning_and_rewritten(
     no_reasoning = engine_config(keep_reasoning=False, **ALL)
     files, report = run(no_reasoning, job, root, tmp_path / "b")
     assert converted == [] and report["cache"]["hits"] == 6
-    clean, _ = run(engine_config(use_cache=False, keep_reasoning=False, **ALL), job, make_root(tmp_path / "r2"),
-                   tmp_path / "clean")
+    clean, _ = run(
+        engine_config(use_cache=False, keep_reasoning=False, **ALL),
+        job,
+        make_root(tmp_path / "r2"),
+        tmp_path / "clean",
+    )
     assert files == clean
     assert files["lf.json"] != with_reasoning["lf.json"]  # not vacuous: the job has reasoning to drop
     cache = root / "data" / "02_intermediate" / "conversion_cache"

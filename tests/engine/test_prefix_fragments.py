@@ -25,10 +25,18 @@ def _indexed(*trajectories):
 
 def test_strict_prefix_compares_what_the_model_saw() -> None:
     head = [user(), assistant("look", reasoning="r1", calls=[call(id="c1")]), tool("a.py", id="c1")]
-    short = traj(system(BILLING.format("a1", "0001") + "\nYou are Claude Code."), *head,
-                 assistant("done", reasoning="only in the response"))
-    long = traj(system(BILLING.format("b2", "0002") + "\nYou are Claude Code."), *head,
-                assistant("done"), user("and the tests?"), assistant("they pass"))
+    short = traj(
+        system(BILLING.format("a1", "0001") + "\nYou are Claude Code."),
+        *head,
+        assistant("done", reasoning="only in the response"),
+    )
+    long = traj(
+        system(BILLING.format("b2", "0002") + "\nYou are Claude Code."),
+        *head,
+        assistant("done"),
+        user("and the tests?"),
+        assistant("they pass"),
+    )
     other = traj(system("You are Claude Code."), user("another task"), assistant("ok"))
     same = traj(*long.messages)
     # billing values and reasoning differ, the rest is equal: a fragment; an equal row is not a strict prefix

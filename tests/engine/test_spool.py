@@ -50,9 +50,15 @@ def test_spooled_rows_read_back_as_the_rows_they_hold(tmp_path: Path) -> None:
 def test_a_suffix_adds_the_last_member_exactly_as_orjson_would(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     head = orjson.dumps({"messages": [{"role": "user", "content": "hi"}], "tools": []})
-    ref = dataclasses.replace(spool_open_object(spool, head), suffix=open_object_suffix("meta", {"score": None, "k": "ü"}))
+    ref = dataclasses.replace(
+        spool_open_object(spool, head), suffix=open_object_suffix("meta", {"score": None, "k": "ü"})
+    )
     rows = SpooledRows(spool, [ref])
-    expected = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "meta": {"score": None, "k": "ü"}}
+    expected = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [],
+        "meta": {"score": None, "k": "ü"},
+    }
     assert rows.row_bytes(0) == orjson.dumps(expected)
 
 
@@ -72,13 +78,20 @@ def test_the_spool_file_is_never_visible_on_disk(tmp_path: Path) -> None:
 
 
 LF_ROWS = [
-    {"conversations": [{"from": "human", "value": "ü" * 300}, {"from": "gpt", "value": "ok"}], "system": "s",
-     "tools": "[]", "_uid": f"t#{i}", "_meta": "{}"}
+    {
+        "conversations": [{"from": "human", "value": "ü" * 300}, {"from": "gpt", "value": "ok"}],
+        "system": "s",
+        "tools": "[]",
+        "_uid": f"t#{i}",
+        "_meta": "{}",
+    }
     for i in range(3)
 ]
 
 
-def test_writers_stream_spooled_rows_to_the_same_files_as_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writers_stream_spooled_rows_to_the_same_files_as_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("sft.datasets.llamafactory.PARQUET_BATCH_BYTES", 100)  # one row group per row
     spool = Spool(tmp_path / "spool")
     rows = SpooledRows(spool, [spool_row(spool, orjson.dumps(r)) for r in LF_ROWS])
@@ -105,23 +118,30 @@ def test_a_column_that_appears_after_the_schema_rows_is_an_error_not_a_silent_dr
     assert not (tmp_path / "s.parquet").exists()  # atomic: nothing half-written
 
 
-def test_the_engine_parent_holds_offsets_not_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_engine_parent_holds_offsets_not_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Peak Python memory of the parent stays far below the output it produces: the rows are on disk."""
     job = tmp_path / "job"
     generate_job(job, n_trials=100, max_turns=6, payload_bytes=60_000, seed=3, with_truth=False)
     root = make_root(tmp_path / "root")
     appended: list[int] = []
     real_append = spool_module.Spool.append
-    monkeypatch.setattr(spool_module.Spool, "append", lambda self, data: appended.append(len(data)) or real_append(self, data))
+    monkeypatch.setattr(
+        spool_module.Spool, "append", lambda self, data: appended.append(len(data)) or real_append(self, data)
+    )
     tracemalloc.start()
     try:
-        result = convert_job(engine_config(use_cache=False, instance_status="all"), job, root, num_workers=2,
-                             progress=False)
+        result = convert_job(
+            engine_config(use_cache=False, instance_status="all"), job, root, num_workers=2, progress=False
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert isinstance(result.lf_rows, SpooledRows) and isinstance(result.im_rows, SpooledRows)
-    output = sum(len(b) for b in iter_row_bytes(result.lf_rows)) + sum(len(b) for b in iter_row_bytes(result.im_rows))
+    output = sum(len(b) for b in iter_row_bytes(result.lf_rows)) + sum(
+        len(b) for b in iter_row_bytes(result.im_rows)
+    )
     assert len(result.lf_rows) >= 4 and output > 5_000_000  # not vacuous: MBs of rows
     assert sum(appended) >= output * 0.9  # the rows went through the spool ...
     # ... and were never all in the parent at once (it held all of them, and more, before the spool)
@@ -135,7 +155,9 @@ def test_spooled_rows_refuse_to_cross_processes_with_a_clear_error(tmp_path: Pat
         pickle.dumps(_spooled(tmp_path))
 
 
-def test_a_full_disk_names_the_spool_directory_and_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_names_the_spool_directory_and_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     spool = Spool(tmp_path / "spool")

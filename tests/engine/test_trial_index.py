@@ -157,7 +157,11 @@ def test_same_size_rewrite_with_restored_mtime_is_noticed_through_ctime(
         fh.write(b"SECRET")
     os.utime(log, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = log.stat()
-    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
     assert after.st_ctime_ns != before.st_ctime_ns
     assert assert_rehashed(trial, index_dir) != GOLDEN_DIGEST
 
@@ -215,7 +219,11 @@ def _replace_file_by_rename(trial: Path) -> None:
     ids=lambda v: v.__name__.strip("_") if callable(v) else None,
 )
 def test_structural_change_is_noticed(
-    trial: Path, index_dir: Path, clock_ahead: None, change: Callable[[Path], None], content_hash_changes: bool
+    trial: Path,
+    index_dir: Path,
+    clock_ahead: None,
+    change: Callable[[Path], None],
+    content_hash_changes: bool,
 ) -> None:
     cached_trial_content_hash(trial, index_dir)
     assert assert_warm(trial, index_dir) == GOLDEN_DIGEST
@@ -247,9 +255,13 @@ def coarse_fs(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         def stat_fn(path: str) -> SimpleNamespace:
             st = real(path)
             return SimpleNamespace(
-                st_mode=st.st_mode, st_ino=st.st_ino, st_size=st.st_size,
-                st_mtime_ns=fs.tick_ns, st_ctime_ns=fs.tick_ns,
+                st_mode=st.st_mode,
+                st_ino=st.st_ino,
+                st_size=st.st_size,
+                st_mtime_ns=fs.tick_ns,
+                st_ctime_ns=fs.tick_ns,
             )
+
         return stat_fn
 
     monkeypatch.setattr(trial_index, "_lstat", coarse(os.lstat))
@@ -262,7 +274,9 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def test_write_in_the_racy_window_is_rehashed(trial: Path, index_dir: Path, coarse_fs: SimpleNamespace) -> None:
+def test_write_in_the_racy_window_is_rehashed(
+    trial: Path, index_dir: Path, coarse_fs: SimpleNamespace
+) -> None:
     assert cached_trial_content_hash(trial, index_dir) == GOLDEN_DIGEST  # recorded in the current tick
     signature = stat_signature(trial)
     _rewrite_in_place(trial / "result.json", b'{"ok": 1234}\n')
@@ -304,7 +318,9 @@ def test_freshly_written_trial_stays_racy_within_the_margin(trial: Path, index_d
     assert assert_rehashed_racy(trial, index_dir) == GOLDEN_DIGEST
 
 
-def test_written_ns_is_taken_before_hashing(trial: Path, index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_written_ns_is_taken_before_hashing(
+    trial: Path, index_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A write made while the trial is being hashed must fall inside the racy window of the new entry."""
     real_hash = trial_index._hash_trial
     stamps: list[int] = []
@@ -337,7 +353,17 @@ def test_written_ns_is_taken_before_hashing(trial: Path, index_dir: Path, monkey
         "signature",
         "written_ns",
     ],
-    ids=["empty", "bad-json", "list", "missing-keys", "zeros", "old-version", "bad-hash", "bad-signature", "bad-time"],
+    ids=[
+        "empty",
+        "bad-json",
+        "list",
+        "missing-keys",
+        "zeros",
+        "old-version",
+        "bad-hash",
+        "bad-signature",
+        "bad-time",
+    ],
 )
 def test_damaged_entry_is_ignored_and_rewritten(
     trial: Path, index_dir: Path, clock_ahead: None, damage: bytes | str
@@ -348,13 +374,17 @@ def test_damaged_entry_is_ignored_and_rewritten(
         entry_path.write_bytes(damage)
     else:  # one field of a well-formed entry
         entry = orjson.loads(entry_path.read_bytes())
-        entry[damage] = {"version": 0, "content_hash": "0" * 39 + "Z", "signature": 12, "written_ns": "1"}[damage]
+        entry[damage] = {"version": 0, "content_hash": "0" * 39 + "Z", "signature": 12, "written_ns": "1"}[
+            damage
+        ]
         entry_path.write_bytes(orjson.dumps(entry))
     assert assert_rehashed(trial, index_dir) == GOLDEN_DIGEST
     assert orjson.loads(entry_path.read_bytes())["content_hash"] == GOLDEN_DIGEST
 
 
-def test_entry_of_another_path_is_ignored(tmp_path: Path, trial: Path, index_dir: Path, clock_ahead: None) -> None:
+def test_entry_of_another_path_is_ignored(
+    tmp_path: Path, trial: Path, index_dir: Path, clock_ahead: None
+) -> None:
     """An entry naming another trial is never trusted, even with a matching signature."""
     entry_path = index_entry_path(index_dir, trial)
     forged = {
@@ -373,7 +403,9 @@ def test_entry_of_another_path_is_ignored(tmp_path: Path, trial: Path, index_dir
     assert cached_trial_content_hash(trial, index_dir) == "f" * 64
 
 
-def test_entry_key_is_the_resolved_path(tmp_path: Path, trial: Path, index_dir: Path, clock_ahead: None) -> None:
+def test_entry_key_is_the_resolved_path(
+    tmp_path: Path, trial: Path, index_dir: Path, clock_ahead: None
+) -> None:
     alias = tmp_path / "alias"
     os.symlink(trial.parent, alias)
     assert index_entry_path(index_dir, alias / trial.name) == index_entry_path(index_dir, trial)
@@ -395,7 +427,9 @@ def _read_only_file_system(index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(trial_index, "atomic_write_bytes", erofs)
 
 
-@pytest.mark.parametrize("make_unwritable", [_index_is_a_file, _read_only_file_system], ids=["enotdir", "erofs"])
+@pytest.mark.parametrize(
+    "make_unwritable", [_index_is_a_file, _read_only_file_system], ids=["enotdir", "erofs"]
+)
 def test_unwritable_index_costs_speed_not_correctness(
     tmp_path: Path,
     index_dir: Path,
@@ -410,7 +444,9 @@ def test_unwritable_index_costs_speed_not_correctness(
     (trials[1] / "result.json").write_bytes(b"other")
     with caplog.at_level(logging.WARNING, logger="sft.engine.trial_index"):
         for _ in range(2):
-            assert [cached_trial_content_hash(t, index_dir) for t in trials] == [trial_content_hash(t) for t in trials]
+            assert [cached_trial_content_hash(t, index_dir) for t in trials] == [
+                trial_content_hash(t) for t in trials
+            ]
     warnings = [r for r in caplog.records if "cannot write the trial index" in r.getMessage()]
     assert len(warnings) == 1 and str(index_dir) in warnings[0].getMessage()
 

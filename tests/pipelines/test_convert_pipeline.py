@@ -41,13 +41,20 @@ def test_convert_pipeline_writes_registers_and_accounts_for_every_trial(demo_pro
     assert trials == written | rejected
     assert all(r["reason"] and r["stage"] for r in rejects)
     # the excluded SWE-bench repos never reach the output
-    assert not any(json.loads(r["_meta"])["repo"] in {"django/django", "astropy/astropy", "sympy/sympy"} for r in rows)
+    assert not any(
+        json.loads(r["_meta"])["repo"] in {"django/django", "astropy/astropy", "sympy/sympy"} for r in rows
+    )
     # model turns: the demo's 67 model turns (16 planned + 6 ATIF-only shape trials), all in the rows but
     # open-code's title-generator calls, the aborted final responses (repaired) and terminus-2's rebuilt ATIF
     turns = report["model_turns"]
-    assert turns["output"] == sum(1 for r in rows for t in r["conversations"] if t["from"] in ("gpt", "function_call"))
+    assert turns["output"] == sum(
+        1 for r in rows for t in r["conversations"] if t["from"] in ("gpt", "function_call")
+    )
     assert (turns["source"], turns["output"], turns["lost"]) == (
-        67, 61, {"extract:side_call": 2, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2})
+        67,
+        61,
+        {"extract:side_call": 2, "parse:rebuilt_atif": 2, "repair:aborted_empty_response": 2},
+    )
 
 
 def test_convert_is_idempotent_and_params_override(demo_project: Path) -> None:

@@ -26,7 +26,11 @@ def test_every_repair_kind_of_the_demo_is_explained_as_equal_or_by_design(demo_p
         carrying = [r for r in rows if kind in (json.loads(r["_meta"])["extra"].get("repairs") or {})]
         assert entry["rows"] == len(carrying) >= 1, kind
         # every row is compared up to 50 rows; above, every row of a rare kind, at least one of any kind
-        assert entry["checked"] == entry["rows"] if report["selection"]["mode"] == "all" else entry["checked"] >= 1
+        assert (
+            entry["checked"] == entry["rows"]
+            if report["selection"]["mode"] == "all"
+            else entry["checked"] >= 1
+        )
         assert sum(entry["statuses"].values()) == entry["checked"]
         assert all(s == "equal" or s.startswith("by_design:") for s in entry["statuses"]), (kind, entry)
     assert section["unregistered"] == [] and section["mismatching"] == [] and section["all_explained"] is True

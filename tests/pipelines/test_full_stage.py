@@ -18,8 +18,9 @@ def _output(config: Path) -> dict:
     return yaml.safe_load(config.read_text())["runtime_info"]["output"]
 
 
-def test_whole_stage_writes_runtime_output_that_matches_the_files(demo_project: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_whole_stage_writes_runtime_output_that_matches_the_files(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = demo_project / "config.demo.yaml"
     before = config.read_text()
@@ -42,7 +43,9 @@ def test_whole_stage_writes_runtime_output_that_matches_the_files(demo_project: 
     assert log.is_file() and log.parent == demo_project / "artifacts" / "logs"
     run_id = out["training_curves"]["value"]
     run_dir_wandb = find_wandb_run_dir(demo_project, run_id)
-    assert run_dir_wandb is not None and run_dir_wandb.name.endswith(f"-{run_id}"), list((demo_project / "artifacts").rglob("*run-*"))
+    assert run_dir_wandb is not None and run_dir_wandb.name.endswith(f"-{run_id}"), list(
+        (demo_project / "artifacts").rglob("*run-*")
+    )
     # only the output block changed in the config file
     assert config.read_text().split("  output:")[0] == before.split("  output:")[0]
     # the run history and the reporting outputs exist
@@ -53,10 +56,14 @@ def test_whole_stage_writes_runtime_output_that_matches_the_files(demo_project: 
     assert json.loads((report / "training_metrics.json").read_text())["total_steps"] == 4
     # the dataset was tokenized once: the report took the counts of the convert-side over-length node
     data_report = demo_project / "data" / "08_reporting" / "demo_agent_sft"
-    assert json.loads((data_report / "token_stats.json").read_text())["counted_by"] == "apply_length_policy_node"
+    assert (
+        json.loads((data_report / "token_stats.json").read_text())["counted_by"] == "apply_length_policy_node"
+    )
 
 
-def test_local_lf_dataset_trains_through_kedro_run(demo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_lf_dataset_trains_through_kedro_run(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_session(demo_project, "convert")
     lf = demo_project / "artifacts" / "data" / "lf_data" / "demo_agent_sft.json"
     ready = demo_project / "ready.json"

@@ -34,7 +34,9 @@ def _connected(nodes: list[str], edges: list[tuple[str, str]]) -> bool:
 def test_viz_build_graph_is_connected(demo_project: Path) -> None:
     env = {**os.environ, "SFT_PROJECT_ROOT": str(demo_project), "SFT_CONFIG": "config.demo.yaml"}
     kedro = Path(sys.executable).parent / "kedro"
-    proc = subprocess.run([str(kedro), "viz", "build"], cwd=demo_project, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(kedro), "viz", "build"], cwd=demo_project, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     main = json.loads((demo_project / "build" / "api" / "main").read_text())
     names = {n["id"]: n["name"] for n in main["nodes"]}
@@ -47,7 +49,9 @@ def test_viz_build_graph_is_connected(demo_project: Path) -> None:
     layers = set(main["layers"])
     assert {"raw", "intermediate", "primary", "model_input", "feature", "models", "reporting"} <= layers
     # every dataset carries a layer
-    assert all(n.get("layer") for n in main["nodes"] if n["type"] == "data" and not n["name"].startswith("params"))
+    assert all(
+        n.get("layer") for n in main["nodes"] if n["type"] == "data" and not n["name"].startswith("params")
+    )
 
 
 @pytest.mark.slow
@@ -58,10 +62,15 @@ def test_explore_notebook_executes(demo_project: Path) -> None:
     run_session(demo_project, "convert")
     nb = nbformat.read(ROOT / "notebooks" / "explore_dataset.ipynb", as_version=4)
     (demo_project / "notebooks").mkdir(exist_ok=True)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(demo_project)}})
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(demo_project)}}
+    )
     client.execute()
     outputs = "".join(
-        o.get("text", "") + json.dumps(o.get("data", {})) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+        o.get("text", "") + json.dumps(o.get("data", {}))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
     )
     assert "demo_agent_sft" in outputs
     assert "rows_written" in outputs

@@ -15,33 +15,58 @@ from tests.report.conftest import agent_row, settings_for
 
 def _rows() -> list[dict[str, Any]]:
     rows = [agent_row(f"w{n}#0", 1 + n % 3, repo="octo/widgets", score=0.5 + n / 10) for n in range(4)]
-    rows += [agent_row("g#0", 2, repo="acme/gears", score=0.9), agent_row("s#1", 1, repo="acme/gears", score=None)]
+    rows += [
+        agent_row("g#0", 2, repo="acme/gears", score=0.9),
+        agent_row("s#1", 1, repo="acme/gears", score=None),
+    ]
     return rows
 
 
-def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(tokenizer: Any, tiny_model_dir: Path,
-                                                                             tmp_path: Path) -> None:
+def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(
+    tokenizer: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     exclusion = tmp_path / "excluded_repos.txt"
     exclusion.write_text("# eval repos\nastropy/astropy\ndjango/django\n", encoding="utf-8")
-    settings = settings_for(tiny_model_dir, **{"conversion.exclude_repos_file": str(exclusion),
-                                               "conversion.overlength": "keep", "training.cutoff_len": 350})
+    settings = settings_for(
+        tiny_model_dir,
+        **{
+            "conversion.exclude_repos_file": str(exclusion),
+            "conversion.overlength": "keep",
+            "training.cutoff_len": 350,
+        },
+    )
     rows = _rows()
     per_sample, summary = token_stats(rows, tokenizer, cutoff_len=350, template="qwen3")
     fidelity = check_template_fidelity(rows, str(tiny_model_dir), template="qwen3")
     funnel = {"funnel": {"trials_found": 9, "rows_written": 6}}
-    rejects = [{"trial_name": "x", "stage": "outcome", "reason": "unresolved"},
-               {"trial_name": "y", "stage": "dedup", "reason": "exact_duplicate"},
-               {"trial_name": "z", "stage": "outcome", "reason": "unresolved"}]
-    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings,
-                        conversion_report=funnel, rejects=rejects, fidelity_report=fidelity, project_root=tmp_path)
+    rejects = [
+        {"trial_name": "x", "stage": "outcome", "reason": "unresolved"},
+        {"trial_name": "y", "stage": "dedup", "reason": "exact_duplicate"},
+        {"trial_name": "z", "stage": "outcome", "reason": "unresolved"},
+    ]
+    stats = build_stats(
+        per_sample=per_sample,
+        token_summary=summary,
+        settings=settings,
+        conversion_report=funnel,
+        rejects=rejects,
+        fidelity_report=fidelity,
+        project_root=tmp_path,
+    )
     assert stats["dataset"]["rows"] == 6 and stats["dataset"]["instances"] == 2
     assert stats["funnel"] == funnel["funnel"]
     assert stats["rejects"]["by_stage"] == {"outcome": 2, "dedup": 1}
     excl = stats["settings"]["exclusion"]
     assert excl["entries"] == 2 and excl["sha256"] == hashlib.sha256(exclusion.read_bytes()).hexdigest()
-    assert (stats["settings"]["overlength"], stats["settings"]["template"], stats["settings"]["cutoff_len"]) == (
-        "keep", "qwen3", 350)
-    assert stats["per_repo"] == {"repos": 2, "top": [{"name": "octo/widgets", "rows": 4}, {"name": "acme/gears", "rows": 2}]}
+    assert (
+        stats["settings"]["overlength"],
+        stats["settings"]["template"],
+        stats["settings"]["cutoff_len"],
+    ) == ("keep", "qwen3", 350)
+    assert stats["per_repo"] == {
+        "repos": 2,
+        "top": [{"name": "octo/widgets", "rows": 4}, {"name": "acme/gears", "rows": 2}],
+    }
     assert stats["source"]["teacher_models"] == {"glm-5": 6}
     assert stats["scores"]["count"] == 5 and stats["scores"]["max"] == 0.9 and stats["scores"]["min"] == 0.5
     assert stats["scores"]["dimensions"]["tool_mastery_score"]["mean"] == 0.9
@@ -58,8 +83,18 @@ def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(toke
     json.dumps(stats)  # serialisable as-is
 
     card = render_card(stats)
-    for heading in ("# report_test", "## Source", "## Funnel", "## Settings", "## Token statistics",
-                    "## Over-length policy", "## Template fidelity", "## Repositories", "## Rule score", "## Versions"):
+    for heading in (
+        "# report_test",
+        "## Source",
+        "## Funnel",
+        "## Settings",
+        "## Token statistics",
+        "## Over-length policy",
+        "## Template fidelity",
+        "## Repositories",
+        "## Rule score",
+        "## Versions",
+    ):
         assert heading in card
     assert excl["sha256"] in card and "| octo/widgets | 4 |" in card and "llamafactory: 0.9.5" in card
     lines = dryrun_lines(stats)
@@ -69,10 +104,17 @@ def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(toke
 
 def test_without_tokenizer_the_card_says_counts_are_missing(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = _rows()
-    per_sample, summary = counts_only_stats(rows, cutoff_len=4096, reason="model.model_name_or_path='/nope': missing")
+    per_sample, summary = counts_only_stats(
+        rows, cutoff_len=4096, reason="model.model_name_or_path='/nope': missing"
+    )
     settings = settings_for("/nope")
-    stats = build_stats(per_sample=per_sample, token_summary=summary, settings=settings,
-                        fidelity_report={"skipped": True, "reason": "no tokenizer"}, project_root=tmp_path)
+    stats = build_stats(
+        per_sample=per_sample,
+        token_summary=summary,
+        settings=settings,
+        fidelity_report={"skipped": True, "reason": "no tokenizer"},
+        project_root=tmp_path,
+    )
     assert stats["token_lens"]["max"] is None and stats["total_tokens"] is None
     assert stats["statistics"]["distributions"]["assistant_turns"]["max"] == 4
     card = render_card(stats)

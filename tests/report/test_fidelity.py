@@ -22,8 +22,12 @@ from tests.report.conftest import agent_row, call, role_content_entry, role_cont
 def narrated_row(uid: str) -> dict[str, Any]:
     """Reasoning + narration + a call in the tagged form (what render.py writes for narrated calls)."""
     row = agent_row(uid, 1)
-    row["conversations"][1]["value"] = (think("look first") + "Let me list the files.\n<tool_call>\n"
-                                        + json.dumps(call("ls")) + "\n</tool_call>")
+    row["conversations"][1]["value"] = (
+        think("look first")
+        + "Let me list the files.\n<tool_call>\n"
+        + json.dumps(call("ls"))
+        + "\n</tool_call>"
+    )
     return row
 
 
@@ -52,8 +56,10 @@ def test_qwen3_nothink_rows_pass(tiny_model_dir: Path) -> None:
 def test_history_reasoning_is_by_design(tiny_model_dir: Path) -> None:
     row = agent_row("a#0", 1)
     # a second real user query: Qwen3's chat template drops the reasoning before it, LLaMA-Factory keeps it
-    row["conversations"] += [{"from": "human", "value": "And now the docs?"},
-                             {"from": "gpt", "value": think("docs too") + "Done."}]
+    row["conversations"] += [
+        {"from": "human", "value": "And now the docs?"},
+        {"from": "gpt", "value": think("docs too") + "Done."},
+    ]
     report = check_template_fidelity([row], str(tiny_model_dir), template="qwen3")
     assert report["summary"]["statuses"] == {"by_design:history_reasoning": 1}
 
@@ -62,7 +68,9 @@ def test_mismatched_sample_is_flagged_with_position_and_context(tiny_model_dir: 
     good = agent_row("good#0", 1)
     bad = agent_row("bad#0", 1, system="")  # no system prompt: LLaMA-Factory emits "\n\n" before "# Tools"
     doubled = narrated_row("nl#0")  # two newlines between narration and call: the chat template has one
-    doubled["conversations"][1]["value"] = doubled["conversations"][1]["value"].replace(".\n<tool_call>", ".\n\n<tool_call>")
+    doubled["conversations"][1]["value"] = doubled["conversations"][1]["value"].replace(
+        ".\n<tool_call>", ".\n\n<tool_call>"
+    )
     report = check_template_fidelity([good, bad, doubled], str(tiny_model_dir), template="qwen3_nothink")
     assert report["summary"]["statuses"] == {"equal": 1, "mismatch": 2}
     assert report["passed"] is False and report["summary"]["mismatch_rate"] == pytest.approx(2 / 3, abs=1e-5)
@@ -77,9 +85,14 @@ def test_mismatched_sample_is_flagged_with_position_and_context(tiny_model_dir: 
 
 def test_rows_llamafactory_drops_or_aborts_are_listed_and_aborts_always_fail(tiny_model_dir: Path) -> None:
     dropped = {"conversations": [{"from": "gpt", "value": "hi"}], "system": "s", "tools": ""}
-    aborting = {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{oops"}],
-                "system": "s", "tools": ""}
-    report = check_template_fidelity([agent_row("a#0", 1), dropped, aborting], str(tiny_model_dir), template="qwen3")
+    aborting = {
+        "conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{oops"}],
+        "system": "s",
+        "tools": "",
+    }
+    report = check_template_fidelity(
+        [agent_row("a#0", 1), dropped, aborting], str(tiny_model_dir), template="qwen3"
+    )
     assert [s["status"] for s in report["lf_drops"]] == ["drop:invalid_role_order_or_count"]
     assert [s["status"] for s in report["lf_aborts"]] == ["abort:invalid_json"]
     with pytest.raises(TemplateFidelityError, match="would abort"):
@@ -92,7 +105,9 @@ def test_max_rows_limits_the_check(tiny_model_dir: Path) -> None:
     assert report["summary"]["rows"] == 3 and report["summary"]["checked"] == 2
 
 
-def test_missing_tokenizer_is_reported_as_skipped_not_a_crash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_tokenizer_is_reported_as_skipped_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     report = check_template_fidelity([agent_row("a#0", 1)], str(tmp_path / "absent"), template="qwen3")
     assert report["skipped"] is True and "absent" in report["reason"]
     enforce_fidelity(report, report_path="r.json", max_mismatch=0.0)
@@ -104,7 +119,10 @@ def test_openai_messages_split_reasoning_calls_and_parallel_results() -> None:
     row["conversations"][2]["value"] = "one\n</tool_response>\n<tool_response>\ntwo"
     messages, tools = to_openai_messages(align_row(row, sharegpt_converter(lf_data_args("qwen3"))))
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "assistant"]
-    assert messages[2]["reasoning_content"] == "look first" and messages[2]["content"] == "Let me list the files."
+    assert (
+        messages[2]["reasoning_content"] == "look first"
+        and messages[2]["content"] == "Let me list the files."
+    )
     assert messages[2]["tool_calls"][0]["function"] == {"name": "Bash", "arguments": {"command": "ls"}}
     assert tools is not None and tools[0]["type"] == "function"
     assert split_reasoning("<think>\nr\n</think>\n\nanswer") == ("answer", "r")
@@ -113,7 +131,9 @@ def test_openai_messages_split_reasoning_calls_and_parallel_results() -> None:
 
 def test_ready_made_role_content_rows_are_read_through_their_dataset_entry(tiny_model_dir: Path) -> None:
     rows = [role_content_row(agent_row("a#0", 2)), role_content_row(agent_row("b#0", 1))]
-    report = check_template_fidelity(rows, str(tiny_model_dir), template="qwen3", dataset_entry=role_content_entry())
+    report = check_template_fidelity(
+        rows, str(tiny_model_dir), template="qwen3", dataset_entry=role_content_entry()
+    )
     assert report["summary"]["statuses"] == {"equal": 2}
     # read with our default columns instead, LLaMA-Factory would find no conversations: every row dropped
     wrong = check_template_fidelity(rows, str(tiny_model_dir), template="qwen3")

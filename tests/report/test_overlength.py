@@ -40,7 +40,9 @@ def test_drop_removes_every_sample_over_cutoff(crafted: Any) -> None:
     kept, rejects, decisions = apply_overlength_policy(rows, per_sample, policy="drop", cutoff_len=cutoff)
     assert [r["_uid"] for r in kept] == ["short#0"]
     assert [(r["trajectory"], r["stage"], r["reason"]) for r in rejects] == [
-        ("long#0", "overlength", "over_cutoff_len"), ("huge#0", "overlength", "over_cutoff_len")]
+        ("long#0", "overlength", "over_cutoff_len"),
+        ("huge#0", "overlength", "over_cutoff_len"),
+    ]
     assert [d["action"] for d in decisions] == ["kept", "dropped", "dropped"]
     summary = overlength_summary(decisions, policy="drop", cutoff_len=cutoff)
     assert (summary["over_cutoff"], summary["dropped"], summary["truncated"]) == (2, 2, 0)
@@ -48,8 +50,9 @@ def test_drop_removes_every_sample_over_cutoff(crafted: Any) -> None:
 
 def test_truncate_turns_cuts_at_last_whole_assistant_turn(crafted: Any, tokenizer: Any) -> None:
     rows, per_sample, cutoff = crafted
-    kept, rejects, decisions = apply_overlength_policy(rows, per_sample, policy="truncate_turns", cutoff_len=cutoff,
-                                                       tokenizer=tokenizer, template="qwen3")
+    kept, rejects, decisions = apply_overlength_policy(
+        rows, per_sample, policy="truncate_turns", cutoff_len=cutoff, tokenizer=tokenizer, template="qwen3"
+    )
     assert [r["_uid"] for r in kept] == ["short#0", "long#0"]
     cut = kept[1]
     roles = [t["from"] for t in cut["conversations"]]
@@ -65,7 +68,10 @@ def test_truncate_turns_cuts_at_last_whole_assistant_turn(crafted: Any, tokenize
     assert recount["total_tokens"] == sum(s + t for s, t in pairs[:kept_pairs])
     assert recount["total_tokens"] + sum(pairs[kept_pairs]) > cutoff
     note = json.loads(cut["_meta"])["extra"]["overlength"]
-    assert note["tokens_before"] == per_sample[1]["total_tokens"] and note["tokens_after"] == recount["total_tokens"]
+    assert (
+        note["tokens_before"] == per_sample[1]["total_tokens"]
+        and note["tokens_after"] == recount["total_tokens"]
+    )
     # the sample whose first assistant turn cannot fit is dropped
     assert [(r["trajectory"], r["reason"]) for r in rejects] == [("huge#0", "first_turn_over_cutoff_len")]
     assert [d["action"] for d in decisions] == ["kept", "truncated", "dropped"]
@@ -92,17 +98,32 @@ def test_unknown_policy_and_misaligned_inputs_are_rejected(crafted: Any) -> None
 
 def _trajectory(uid: str) -> Trajectory:
     trial, index = uid.split("#")
-    return Trajectory(messages=[Message(role="user", content="q"), Message(role="assistant", content="a")],
-                      meta=TrajectoryMeta(instance_id="octo__widgets-1", trial_name=trial, scaffold="claude-code",
-                                          source_kind="atif", source_file="x", trajectory_index=int(index)))
+    return Trajectory(
+        messages=[Message(role="user", content="q"), Message(role="assistant", content="a")],
+        meta=TrajectoryMeta(
+            instance_id="octo__widgets-1",
+            trial_name=trial,
+            scaffold="claude-code",
+            source_kind="atif",
+            source_file="x",
+            trajectory_index=int(index),
+        ),
+    )
 
 
 def test_apply_length_policy_node_updates_rows_rejects_and_funnel(crafted: Any, tiny_model_dir: Path) -> None:
     rows, _, cutoff = crafted
     kept_trajs = [_trajectory(r["_uid"]) for r in rows]
-    result = ConversionResult(lf_rows=rows, im_rows=[t.model_dump(mode="json") for t in kept_trajs], rejects=[],
-                              funnel={"funnel": {"rows_written": 3}}, kept=kept_trajs)
-    settings = settings_for(tiny_model_dir, **{"conversion.overlength": "drop", "training.cutoff_len": cutoff})
+    result = ConversionResult(
+        lf_rows=rows,
+        im_rows=[t.model_dump(mode="json") for t in kept_trajs],
+        rejects=[],
+        funnel={"funnel": {"rows_written": 3}},
+        kept=kept_trajs,
+    )
+    settings = settings_for(
+        tiny_model_dir, **{"conversion.overlength": "drop", "training.cutoff_len": cutoff}
+    )
     out = apply_length_policy(result, settings, str(tiny_model_dir.parent))
     assert [r["_uid"] for r in out.lf_rows] == ["short#0"]
     assert [t.uid for t in out.kept] == ["short#0"] and len(out.im_rows) == 1
@@ -121,28 +142,48 @@ def test_apply_length_policy_without_tokenizer_passes_rows_and_says_so(crafted: 
     assert "no-such-model" in out.funnel["overlength"]["reason"]
 
 
-def test_truncate_turns_keeps_a_leading_system_message_and_drops_uncuttable_openai_rows(tokenizer: Any) -> None:
+def test_truncate_turns_keeps_a_leading_system_message_and_drops_uncuttable_openai_rows(
+    tokenizer: Any,
+) -> None:
     row = role_content_row(agent_row("long#0", 6))
     entry = role_content_entry()
     (sample,), _ = token_stats([row], tokenizer, cutoff_len=10**9, template="qwen3", dataset_entry=entry)
     cutoff = sum(sum(p) for p in sample["pair_lengths"][:3])
     (sample,), _ = token_stats([row], tokenizer, cutoff_len=cutoff, template="qwen3", dataset_entry=entry)
-    kept, _, decisions = apply_overlength_policy([row], [sample], policy="truncate_turns", cutoff_len=cutoff,
-                                                 tokenizer=tokenizer, template="qwen3", dataset_entry=entry)
+    kept, _, decisions = apply_overlength_policy(
+        [row],
+        [sample],
+        policy="truncate_turns",
+        cutoff_len=cutoff,
+        tokenizer=tokenizer,
+        template="qwen3",
+        dataset_entry=entry,
+    )
     assert decisions[0]["action"] == "truncated"
     assert kept[0]["messages"] == row["messages"][: 1 + 2 * 3]  # system + three whole pairs
     openai_entry = {"formatting": "openai", "columns": {"messages": "messages"}}
-    _, rejects, decisions = apply_overlength_policy([row], [sample], policy="truncate_turns", cutoff_len=cutoff,
-                                                    dataset_entry=openai_entry)
+    _, rejects, decisions = apply_overlength_policy(
+        [row], [sample], policy="truncate_turns", cutoff_len=cutoff, dataset_entry=openai_entry
+    )
     assert decisions[0]["action"] == "dropped" and rejects[0]["reason"] == "over_cutoff_len_uncuttable"
 
 
-def test_changed_ready_data_is_registered_as_the_written_copy(crafted: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_changed_ready_data_is_registered_as_the_written_copy(
+    crafted: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     rows, _, cutoff = crafted
-    funnel = {"funnel": {}, "registration": {"registered": "original_file", "file": "/data/mine.json",
-                                             "entry": {"file_name": "/data/mine.json", "formatting": "sharegpt",
-                                                       "columns": {"messages": "conversations", "system": "system",
-                                                                   "tools": "tools"}}}}
+    funnel = {
+        "funnel": {},
+        "registration": {
+            "registered": "original_file",
+            "file": "/data/mine.json",
+            "entry": {
+                "file_name": "/data/mine.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+            },
+        },
+    }
     result = ConversionResult(lf_rows=rows, im_rows=[], rejects=[], funnel=funnel, kept=[])
     settings = settings_for(tiny_model_dir, **{"training.cutoff_len": cutoff})
     out = apply_length_policy(result, settings, str(tmp_path))
@@ -164,9 +205,16 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
 
     rows, _, cutoff = crafted
     trajs = [_trajectory(r["_uid"]) for r in rows]
-    result = ConversionResult(lf_rows=rows, im_rows=[t.model_dump(mode="json") for t in trajs], rejects=[],
-                              funnel={"funnel": {"rows_written": 3}}, kept=trajs)
-    settings = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff})
+    result = ConversionResult(
+        lf_rows=rows,
+        im_rows=[t.model_dump(mode="json") for t in trajs],
+        rejects=[],
+        funnel={"funnel": {"rows_written": 3}},
+        kept=trajs,
+    )
+    settings = settings_for(
+        tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff}
+    )
     root = str(tmp_path)
     lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, root))
     path = lf_file(settings, root)
@@ -177,9 +225,12 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
     assert reused_summary["counted_by"] == "apply_length_policy_node" and "counted_by" not in recount_summary
     assert reused == recount and len(reused) == len(lf_rows)
     drop_run_fields = {"elapsed_s", "tokens_per_s", "counted_by"}
-    assert ({k: v for k, v in reused_summary.items() if k not in drop_run_fields}
-            == {k: v for k, v in recount_summary.items() if k not in drop_run_fields})
-    other = settings_for(tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff + 1})
+    assert {k: v for k, v in reused_summary.items() if k not in drop_run_fields} == {
+        k: v for k, v in recount_summary.items() if k not in drop_run_fields
+    }
+    other = settings_for(
+        tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff + 1}
+    )
     assert "counted_by" not in compute_token_statistics(handover, funnel, other, root)[1]
     # rows that differ from the counted ones (an edited file) are counted again
     edited = json.loads(json.dumps(list(lf_rows)))

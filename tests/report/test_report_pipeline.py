@@ -13,16 +13,27 @@ from sft.pipelines.report import create_pipeline
 from tests.report.conftest import agent_row
 
 PROJECT = Path(__file__).resolve().parents[2]
-OUTPUTS = ("dataset_sample_stats", "dataset_token_summary", "template_fidelity_report", "data_check", "dataset_stats",
-           "dataset_card", "dataset_plots")
+OUTPUTS = (
+    "dataset_sample_stats",
+    "dataset_token_summary",
+    "template_fidelity_report",
+    "data_check",
+    "dataset_stats",
+    "dataset_card",
+    "dataset_plots",
+)
 
 
 def test_nodes_are_named_tagged_and_use_the_shared_settings_node() -> None:
     pipeline = create_pipeline()
     assert "validate_settings_node" in {n.name for n in pipeline.nodes}
     assert all(n.name and n.tags for n in pipeline.nodes)
-    assert {"conversion_token_samples", "conversion_report", "conversion_rejects",
-            "run_settings"} <= pipeline.all_inputs()
+    assert {
+        "conversion_token_samples",
+        "conversion_report",
+        "conversion_rejects",
+        "run_settings",
+    } <= pipeline.all_inputs()
     assert "lf_dataset" not in pipeline.all_inputs()  # no full read-back: the hand-over is enough
     assert set(OUTPUTS) <= pipeline.all_outputs()
 
@@ -32,8 +43,12 @@ def test_every_report_catalog_entry_has_a_kedro_viz_layer() -> None:
     assert set(OUTPUTS) <= set(catalog)
     for name, entry in catalog.items():
         # checks that gate training sit in "feature" (before "models"); the card, stats and plots in "reporting"
-        expected = "feature" if name in {"dataset_sample_stats", "dataset_token_summary", "template_fidelity_report",
-                                         "data_check"} else "reporting"
+        expected = (
+            "feature"
+            if name
+            in {"dataset_sample_stats", "dataset_token_summary", "template_fidelity_report", "data_check"}
+            else "reporting"
+        )
         assert entry["metadata"]["kedro-viz"]["layer"] == expected, name
 
 
@@ -48,7 +63,9 @@ def _prepare(project: Path, tiny_model_dir: Path, rows: list[dict]) -> Path:
     (lf_dir / "demo_agent_sft.json").write_text(json.dumps(rows), encoding="utf-8")
     report_dir = project / "data" / "08_reporting" / "demo_agent_sft"
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "funnel.json").write_text(json.dumps({"funnel": {"trials_found": len(rows)}}), encoding="utf-8")
+    (report_dir / "funnel.json").write_text(
+        json.dumps({"funnel": {"trials_found": len(rows)}}), encoding="utf-8"
+    )
     (report_dir / "rejects.jsonl").write_text("", encoding="utf-8")
     return report_dir
 
@@ -80,7 +97,9 @@ def test_report_pipeline_writes_card_stats_plots_and_stops_on_template_mismatch(
     assert len((report_dir / "sample_stats.jsonl").read_text(encoding="utf-8").splitlines()) == 3
 
     (report_dir / "data_check.json").unlink()
-    _prepare(project_copy, tiny_model_dir, [agent_row("bad#0", 1, system="")])  # "\n\n# Tools": a real mismatch
+    _prepare(
+        project_copy, tiny_model_dir, [agent_row("bad#0", 1, system="")]
+    )  # "\n\n# Tools": a real mismatch
     with pytest.raises(Exception, match="template_fidelity.json") as failure:
         _run(project_copy)
     assert str(report_dir / "template_fidelity.json") in str(failure.value)

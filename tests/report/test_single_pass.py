@@ -18,11 +18,15 @@ from sft.report.tokens import TOKENIZATION_PASSES, token_stats
 from tests.report.conftest import agent_row, settings_for
 
 
-def _convert(rows: list[dict[str, Any]], settings: Any, root: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _convert(
+    rows: list[dict[str, Any]], settings: Any, root: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sft.datasets.llamafactory import write_json_array
 
     result = ConversionResult(lf_rows=rows, im_rows=[], rejects=[], funnel={"funnel": {}}, kept=[])
-    lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, str(root)))
+    lf_rows, _, _, funnel, _, handover = split_conversion_result(
+        apply_length_policy(result, settings, str(root))
+    )
     path = lf_file(settings, str(root))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_array(path, lf_rows)
@@ -31,11 +35,17 @@ def _convert(rows: list[dict[str, Any]], settings: Any, root: Path) -> tuple[lis
 
 @pytest.mark.parametrize(
     ("template", "options", "cutoff"),
-    [("qwen3", {}, 4096), ("qwen3_nothink", {}, 4096), ("qwen3", {}, 150), ("qwen3", {"mask_history": True}, 150),
-     ("qwen3_nothink", {"train_on_prompt": True}, 150)],
+    [
+        ("qwen3", {}, 4096),
+        ("qwen3_nothink", {}, 4096),
+        ("qwen3", {}, 150),
+        ("qwen3", {"mask_history": True}, 150),
+        ("qwen3_nothink", {"train_on_prompt": True}, 150),
+    ],
 )
-def test_the_pass_ids_equal_llamafactorys_supervised_processor(tokenizer: Any, template: str, options: dict[str, Any],
-                                                               cutoff: int) -> None:
+def test_the_pass_ids_equal_llamafactorys_supervised_processor(
+    tokenizer: Any, template: str, options: dict[str, Any], cutoff: int
+) -> None:
     """input_ids and labels from the pass (pieces batch-encoded once) == SupervisedDatasetProcessor's, row by row,
     including LLaMA-Factory's own cutoff truncation, mask_history and train_on_prompt."""
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
@@ -44,19 +54,34 @@ def test_the_pass_ids_equal_llamafactorys_supervised_processor(tokenizer: Any, t
 
     rows = [agent_row(f"t{n}#0", n + 1, reasoning=n % 2 == 0) for n in range(6)]
     got: dict[int, tuple[list[int], list[int]]] = {}
-    token_stats(rows, tokenizer, cutoff_len=cutoff, template=template, lf_options=options,
-                ids_sink=lambda i, ids, labels: got.__setitem__(i, (ids.tolist(), labels.tolist())))
+    token_stats(
+        rows,
+        tokenizer,
+        cutoff_len=cutoff,
+        template=template,
+        lf_options=options,
+        ids_sink=lambda i, ids, labels: got.__setitem__(i, (ids.tolist(), labels.tolist())),
+    )
     lf_tok = load_tokenizer(tokenizer.name_or_path).tokenizer
     data_args = lf_data_args(template, cutoff_len=cutoff, options=options)
-    processor = SupervisedDatasetProcessor(template=lf_template(lf_tok, data_args), tokenizer=lf_tok, processor=None,
-                                           data_args=data_args)
+    processor = SupervisedDatasetProcessor(
+        template=lf_template(lf_tok, data_args), tokenizer=lf_tok, processor=None, data_args=data_args
+    )
     converter = dataset_converter(data_args)
     assert sorted(got) == list(range(len(rows)))
     for index, row in enumerate(rows):
         aligned = align_row(row, converter)
-        want = processor.preprocess_dataset({"_prompt": [aligned.prompt], "_response": [aligned.response],
-                                             "_system": [aligned.system], "_tools": [aligned.tools],
-                                             "_images": [None], "_videos": [None], "_audios": [None]})
+        want = processor.preprocess_dataset(
+            {
+                "_prompt": [aligned.prompt],
+                "_response": [aligned.response],
+                "_system": [aligned.system],
+                "_tools": [aligned.tools],
+                "_images": [None],
+                "_videos": [None],
+                "_audios": [None],
+            }
+        )
         assert got[index] == (want["input_ids"][0], want["labels"][0]), index
 
 
@@ -76,8 +101,9 @@ def test_a_planted_mismatch_fails_the_run_through_the_handover(tiny_model_dir: P
     assert check_fidelity(handover, funnel, settings, str(tmp_path))["passed"] is True
 
 
-def test_the_sample_checks_every_rare_row_and_every_stratum(tiny_model_dir: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sample_checks_every_rare_row_and_every_stratum(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Above the full-check size: rare rows (reasoning) all checked, ordinary rows sampled by a seeded hash, and a
     stratum the sample missed still gets its lowest-ranked row checked -- so a mismatch confined to one
     structure (here: long conversations without a system prompt) fails the run."""
@@ -91,19 +117,25 @@ def test_the_sample_checks_every_rare_row_and_every_stratum(tiny_model_dir: Path
     selection = report["selection"]
     assert selection["mode"] == "sample" and selection["seed"] == settings.conversion.seed
     assert "rare structure" in selection["rule"] and set(selection["checked_by_reason"]) <= {
-        "sample", "rare", "stratum_cover"}
+        "sample",
+        "rare",
+        "stratum_cover",
+    }
     checked = {s["uid"]: s for s in report["samples"]}
     assert all(f"r{n}#0" in checked for n in range(3))  # every rare row
     assert 0 < sum(uid.startswith("p") for uid in checked) < 60  # a sample of the ordinary ones
     assert any(uid.startswith("b") for uid in checked)  # the stratum of the planted rows is covered
     assert report["passed"] is False
     # same seed, same selection (independent of order and workers); another seed, another sample
-    again = check_fidelity(_convert(plain + rare + bad, settings, tmp_path)[0], funnel, settings, str(tmp_path))
+    again = check_fidelity(
+        _convert(plain + rare + bad, settings, tmp_path)[0], funnel, settings, str(tmp_path)
+    )
     assert [s["uid"] for s in again["samples"]] == [s["uid"] for s in report["samples"]]
 
 
-def test_the_pass_and_the_report_never_hold_the_rows(tiny_model_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pass_and_the_report_never_hold_the_rows(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Spooled rows stay on disk through the token pass (the workers get bytes), and the report reads the
     hand-over and the file's bytes, never the rows: peak Python memory of this process stays far below them."""
     import tracemalloc
@@ -122,17 +154,23 @@ def test_the_pass_and_the_report_never_hold_the_rows(tiny_model_dir: Path, tmp_p
     spooled = SpooledRows(spool, refs)
     settings = settings_for(tiny_model_dir, **{"conversion.num_workers": 2, "training.cutoff_len": 1_000_000})
     result = ConversionResult(lf_rows=spooled, im_rows=[], rejects=[], funnel={"funnel": {}}, kept=[])
-    _convert([agent_row("warm#0", 1)], settings, tmp_path / "warm")  # imports (LLaMA-Factory, torch) outside the trace
+    _convert(
+        [agent_row("warm#0", 1)], settings, tmp_path / "warm"
+    )  # imports (LLaMA-Factory, torch) outside the trace
     # What the parent holds is the chunks in flight (2 per worker), each capped at POOL_CHUNK_BYTES of rows (16 MB;
     # 1 MB here so that the cap, not the dataset, bounds it at this test's size).
     monkeypatch.setattr(tokens_module, "POOL_CHUNK_BYTES", 1 << 20)
     tracemalloc.start()
     try:
-        lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, str(tmp_path)))
+        lf_rows, _, _, funnel, _, handover = split_conversion_result(
+            apply_length_policy(result, settings, str(tmp_path))
+        )
         _, pass_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert size > 10_000_000 and len(lf_rows) == 60  # not vacuous: MBs of rows, all kept (none over the cutoff)
+    assert (
+        size > 10_000_000 and len(lf_rows) == 60
+    )  # not vacuous: MBs of rows, all kept (none over the cutoff)
     assert pass_peak < size / 3, (pass_peak, size)
     path = lf_file(settings, str(tmp_path))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,11 @@ def enc(tokenizer: Any, text: str) -> int:
 
 def plain_row(answer: str, *, reasoning: str | None) -> dict[str, Any]:
     value = (think(reasoning) if reasoning is not None else "") + answer
-    return {"conversations": [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": value}],
-            "system": SYSTEM, "tools": ""}
+    return {
+        "conversations": [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": value}],
+        "system": SYSTEM,
+        "tools": "",
+    }
 
 
 @pytest.mark.parametrize("template", ["qwen3", "qwen3_nothink"])
@@ -51,22 +54,38 @@ def test_qwen3_trains_an_empty_think_block_where_nothink_does_not(tokenizer: Any
 
 def test_tool_turns_observation_tokens_and_parallel_calls(tokenizer: Any) -> None:
     parallel = json.dumps([call("ls"), call("pwd")])
-    row = {"conversations": [{"from": "human", "value": "list"}, {"from": "function_call", "value": parallel},
-                             {"from": "observation", "value": "a.py\n</tool_response>\n<tool_response>\n/work"},
-                             {"from": "gpt", "value": "Done."}],
-           "system": SYSTEM, "tools": ""}
+    row = {
+        "conversations": [
+            {"from": "human", "value": "list"},
+            {"from": "function_call", "value": parallel},
+            {"from": "observation", "value": "a.py\n</tool_response>\n<tool_response>\n/work"},
+            {"from": "gpt", "value": "Done."},
+        ],
+        "system": SYSTEM,
+        "tools": "",
+    }
     (sample,), summary = token_stats([row], tokenizer, cutoff_len=4096, template="qwen3_nothink")
-    calls_text = ('<tool_call>\n{"name": "Bash", "arguments": {"command": "ls"}}\n</tool_call>\n'
-                  '<tool_call>\n{"name": "Bash", "arguments": {"command": "pwd"}}\n</tool_call><|im_end|>\n')
-    observation = ("<|im_start|>user\n<tool_response>\na.py\n</tool_response>\n<tool_response>\n/work\n"
-                   "</tool_response><|im_end|>\n<|im_start|>assistant\n")
-    expected_total = (enc(tokenizer, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n")
-                      + enc(tokenizer, "<|im_start|>user\nlist<|im_end|>\n<|im_start|>assistant\n")
-                      + enc(tokenizer, calls_text) + enc(tokenizer, observation) + enc(tokenizer, "Done.<|im_end|>\n"))
+    calls_text = (
+        '<tool_call>\n{"name": "Bash", "arguments": {"command": "ls"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "Bash", "arguments": {"command": "pwd"}}\n</tool_call><|im_end|>\n'
+    )
+    observation = (
+        "<|im_start|>user\n<tool_response>\na.py\n</tool_response>\n<tool_response>\n/work\n"
+        "</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    expected_total = (
+        enc(tokenizer, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n")
+        + enc(tokenizer, "<|im_start|>user\nlist<|im_end|>\n<|im_start|>assistant\n")
+        + enc(tokenizer, calls_text)
+        + enc(tokenizer, observation)
+        + enc(tokenizer, "Done.<|im_end|>\n")
+    )
     assert sample["total_tokens"] == expected_total
     assert sample["supervised_tokens"] == enc(tokenizer, calls_text) + enc(tokenizer, "Done.<|im_end|>\n")
     # from the first <tool_response> to the last </tool_response>, exclusive
-    assert sample["tool_output_tokens"] == enc(tokenizer, "\na.py\n</tool_response>\n<tool_response>\n/work\n")
+    assert sample["tool_output_tokens"] == enc(
+        tokenizer, "\na.py\n</tool_response>\n<tool_response>\n/work\n"
+    )
     assert sample["tool_calls"] == 2 and sample["tool_calls_per_turn"] == [2]
     assert summary["tool_calls_per_turn"]["max"] == 2
 
@@ -80,8 +99,9 @@ def test_counts_equal_llamafactory_supervised_processor(tokenizer: Any, template
     per_sample, _ = token_stats(rows, tokenizer, cutoff_len=cutoff, template=template)
     for cut in (10**9, cutoff):
         args = lf_data_args(template, cutoff_len=cut)
-        processor = SupervisedDatasetProcessor(template=lf_template(tokenizer, args), tokenizer=tokenizer,
-                                               processor=None, data_args=args)
+        processor = SupervisedDatasetProcessor(
+            template=lf_template(tokenizer, args), tokenizer=tokenizer, processor=None, data_args=args
+        )
         converter = sharegpt_converter(args)
         for row, sample in zip(rows, per_sample, strict=True):
             aligned = converter(row)
@@ -100,10 +120,19 @@ def test_counts_equal_llamafactory_supervised_processor(tokenizer: Any, template
 def test_rows_llamafactory_drops_or_aborts_on_are_flagged_not_counted(tokenizer: Any) -> None:
     good = plain_row("ok", reasoning=None)
     bad_order = {"conversations": [{"from": "gpt", "value": "hi"}], "system": "", "tools": ""}
-    bad_json = {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{not json"}],
-                "system": "", "tools": ""}
-    per_sample, summary = token_stats([good, bad_order, bad_json], tokenizer, cutoff_len=100, template="qwen3")
-    assert [s["lf_status"] for s in per_sample] == ["ok", "drop:invalid_role_order_or_count", "abort:invalid_json"]
+    bad_json = {
+        "conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{not json"}],
+        "system": "",
+        "tools": "",
+    }
+    per_sample, summary = token_stats(
+        [good, bad_order, bad_json], tokenizer, cutoff_len=100, template="qwen3"
+    )
+    assert [s["lf_status"] for s in per_sample] == [
+        "ok",
+        "drop:invalid_role_order_or_count",
+        "abort:invalid_json",
+    ]
     assert "total_tokens" not in per_sample[1] and "total_tokens" not in per_sample[2]
     assert summary["samples"] == 3 and summary["samples_counted"] == 1
     assert summary["lf_status"] == {"ok": 1, "drop:invalid_role_order_or_count": 1, "abort:invalid_json": 1}
@@ -114,7 +143,12 @@ def test_summary_distribution_and_cutoff_counts(tokenizer: Any) -> None:
     per_sample, summary = token_stats(rows, tokenizer, cutoff_len=400, template="qwen3")
     totals = sorted(s["total_tokens"] for s in per_sample)
     dist = summary["distributions"]["total_tokens"]
-    assert (dist["min"], dist["p50"], dist["max"], dist["sum"]) == (totals[0], totals[2], totals[-1], sum(totals))
+    assert (dist["min"], dist["p50"], dist["max"], dist["sum"]) == (
+        totals[0],
+        totals[2],
+        totals[-1],
+        sum(totals),
+    )
     over = [t for t in totals if t > 400]
     assert over, "the 10-step row must exceed the cutoff in this test"
     assert summary["over_cutoff"]["samples"] == len(over)
@@ -133,7 +167,19 @@ def test_distribution_percentiles() -> None:
 def test_ready_made_rows_are_counted_through_their_dataset_entry(tokenizer: Any) -> None:
     rows = [agent_row("a#0", 2), agent_row("b#0", 3, reasoning=False)]
     ours, _ = token_stats(rows, tokenizer, cutoff_len=4096, template="qwen3")
-    theirs, _ = token_stats([role_content_row(r) for r in rows], tokenizer, cutoff_len=4096, template="qwen3",
-                            dataset_entry=role_content_entry())
-    keys = ("total_tokens", "supervised_tokens", "reasoning_tokens", "tool_output_tokens", "assistant_turns", "tool_calls")
+    theirs, _ = token_stats(
+        [role_content_row(r) for r in rows],
+        tokenizer,
+        cutoff_len=4096,
+        template="qwen3",
+        dataset_entry=role_content_entry(),
+    )
+    keys = (
+        "total_tokens",
+        "supervised_tokens",
+        "reasoning_tokens",
+        "tool_output_tokens",
+        "assistant_turns",
+        "tool_calls",
+    )
     assert [[s[k] for k in keys] for s in theirs] == [[s[k] for k in keys] for s in ours]

@@ -37,7 +37,9 @@ def demo_rows(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return result.lf_rows
 
 
-def comparable(result: tuple[list[dict[str, Any]], dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def comparable(
+    result: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     per_sample, summary = result
     return per_sample, {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
 
@@ -50,9 +52,15 @@ def with_broken_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows LLaMA-Factory drops or aborts on, spread between good ones (their order must survive)."""
     bad_tools = dict(rows[0], tools=[{"name": "x"}])
     bad_order = {"conversations": [{"from": "gpt", "value": "an answer without a question"}]}
-    bad_call = dict(rows[1], conversations=[*rows[1]["conversations"][:1],
-                                            {"from": "function_call", "value": "{not json"},
-                                            {"from": "observation", "value": "o"}, {"from": "gpt", "value": "done"}])
+    bad_call = dict(
+        rows[1],
+        conversations=[
+            *rows[1]["conversations"][:1],
+            {"from": "function_call", "value": "{not json"},
+            {"from": "observation", "value": "o"},
+            {"from": "gpt", "value": "done"},
+        ],
+    )
     return [bad_tools, *rows[:3], bad_order, *rows[3:6], bad_call, *rows[6:]]
 
 
@@ -69,10 +77,12 @@ def test_overlapped_small_chunks_equal_one_chunk(demo_rows: Any, tokenizer: Any)
     assert stats(demo_rows, tokenizer, chunk_rows=2) == stats(demo_rows, tokenizer, chunk_rows=10_000)
 
 
-@pytest.mark.parametrize("lf_options", [{"enable_thinking": False}, {"mask_history": True},
-                                        {"train_on_prompt": True}])
-def test_workers_equal_serial_with_lf_options_and_broken_rows(demo_rows: Any, tokenizer: Any,
-                                                              lf_options: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "lf_options", [{"enable_thinking": False}, {"mask_history": True}, {"train_on_prompt": True}]
+)
+def test_workers_equal_serial_with_lf_options_and_broken_rows(
+    demo_rows: Any, tokenizer: Any, lf_options: dict[str, Any]
+) -> None:
     rows = with_broken_rows(list(demo_rows))
     serial = stats(rows, tokenizer, lf_options=lf_options, chunk_rows=3)
     parallel = stats(rows, tokenizer, lf_options=lf_options, num_workers=2, chunk_rows=3)
@@ -97,9 +107,9 @@ def _die_in_second_chunk(chunk_start: int, chunk: list[dict[str, Any]]) -> list[
 _ORIGINAL_POOL_CHUNK = tokens._pool_chunk
 
 
-def test_a_dead_worker_falls_back_to_counting_in_process(demo_rows: Any, tokenizer: Any,
-                                                        monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_worker_falls_back_to_counting_in_process(
+    demo_rows: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     expected = stats(demo_rows, tokenizer)
     monkeypatch.setattr(tokens, "_pool_chunk", _die_in_second_chunk)
     with caplog.at_level(logging.WARNING, logger="sft.report.tokens"):
@@ -130,8 +140,22 @@ def test_pool_sets_tokenizers_parallelism_only_while_forking(monkeypatch: pytest
         assert os.environ["TOKENIZERS_PARALLELISM"] == "true"  # a user's choice is left alone
 
 
-_FRAGMENTS = st.sampled_from(["<think>", "</think>", "<think>\n\n</think>", "<think> x </think>", "<think", "think>",
-                              "\n", " ", "x", "\t", "</", "<"])
+_FRAGMENTS = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<think>\n\n</think>",
+        "<think> x </think>",
+        "<think",
+        "think>",
+        "\n",
+        " ",
+        "x",
+        "\t",
+        "</",
+        "<",
+    ]
+)
 
 
 @example("<think>\n \t</think><think> a </think>")

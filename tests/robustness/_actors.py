@@ -43,7 +43,12 @@ def output_paths(root: Path) -> dict[str, Path]:
 
 def output_for(tag: str, index: int) -> dict[str, Any]:
     """A write-back payload big enough that a torn write would show (several KB)."""
-    return {"writer": tag, "index": index, "lf_dir": f"/data/{tag}/{index}", "notes": [f"{tag}-{index}-{n}" for n in range(200)]}
+    return {
+        "writer": tag,
+        "index": index,
+        "lf_dir": f"/data/{tag}/{index}",
+        "notes": [f"{tag}-{index}-{n}" for n in range(200)],
+    }
 
 
 def _ready(go_file: Path | None = None) -> None:
@@ -78,16 +83,20 @@ def run_convert(root: Path, job: Path, loops: str) -> None:
     results = []
     for max_instances in (0, 2):
         conv = base.conversion.model_copy(update={"max_instances": max_instances, "use_cache": True})
-        results.append(convert_job(base.model_copy(update={"conversion": conv}), job, root,
-                                   num_workers=1, progress=False))
+        results.append(
+            convert_job(
+                base.model_copy(update={"conversion": conv}), job, root, num_workers=1, progress=False
+            )
+        )
     for i in _loops(loops):
         result = results[i % 2]
         datasets["lf"].save(result.lf_rows)
         datasets["im"].save(result.im_rows)
         datasets["rejects"].save(result.rejects)
         datasets["funnel"].save(result.funnel)
-        datasets["info"].save({LF_NAME: {"file_name": paths["lf"].name, "formatting": "sharegpt",
-                                         "rows": len(result.lf_rows)}})
+        datasets["info"].save(
+            {LF_NAME: {"file_name": paths["lf"].name, "formatting": "sharegpt", "rows": len(result.lf_rows)}}
+        )
 
 
 def run_writeback(config: Path, tag: str, loops: str, go_file: Path | None) -> None:
@@ -104,9 +113,16 @@ def run_record(root: Path, tag: str, loops: str, go_file: Path | None) -> None:
     config = root / "config.yaml"
     _ready(go_file)
     for i in _loops(loops):
-        run_id = record_run(root, started_at=f"2026-01-01T00:00:{i % 60:02d}", completed_at="2026-01-01T01:00:00",
-                            exit_code=0, status="completed", config_path=config, training_yaml_path=None,
-                            notes=f"{tag}-{i}")
+        run_id = record_run(
+            root,
+            started_at=f"2026-01-01T00:00:{i % 60:02d}",
+            completed_at="2026-01-01T01:00:00",
+            exit_code=0,
+            status="completed",
+            config_path=config,
+            training_yaml_path=None,
+            notes=f"{tag}-{i}",
+        )
         sys.stdout.write(f"{run_id}\n")
         sys.stdout.flush()
 

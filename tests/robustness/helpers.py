@@ -60,14 +60,19 @@ def trial_dirs(job_dir: Path) -> set[str]:
     result.json, config.json, agent/ or steps/. A dir with none of them (say, only verifier/ left) is not
     a trial run by Harbor, whose first act is to write the trial's config.json."""
     return {
-        p.name for p in job_dir.iterdir()
-        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        p.name
+        for p in job_dir.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and not p.name.startswith(".")
         and any((p / marker).exists() for marker in TRIAL_MARKERS)
     }
 
 
 def convert(job_dir: Path, root: Path, cfg: RuntimeInput | None = None, **kwargs: Any) -> ConversionResult:
-    return convert_job(cfg or read_everything_config(), job_dir, root, num_workers=1, progress=False, **kwargs)
+    return convert_job(
+        cfg or read_everything_config(), job_dir, root, num_workers=1, progress=False, **kwargs
+    )
 
 
 def written_trials(result: ConversionResult) -> set[str]:

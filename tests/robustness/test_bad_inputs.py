@@ -76,7 +76,9 @@ def _non_utf8_bytes(trial: Path) -> None:
 def _lone_surrogates(trial: Path) -> None:
     """A lone surrogate as a JSON escape and as raw (CESU-8) bytes, in every call of the log."""
     log = trial / "agent" / LOG
-    log.write_bytes(log.read_bytes().replace(b"Resolve the issue", b"\\ud800 x \\udfff \xed\xa0\x80 Resolve the issue"))
+    log.write_bytes(
+        log.read_bytes().replace(b"Resolve the issue", b"\\ud800 x \\udfff \xed\xa0\x80 Resolve the issue")
+    )
 
 
 def _zero_byte_log(trial: Path) -> None:
@@ -156,8 +158,10 @@ def _multi_step(trial: Path) -> None:
         path.write_bytes(path.read_bytes().replace(b"normalize_path", b"normalise_path"))
     result = json.loads((trial / "result.json").read_text())
     verifier = result.get("verifier_result")
-    result["step_results"] = [{"step_name": "one", "verifier_result": verifier},
-                              {"step_name": "two", "verifier_result": verifier}]
+    result["step_results"] = [
+        {"step_name": "one", "verifier_result": verifier},
+        {"step_name": "two", "verifier_result": verifier},
+    ]
     (trial / "result.json").write_text(json.dumps(result))
 
 
@@ -216,7 +220,7 @@ def _block_type_not_a_string(trial: Path) -> None:
 
 
 def _tool_calls_not_a_list(trial: Path) -> None:
-    """"tool_calls": 1.5 on every assistant message of an OpenAI-shaped log (iterated as a list before)."""
+    """ "tool_calls": 1.5 on every assistant message of an OpenAI-shaped log (iterated as a list before)."""
     records = [json.loads(line) for line in log_lines(trial / "agent" / LOG)]
     for record in records:
         for message in record["request_body"]["messages"]:
@@ -243,32 +247,41 @@ CASES: dict[str, Case] = {
     "non_utf8_bytes": Case(_non_utf8_bytes),
     "lone_surrogates": Case(_lone_surrogates),
     "zero_byte_log_falls_back_to_atif": Case(_zero_byte_log),
-    "zero_byte_log_without_atif": Case(_zero_byte_log_no_atif, reject=("parse", "empty_litellm_log", f"agent/{LOG}")),
+    "zero_byte_log_without_atif": Case(
+        _zero_byte_log_no_atif, reject=("parse", "empty_litellm_log", f"agent/{LOG}")
+    ),
     "missing_log_falls_back_to_atif": Case(_missing_log),
     "log_is_a_directory": Case(_log_is_a_directory),
     "missing_log_and_atif": Case(_no_log_no_atif, reject=("parse", "no_trajectory_source", "agent")),
     "only_failed_calls": Case(_only_failed_calls, reject=("parse", "empty_litellm_log", f"agent/{LOG}")),
     "missing_result_json": Case(_missing_result, reject=("discover", "no_result_json", "result.json")),
     "invalid_result_json": Case(_invalid_result, reject=("parse", "invalid_result_json", "result.json")),
-    "result_json_not_an_object": Case(_result_not_an_object, reject=("parse", "invalid_result_json", "result.json")),
+    "result_json_not_an_object": Case(
+        _result_not_an_object, reject=("parse", "invalid_result_json", "result.json")
+    ),
     "result_json_non_utf8": Case(_result_non_utf8),
     "missing_config_json": Case(_missing_config),
     "invalid_config_json": Case(_invalid_config, reject=("parse", "invalid_config_json", "config.json")),
     "empty_agent_dir": Case(_empty_agent_dir, reject=("parse", "no_trajectory_source", "agent")),
     "trial_still_running": Case(_still_running, reject=("discover", "no_result_json", "result.json")),
     "multi_step_trial": Case(_multi_step),
-    "multi_step_trial_still_running": Case(_multi_step_still_running,
-                                           reject=("discover", "no_result_json", "result.json")),
+    "multi_step_trial_still_running": Case(
+        _multi_step_still_running, reject=("discover", "no_result_json", "result.json")
+    ),
     "symlink_loops_in_trial": Case(_symlink_loops_in_trial),
     "unknown_atif_schema_version": Case(_unknown_atif_version, trial=ATIF_ONLY_TRIAL),
     "atif_schema_version_not_a_string": Case(_atif_version_not_a_string, trial=ATIF_ONLY_TRIAL),
-    "truncated_atif": Case(_truncated_atif, trial=ATIF_ONLY_TRIAL, reject=("parse", "invalid_atif", f"agent/{ATIF}")),
+    "truncated_atif": Case(
+        _truncated_atif, trial=ATIF_ONLY_TRIAL, reject=("parse", "invalid_atif", f"agent/{ATIF}")
+    ),
     "anthropic_openai_shape_mix": Case(_shape_mix),
     "block_type_not_a_string": Case(_block_type_not_a_string),
-    "tool_calls_not_a_list": Case(_tool_calls_not_a_list, trial=OPENAI_SHAPED_TRIAL,
-                                  reject=("validate", "invalid_trajectory", None)),
-    "atif_lists_not_lists": Case(_atif_lists_not_lists, trial=ATIF_ONLY_TRIAL,
-                                 reject=("validate", "invalid_trajectory", None)),
+    "tool_calls_not_a_list": Case(
+        _tool_calls_not_a_list, trial=OPENAI_SHAPED_TRIAL, reject=("validate", "invalid_trajectory", None)
+    ),
+    "atif_lists_not_lists": Case(
+        _atif_lists_not_lists, trial=ATIF_ONLY_TRIAL, reject=("validate", "invalid_trajectory", None)
+    ),
 }
 
 
@@ -303,7 +316,9 @@ def test_damaged_trial_is_converted_or_rejected_with_a_precise_reason(name: str,
         return
     (reject,) = trial_rejects(result, case.trial)
     assert (reject["stage"], reject["reason"]) == (stage, reason), reject
-    assert str(job / case.trial / named) in reject["detail"], f"the detail must name the file: {reject['detail']}"
+    assert str(job / case.trial / named) in reject["detail"], (
+        f"the detail must name the file: {reject['detail']}"
+    )
 
 
 def test_bad_bytes_become_replacement_characters_not_crashes(tmp_path: Path) -> None:
@@ -325,8 +340,11 @@ def test_truncated_last_line_keeps_every_complete_call(tmp_path: Path) -> None:
 def test_multi_step_trial_yields_one_trajectory_per_step(tmp_path: Path) -> None:
     job = _damaged_job(tmp_path, Case(_multi_step))
     result = convert(job, tmp_path)
-    steps = {json.loads(row["_meta"])["extra"].get("step") for row in result.lf_rows
-             if json.loads(row["_meta"])["trial_name"] == ANTHROPIC_TRIAL}
+    steps = {
+        json.loads(row["_meta"])["extra"].get("step")
+        for row in result.lf_rows
+        if json.loads(row["_meta"])["trial_name"] == ANTHROPIC_TRIAL
+    }
     assert steps == {"one", "two"}
 
 
@@ -400,11 +418,21 @@ def test_a_huge_single_line_converts_in_linear_memory(tmp_path: Path) -> None:
     job = copy_job(tmp_path / "job", [ANTHROPIC_TRIAL])
     size = write_big_line_log(job / ANTHROPIC_TRIAL, BIG_LINE_MB * 1_000_000)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", BIG_LINE_PROBE, str(job), str(tmp_path)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", BIG_LINE_PROBE, str(job), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     probe = json.loads(proc.stdout.strip().splitlines()[-1])
     assert probe["trials"] == [ANTHROPIC_TRIAL], probe["rejects"]
-    assert probe["longest"] >= 0.9 * size  # the huge output is in the row, not dropped (\\n decodes to 1 char)
+    assert (
+        probe["longest"] >= 0.9 * size
+    )  # the huge output is in the row, not dropped (\\n decodes to 1 char)
     growth = probe["peak"] - probe["before"]
-    assert growth < 8 * size + 100_000_000, f"peak memory grew by {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB line"
+    assert growth < 8 * size + 100_000_000, (
+        f"peak memory grew by {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB line"
+    )

@@ -32,8 +32,17 @@ LOOPS = int(os.environ.get("SFT_RACE_LOOPS", "25"))
 def _race(go_file: Path, *argvs: list[str]) -> list[str]:
     """Run the children together (all imported, then released at once); their stdout after "ready"."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    procs = [subprocess.Popen([sys.executable, str(ACTORS), *argv, str(go_file)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for argv in argvs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ACTORS), *argv, str(go_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for argv in argvs
+    ]
     for proc in procs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     go_file.touch()
@@ -49,7 +58,11 @@ def test_two_runs_registering_datasets_never_lose_an_entry(tmp_path: Path) -> No
     info = tmp_path / "lf_data" / "dataset_info.json"
     info.parent.mkdir()
     info.write_text(json.dumps({"existing": {"file_name": "existing.json"}}))
-    _race(tmp_path / "go", ["register", str(info), "alpha", str(LOOPS)], ["register", str(info), "beta", str(LOOPS)])
+    _race(
+        tmp_path / "go",
+        ["register", str(info), "alpha", str(LOOPS)],
+        ["register", str(info), "beta", str(LOOPS)],
+    )
     entries = json.loads(info.read_text())
     expected = {"existing"} | {f"{tag}_{i}" for tag in ("alpha", "beta") for i in range(LOOPS)}
     assert set(entries) == expected, f"lost: {sorted(expected - set(entries))}"
@@ -61,7 +74,9 @@ def test_two_record_run_writers_never_lose_or_duplicate_a_run_id(tmp_path: Path)
     root.mkdir()
     shutil.copy2(DEMO_CONFIG, root / "config.yaml")
     loops = max(5, LOOPS // 3)  # record_run archives a config copy and asks git: slower per call
-    out_a, out_b = _race(tmp_path / "go", ["record", str(root), "a", str(loops)], ["record", str(root), "b", str(loops)])
+    out_a, out_b = _race(
+        tmp_path / "go", ["record", str(root), "a", str(loops)], ["record", str(root), "b", str(loops)]
+    )
     ids_a, ids_b = out_a.split(), out_b.split()
     assert len(ids_a) == len(ids_b) == loops
     assert not set(ids_a) & set(ids_b), "two writers were handed the same run id"
@@ -80,7 +95,11 @@ def test_two_write_backs_into_different_variant_files_never_corrupt_each_other(t
     shutil.copy2(DEMO_CONFIG, main)
     shutil.copy2(DEMO_CONFIG, variant)
     original = DEMO_CONFIG.read_text(encoding="utf-8")
-    _race(tmp_path / "go", ["writeback", str(main), "main", str(LOOPS)], ["writeback", str(variant), "variant", str(LOOPS)])
+    _race(
+        tmp_path / "go",
+        ["writeback", str(main), "main", str(LOOPS)],
+        ["writeback", str(variant), "variant", str(LOOPS)],
+    )
     for path, tag in ((main, "main"), (variant, "variant")):
         expected = output_for(tag, LOOPS - 1)
         assert path.read_text(encoding="utf-8") == render_with_output(original, expected), path.name
@@ -91,7 +110,11 @@ def test_two_write_backs_into_the_same_file_leave_one_whole_output(tmp_path: Pat
     config = tmp_path / "config.yaml"
     shutil.copy2(DEMO_CONFIG, config)
     original = DEMO_CONFIG.read_text(encoding="utf-8")
-    _race(tmp_path / "go", ["writeback", str(config), "one", str(LOOPS)], ["writeback", str(config), "two", str(LOOPS)])
+    _race(
+        tmp_path / "go",
+        ["writeback", str(config), "one", str(LOOPS)],
+        ["writeback", str(config), "two", str(LOOPS)],
+    )
     output = yaml.safe_load(config.read_text(encoding="utf-8"))["runtime_info"]["output"]
     assert output in (output_for("one", LOOPS - 1), output_for("two", LOOPS - 1))  # the last write wins whole
     assert config.read_text(encoding="utf-8") == render_with_output(original, output)

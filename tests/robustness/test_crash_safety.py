@@ -45,8 +45,14 @@ TEMP_MARK = ".tmp-"
 
 def _child(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen([sys.executable, str(ACTORS), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, str(ACTORS), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _run_to_end(*args: str) -> str:
@@ -60,7 +66,9 @@ def _start_ready(*args: str) -> subprocess.Popen[str]:
     proc = _child(*args)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.strip() == "ready", f"child did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+    assert line.strip() == "ready", (
+        f"child did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+    )
     return proc
 
 
@@ -133,7 +141,9 @@ def _assert_whole(paths: dict[str, Path], versions: list[dict[str, bytes]], wher
         if key == "funnel":
             assert _funnel_without_cache(data) in [_funnel_without_cache(v[key]) for v in versions], where
             continue
-        assert data in [v[key] for v in versions], f"{where}: {path.name} is neither the old nor the new version"
+        assert data in [v[key] for v in versions], (
+            f"{where}: {path.name} is neither the old nor the new version"
+        )
     pq.read_table(paths["parquet"])  # and the Parquet footer is readable
     assert json.loads(paths["info"].read_bytes())["keep_me"] == {"file_name": "other.json"}
 
@@ -154,13 +164,17 @@ def test_sigkill_during_conversion_and_writes_never_leaves_a_torn_output(convert
     caught = 0
     for point in range(KILLS):
         if point % 4 == 0:
-            shutil.rmtree(cache, ignore_errors=True)  # a cold run: the kill may land in conversion + cache writes
+            shutil.rmtree(
+                cache, ignore_errors=True
+            )  # a cold run: the kill may land in conversion + cache writes
         watch = sorted({p.parent for p in paths.values()})
         caught += _kill_somewhere(point, rng, 0.6, watch, "convert", str(convert_root), str(DEMO_JOB), "-1")
         where = f"kill point {point}"
         _assert_whole(paths, [version_a, version_b], where)
         for directory in {p.parent for p in paths.values()}:
-            assert _visible_files(directory) <= {p.name for p in paths.values()} | {"dataset_info.json.lock"}, where
+            assert _visible_files(directory) <= {p.name for p in paths.values()} | {
+                "dataset_info.json.lock"
+            }, where
         for entry in cache.rglob("*.trial") if cache.is_dir() else []:
             if not entry.name.startswith("."):
                 TrialOutcome.from_bytes(entry.read_bytes())  # a cache entry is whole or absent
@@ -231,8 +245,16 @@ def test_sigkill_during_record_run_keeps_index_yaml_whole(tmp_path: Path) -> Non
         runs = _assert_index_whole(root, runs, f"kill point {point}")
     assert runs, "no kill landed after a completed record_run; the delays are too short"
     assert caught, "no kill landed in the middle of an index.yaml write"
-    new_id = record_run(root, started_at="s", completed_at="c", exit_code=0, status="completed",
-                        config_path=root / "config.yaml", training_yaml_path=None, notes="after the kills")
+    new_id = record_run(
+        root,
+        started_at="s",
+        completed_at="c",
+        exit_code=0,
+        status="completed",
+        config_path=root / "config.yaml",
+        training_yaml_path=None,
+        notes="after the kills",
+    )
     final = _assert_index_whole(root, runs, "after the recovery run")
     assert final[-1]["id"] == new_id and new_id not in {r["id"] for r in runs}
     # The index's own temp files are cleaned by the next write. (A run killed while writing its archive

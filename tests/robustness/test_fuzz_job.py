@@ -40,11 +40,29 @@ json_leaf = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
-    st.sampled_from(["", "user", "assistant", "tool", "system", "text", "tool_use", "tool_result", "function",
-                     "ATIF-v9.9", "claude-code", "terminus-2", "success", "false", "/abs/x"]),
+    st.sampled_from(
+        [
+            "",
+            "user",
+            "assistant",
+            "tool",
+            "system",
+            "text",
+            "tool_use",
+            "tool_result",
+            "function",
+            "ATIF-v9.9",
+            "claude-code",
+            "terminus-2",
+            "success",
+            "false",
+            "/abs/x",
+        ]
+    ),
 )
 json_value = st.recursive(
-    json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
 
@@ -120,11 +138,13 @@ def _mutate(data: st.DataObject, job: Path) -> str:
     if kind == "flip" and raw:
         at = min(at, len(raw) - 1)
         flipped = raw[at] ^ data.draw(st.integers(1, 255), label="xor")
-        target.write_bytes(raw[:at] + bytes([flipped]) + raw[at + 1:])
+        target.write_bytes(raw[:at] + bytes([flipped]) + raw[at + 1 :])
     elif kind == "truncate":
         target.write_bytes(raw[:at])
     elif kind == "insert":
-        target.write_bytes(raw[:at] + data.draw(st.binary(min_size=1, max_size=16), label="garbage") + raw[at:])
+        target.write_bytes(
+            raw[:at] + data.draw(st.binary(min_size=1, max_size=16), label="garbage") + raw[at:]
+        )
     elif kind == "delete_file":
         target.unlink()
     elif kind == "json_swap":
@@ -137,7 +157,11 @@ def _mutate(data: st.DataObject, job: Path) -> str:
     deadline=None,
     derandomize=DERANDOMIZE,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
 )
 @given(data=st.data())
 def test_mutated_demo_job_converts_and_accounts_for_every_trial(data: st.DataObject, tmp_path: Path) -> None:

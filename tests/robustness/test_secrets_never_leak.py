@@ -198,8 +198,13 @@ def test_planted_values_reach_the_output_when_scrubbing_is_off(planted_project: 
     """The control: the plants sit where conversion reads them, so the leak test below can fail."""
     cfg = load_config(planted_project / "config.demo.yaml").input
     conv = cfg.conversion.model_copy(update={"scrub_secrets": False, "use_cache": False})
-    result = convert_job(cfg.model_copy(update={"conversion": conv}), planted_project / "data" / "01_raw" / "demo_job",
-                         planted_project, num_workers=1, progress=False)
+    result = convert_job(
+        cfg.model_copy(update={"conversion": conv}),
+        planted_project / "data" / "01_raw" / "demo_job",
+        planted_project,
+        num_workers=1,
+        progress=False,
+    )
     rows = json.dumps(list(result.lf_rows), ensure_ascii=False).encode()
     assert set(_leaks(rows)) == set(PLANTED)
     for place in ("tool output", "user message", "tool arguments", "reasoning"):
@@ -214,13 +219,23 @@ def test_no_planted_secret_in_any_file_the_convert_pipeline_writes(
     written = _files_written(planted_project)
     names = {p.name for p in written}
     # The outputs the brief names are all there (so the search below covers them).
-    for expected in ("demo_agent_sft.json", "demo_agent_sft.parquet", "demo_agent_sft.jsonl", "rejects.jsonl",
-                     "funnel.json", "dataset_info.json", "demo_agent_sft.stats.json", "demo_agent_sft.README.md"):
+    for expected in (
+        "demo_agent_sft.json",
+        "demo_agent_sft.parquet",
+        "demo_agent_sft.jsonl",
+        "rejects.jsonl",
+        "funnel.json",
+        "dataset_info.json",
+        "demo_agent_sft.stats.json",
+        "demo_agent_sft.README.md",
+    ):
         assert expected in names, f"{expected} was not written; the leak search would miss it"
     cache = planted_project / "data" / "02_intermediate" / "conversion_cache"
     assert any(cache.rglob("*.trial")), "the conversion cache was not written"
 
-    leaks = {str(p.relative_to(planted_project)): found for p in written if (found := _leaks(_searchable_text(p)))}
+    leaks = {
+        str(p.relative_to(planted_project)): found for p in written if (found := _leaks(_searchable_text(p)))
+    }
     assert leaks == {}, f"planted secrets found in written files: {leaks}"
     out, err = capfd.readouterr()
     assert _leaks((out + err + caplog.text).encode()) == []
@@ -252,11 +267,15 @@ def test_values_labelled_by_their_dict_key_are_redacted() -> None:
     from sft.rules.secrets import SecretScrubber
 
     scrubber = SecretScrubber([])
-    args = {"headers": {"Authorization": "Bearer abcDEF123.456-xyz", "Accept": "text/plain"},
-            "env": {"AWS_SECRET_ACCESS_KEY": PLANTED["aws_secret_access_key"], "HOME": "/root"}}
+    args = {
+        "headers": {"Authorization": "Bearer abcDEF123.456-xyz", "Accept": "text/plain"},
+        "env": {"AWS_SECRET_ACCESS_KEY": PLANTED["aws_secret_access_key"], "HOME": "/root"},
+    }
     out = scrubber.scrub_value(args)
-    assert out == {"headers": {"Authorization": "Bearer [REDACTED:authorization]", "Accept": "text/plain"},
-                   "env": {"AWS_SECRET_ACCESS_KEY": "[REDACTED:aws_secret_access_key]", "HOME": "/root"}}
+    assert out == {
+        "headers": {"Authorization": "Bearer [REDACTED:authorization]", "Accept": "text/plain"},
+        "env": {"AWS_SECRET_ACCESS_KEY": "[REDACTED:aws_secret_access_key]", "HOME": "/root"},
+    }
     assert scrubber.counts == {"authorization": 1, "aws_secret_access_key": 1}
 
 

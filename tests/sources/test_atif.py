@@ -59,7 +59,9 @@ def test_real_claude_code_trajectory(harbor, fixtures_dir: Path) -> None:
     assert trajectory.messages == expected
     assert trajectory.meta.extra["repairs"] == {"stripped_harbor_decorations": 1}
     assert trajectory.meta.extra["tool_result_sources"] == {"as_written": 11, "stripped": 1}
-    assert "raw_tool_result" not in trajectory.meta.extra["atif_caveats"]  # the file has none: the note says so
+    assert (
+        "raw_tool_result" not in trajectory.meta.extra["atif_caveats"]
+    )  # the file has none: the note says so
     # spot checks that do not depend on the loop above
     assert len(trajectory.messages) == 1 + 11 + 12  # user, 11 agent steps, 12 tool results
     assert [c.name for c in trajectory.messages[1].tool_calls] == ["Read", "Bash"]
@@ -168,11 +170,15 @@ def test_terminus2_rebuilt_default_mode(harbor, fixtures_dir: Path) -> None:
     # The screen after mark_task_complete has no source_call_id (Harbor never links it): it is that call's
     # result, not a user turn after an unanswered call.
     assert m[6] == Message(
-        role="tool", content=steps[3]["observation"]["results"][0]["content"], tool_call_id="call_2_task_complete"
+        role="tool",
+        content=steps[3]["observation"]["results"][0]["content"],
+        tool_call_id="call_2_task_complete",
     )
     assert m[6].content.startswith("Current terminal state:")
     assert m[8] == Message(
-        role="tool", content=steps[4]["observation"]["results"][0]["content"], tool_call_id="call_3_task_complete"
+        role="tool",
+        content=steps[4]["observation"]["results"][0]["content"],
+        tool_call_id="call_3_task_complete",
     )
     assert len(m) == 9
     assert trajectory.meta.extra["atif_content_rebuilt"] is True
@@ -228,7 +234,11 @@ def test_terminus2_linear_history_continuation(harbor) -> None:
     assert second.meta.extra["repairs"] == {"dropped_copied_context": 1}
     # copied_context: context keeps the copied turns (task + questions prompt joined, the questions trained)
     kept = extract_trial(trial_dir, harbor.job_dir, "terminus2", copied_context="context").trajectories[1]
-    assert [(x.role, x.trainable) for x in kept.messages[:3]] == [("user", True), ("assistant", True), ("user", True)]
+    assert [(x.role, x.trainable) for x in kept.messages[:3]] == [
+        ("user", True),
+        ("assistant", True),
+        ("user", True),
+    ]
     assert kept.messages[0].content == cont["steps"][0]["message"] + "\n\n" + cont["steps"][1]["message"]
     assert kept.messages[1].content == cont["steps"][2]["message"]
     assert kept.meta.extra["repairs"] == {"merged_user_turns": 1}

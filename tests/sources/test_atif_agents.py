@@ -28,8 +28,12 @@ def _fixture(name: str) -> dict[str, Any]:
 def _doc(steps: list[dict[str, Any]], agent: str, **extra: Any) -> dict[str, Any]:
     for index, step in enumerate(steps, start=1):
         step.setdefault("step_id", index)
-    return {"schema_version": "ATIF-v1.6", "agent": {"name": agent, "version": "1", "model_name": "m1"},
-            "steps": steps, **extra}
+    return {
+        "schema_version": "ATIF-v1.6",
+        "agent": {"name": agent, "version": "1", "model_name": "m1"},
+        "steps": steps,
+        **extra,
+    }
 
 
 def _valid(trajectory: Any) -> Any:
@@ -47,7 +51,9 @@ def _model_turns(doc: dict[str, Any]) -> int:
 
 
 def test_every_harbor_agent_name_is_a_valid_scaffold() -> None:
-    assert len(HARBOR_AGENT_NAMES) == 48 and "codex" in HARBOR_AGENT_NAMES and "qwen-coder" in HARBOR_AGENT_NAMES
+    assert (
+        len(HARBOR_AGENT_NAMES) == 48 and "codex" in HARBOR_AGENT_NAMES and "qwen-coder" in HARBOR_AGENT_NAMES
+    )
     for name in (*HARBOR_AGENT_NAMES, "auto", "claude-code", "open-code", "openhands-sdk", "terminus2"):
         assert SourceConfig(type="harbor_job", scaffold=name, job_dir="j").scaffold == name
     with pytest.raises(ValueError, match="unknown scaffold 'codexx'.*gemini-cli"):
@@ -61,15 +67,38 @@ def test_every_harbor_agent_name_is_a_valid_scaffold() -> None:
 CODEX_STEPS: list[dict[str, Any]] = [
     {"source": "user", "message": "Fix the failing test in calc.py"},
     # Harbor's codex converter writes a response's message and its function_call as two agent steps
-    {"source": "agent", "message": "I'll look at the file first.", "reasoning_content": "need to read",
-     "llm_call_count": 1},
-    {"source": "agent", "message": "", "llm_call_count": 1,
-     "tool_calls": [{"tool_call_id": "call_a", "function_name": "shell", "arguments": {"command": ["cat", "calc.py"]}}],
-     "observation": {"results": [{"source_call_id": "call_a", "content": "def add(a, b):\n    return a - b\n"}]}},
-    {"source": "agent", "message": "", "llm_call_count": 1,
-     "tool_calls": [{"tool_call_id": "call_b", "function_name": "apply_patch",
-                     "arguments": {"input": "*** Begin Patch\n-    return a - b\n+    return a + b\n*** End Patch"}}],
-     "observation": {"results": [{"source_call_id": "call_b", "content": "Success. Updated calc.py"}]}},
+    {
+        "source": "agent",
+        "message": "I'll look at the file first.",
+        "reasoning_content": "need to read",
+        "llm_call_count": 1,
+    },
+    {
+        "source": "agent",
+        "message": "",
+        "llm_call_count": 1,
+        "tool_calls": [
+            {"tool_call_id": "call_a", "function_name": "shell", "arguments": {"command": ["cat", "calc.py"]}}
+        ],
+        "observation": {
+            "results": [{"source_call_id": "call_a", "content": "def add(a, b):\n    return a - b\n"}]
+        },
+    },
+    {
+        "source": "agent",
+        "message": "",
+        "llm_call_count": 1,
+        "tool_calls": [
+            {
+                "tool_call_id": "call_b",
+                "function_name": "apply_patch",
+                "arguments": {
+                    "input": "*** Begin Patch\n-    return a - b\n+    return a + b\n*** End Patch"
+                },
+            }
+        ],
+        "observation": {"results": [{"source_call_id": "call_b", "content": "Success. Updated calc.py"}]},
+    },
     {"source": "agent", "message": "Fixed: add() now returns a + b.", "llm_call_count": 1},
 ]
 
@@ -85,12 +114,26 @@ def test_codex_converts_through_generic_atif(harbor, scaffold: str) -> None:
     (trajectory,) = extraction.trajectories
     assert trajectory.messages == [
         Message(role="user", content="Fix the failing test in calc.py"),
-        Message(role="assistant", content="I'll look at the file first.", reasoning_content="need to read",
-                tool_calls=[ToolCall(id="call_a", name="shell", arguments={"command": ["cat", "calc.py"]})]),
+        Message(
+            role="assistant",
+            content="I'll look at the file first.",
+            reasoning_content="need to read",
+            tool_calls=[ToolCall(id="call_a", name="shell", arguments={"command": ["cat", "calc.py"]})],
+        ),
         Message(role="tool", content="def add(a, b):\n    return a - b\n", tool_call_id="call_a"),
-        Message(role="assistant", content="", tool_calls=[ToolCall(
-            id="call_b", name="apply_patch",
-            arguments={"input": "*** Begin Patch\n-    return a - b\n+    return a + b\n*** End Patch"})]),
+        Message(
+            role="assistant",
+            content="",
+            tool_calls=[
+                ToolCall(
+                    id="call_b",
+                    name="apply_patch",
+                    arguments={
+                        "input": "*** Begin Patch\n-    return a - b\n+    return a + b\n*** End Patch"
+                    },
+                )
+            ],
+        ),
         Message(role="tool", content="Success. Updated calc.py", tool_call_id="call_b"),
         Message(role="assistant", content="Fixed: add() now returns a + b."),
     ]
@@ -130,11 +173,27 @@ def test_openhands_golden_mid_run_system_steps_are_context(harbor) -> None:
     assert trajectory.messages == [
         Message(role="system", content=steps[0]["message"]),
         Message(role="user", content="\n\n".join(s["message"] for s in steps[1:4])),
-        Message(role="assistant", content=steps[4]["message"], tool_calls=[ToolCall(
-            id="call_fake_1", name="str_replace_editor", arguments=steps[4]["tool_calls"][0]["arguments"])]),
-        Message(role="tool", content="File created successfully at: /app/hello.txt", tool_call_id="call_fake_1"),
-        Message(role="assistant", content=steps[5]["message"], tool_calls=[ToolCall(
-            id="call_fake_2", name="finish", arguments=steps[5]["tool_calls"][0]["arguments"])]),
+        Message(
+            role="assistant",
+            content=steps[4]["message"],
+            tool_calls=[
+                ToolCall(
+                    id="call_fake_1",
+                    name="str_replace_editor",
+                    arguments=steps[4]["tool_calls"][0]["arguments"],
+                )
+            ],
+        ),
+        Message(
+            role="tool", content="File created successfully at: /app/hello.txt", tool_call_id="call_fake_1"
+        ),
+        Message(
+            role="assistant",
+            content=steps[5]["message"],
+            tool_calls=[
+                ToolCall(id="call_fake_2", name="finish", arguments=steps[5]["tool_calls"][0]["arguments"])
+            ],
+        ),
     ]
     assert trajectory.meta.extra["repairs"] == {"merged_user_turns": 2, "mid_run_system_to_context": 2}
     assert [t["function"]["name"] for t in trajectory.tools] == ["str_replace_editor", "finish"]
@@ -147,14 +206,20 @@ def test_mid_run_system_step_after_a_tool_result_joins_the_observation(harbor) -
     steps = [
         {"source": "system", "message": "sys"},
         {"source": "user", "message": "task"},
-        {"source": "agent", "message": "look", "tool_calls": [{"tool_call_id": "c1", "function_name": "run", "arguments": {}}],
-         "observation": {"results": [{"source_call_id": "c1", "content": "out"}]}},
+        {
+            "source": "agent",
+            "message": "look",
+            "tool_calls": [{"tool_call_id": "c1", "function_name": "run", "arguments": {}}],
+            "observation": {"results": [{"source_call_id": "c1", "content": "out"}]},
+        },
         {"source": "system", "message": "Added workspace context"},
         {"source": "agent", "message": "done"},
     ]
     harbor.write_atif(agent, _doc(steps, agent="openhands"))
     (trajectory,) = extract_trial(agent.parent, harbor.job_dir, "openhands").trajectories
-    assert trajectory.messages[3] == Message(role="tool", content="out\n\nAdded workspace context", tool_call_id="c1")
+    assert trajectory.messages[3] == Message(
+        role="tool", content="out\n\nAdded workspace context", tool_call_id="c1"
+    )
     assert [m.role for m in trajectory.messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert trajectory.meta.extra["repairs"] == {"context_into_observation": 1, "mid_run_system_to_context": 1}
     _valid(trajectory)
@@ -172,13 +237,24 @@ def test_terminus2_timeout_golden_results_without_source_call_id(harbor) -> None
     for step in doc["steps"][1:]:
         call = step["tool_calls"][0]
         expected += [
-            Message(role="assistant", content=step["message"],
-                    tool_calls=[ToolCall(id=call["tool_call_id"], name="bash_command", arguments=call["arguments"])]),
-            Message(role="tool", content=step["observation"]["results"][0]["content"], tool_call_id=call["tool_call_id"]),
+            Message(
+                role="assistant",
+                content=step["message"],
+                tool_calls=[
+                    ToolCall(id=call["tool_call_id"], name="bash_command", arguments=call["arguments"])
+                ],
+            ),
+            Message(
+                role="tool",
+                content=step["observation"]["results"][0]["content"],
+                tool_call_id=call["tool_call_id"],
+            ),
         ]
     assert trajectory.messages == expected
     assert trajectory.meta.extra["repairs"] == {"paired_result_without_id": 3}
-    assert _valid(trajectory).messages[-1].role == "assistant"  # the trailing result is trimmed: 3 of 3 turns kept
+    assert (
+        _valid(trajectory).messages[-1].role == "assistant"
+    )  # the trailing result is trimmed: 3 of 3 turns kept
     # default rebuilt_atif: drop -> the 3 turns are counted under the reject, not lost silently
     dropped = extract_trial(trial_dir, harbor.job_dir, "terminus2")
     assert [r.reason for r in dropped.rejects] == ["rebuilt_atif"]
@@ -191,21 +267,32 @@ def test_terminus2_summarisation_golden_with_sub_agents(harbor) -> None:
     base = "terminus2_summarization.trajectory"
     harbor.copy_fixture(f"{base}.json", agent / "trajectory.json")
     for kind in ("summary", "questions", "answers"):
-        harbor.copy_fixture(f"{base}.summarization-1-{kind}.json", agent / f"trajectory.summarization-1-{kind}.json")
+        harbor.copy_fixture(
+            f"{base}.summarization-1-{kind}.json", agent / f"trajectory.summarization-1-{kind}.json"
+        )
     main = _fixture(f"{base}.json")
     subs = {k: _fixture(f"{base}.summarization-1-{k}.json") for k in ("summary", "questions", "answers")}
     extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2", rebuilt_atif="keep")
     assert extraction.rejects == []
     by_id = {(t.meta.agent_id, t.meta.extra.get("segment")): t for t in extraction.trajectories}
-    assert set(by_id) == {(None, 0), (None, 1), ("summarization-1-summary", None),
-                          ("summarization-1-questions", None), ("summarization-1-answers", None)}
+    assert set(by_id) == {
+        (None, 0),
+        (None, 1),
+        ("summarization-1-summary", None),
+        ("summarization-1-questions", None),
+        ("summarization-1-answers", None),
+    }
     # the post-hand-off segment is its own conversation: its first user turn is the hand-off prompt
     after = by_id[(None, 1)]
     assert after.messages[0] == Message(role="user", content=main["steps"][5]["message"])
-    assert [m.content for m in after.messages if m.role == "assistant"] == [s["message"] for s in main["steps"][6:]]
+    assert [m.content for m in after.messages if m.role == "assistant"] == [
+        s["message"] for s in main["steps"][6:]
+    ]
     assert after.meta.extra["repairs"] == {"paired_result_without_id": 2}
     before = by_id[(None, 0)]
-    assert [m.content for m in before.messages if m.role == "assistant"] == [s["message"] for s in main["steps"][1:4]]
+    assert [m.content for m in before.messages if m.role == "assistant"] == [
+        s["message"] for s in main["steps"][1:4]
+    ]
     # each sub-agent's own answer is trainable; the copied main turns are not trained a second time
     summary = by_id[("summarization-1-summary", None)]
     assert summary.messages == [
@@ -227,7 +314,9 @@ def test_terminus2_summarisation_golden_with_sub_agents(harbor) -> None:
     kept = sum(m.role == "assistant" for t in extraction.trajectories for m in t.messages)
     assert kept == _model_turns(main) + sum(_model_turns(d) for d in subs.values()) == 8
     # copied_context: context keeps the sub-agents' copied history as trained turns
-    with_context = extract_trial(trial_dir, harbor.job_dir, "terminus2", rebuilt_atif="keep", copied_context="context")
+    with_context = extract_trial(
+        trial_dir, harbor.job_dir, "terminus2", rebuilt_atif="keep", copied_context="context"
+    )
     (answers,) = [t for t in with_context.trajectories if t.meta.agent_id == "summarization-1-answers"]
     assert sum(m.role == "assistant" for m in answers.messages) == 5
 
@@ -237,50 +326,70 @@ def test_terminus2_summarisation_golden_with_sub_agents(harbor) -> None:
 
 
 def _step_with_results(calls: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"source": "agent", "message": "m",
-            "tool_calls": [{"tool_call_id": c, "function_name": "run", "arguments": {"n": c}} for c in calls],
-            "observation": {"results": results}}
+    return {
+        "source": "agent",
+        "message": "m",
+        "tool_calls": [{"tool_call_id": c, "function_name": "run", "arguments": {"n": c}} for c in calls],
+        "observation": {"results": results},
+    }
 
 
 def test_one_result_for_a_batch_of_calls(harbor) -> None:
     agent = harbor.trial("t__b", agent_name="mini-swe-agent") / "agent"
-    steps = [{"source": "user", "message": "task"},
-             _step_with_results(["c1", "c2", "c3"], [{"content": "screen"}]),
-             {"source": "agent", "message": "done"}]
+    steps = [
+        {"source": "user", "message": "task"},
+        _step_with_results(["c1", "c2", "c3"], [{"content": "screen"}]),
+        {"source": "agent", "message": "done"},
+    ]
     harbor.write_atif(agent, _doc(steps, agent="mini-swe-agent"))
     (trajectory,) = extract_trial(agent.parent, harbor.job_dir, "auto").trajectories
     assert [(m.tool_call_id, m.content) for m in trajectory.messages if m.role == "tool"] == [
-        ("c1", "screen"), ("c2", ""), ("c3", "")
+        ("c1", "screen"),
+        ("c2", ""),
+        ("c3", ""),
     ]
-    assert trajectory.meta.extra["repairs"] == {"empty_result_for_batched_call": 2, "paired_result_without_id": 1}
+    assert trajectory.meta.extra["repairs"] == {
+        "empty_result_for_batched_call": 2,
+        "paired_result_without_id": 1,
+    }
     _valid(trajectory)
 
 
 def test_results_without_id_in_call_order_and_partly_named(harbor) -> None:
     agent = harbor.trial("t__o", agent_name="goose") / "agent"
-    steps = [{"source": "user", "message": "task"},
-             _step_with_results(["c1", "c2", "c3"], [{"source_call_id": "c2", "content": "two"},
-                                                     {"content": "one"}, {"content": "three"}]),
-             {"source": "agent", "message": "done"}]
+    steps = [
+        {"source": "user", "message": "task"},
+        _step_with_results(
+            ["c1", "c2", "c3"],
+            [{"source_call_id": "c2", "content": "two"}, {"content": "one"}, {"content": "three"}],
+        ),
+        {"source": "agent", "message": "done"},
+    ]
     harbor.write_atif(agent, _doc(steps, agent="goose"))
     (trajectory,) = extract_trial(agent.parent, harbor.job_dir, "auto").trajectories
     assert [(m.tool_call_id, m.content) for m in trajectory.messages if m.role == "tool"] == [
-        ("c1", "one"), ("c2", "two"), ("c3", "three")
+        ("c1", "one"),
+        ("c2", "two"),
+        ("c3", "three"),
     ]
     assert trajectory.meta.extra["repairs"] == {"paired_result_without_id": 2}
 
 
 def test_ambiguous_results_without_id_are_rejected_naming_the_step(harbor) -> None:
     agent = harbor.trial("t__a", agent_name="gemini-cli") / "agent"
-    steps = [{"source": "user", "message": "task"},
-             _step_with_results(["c1", "c2", "c3"], [{"content": "x"}, {"content": "y"}]),
-             {"source": "agent", "message": "done"}]
+    steps = [
+        {"source": "user", "message": "task"},
+        _step_with_results(["c1", "c2", "c3"], [{"content": "x"}, {"content": "y"}]),
+        {"source": "agent", "message": "done"},
+    ]
     harbor.write_atif(agent, _doc(steps, agent="gemini-cli"))
     extraction = extract_trial(agent.parent, harbor.job_dir, "auto")
     assert extraction.trajectories == []
     (reject,) = extraction.rejects
     assert reject.reason == "ambiguous_results_without_id"
-    assert "trajectory.json: step 2: 2 observation results have no source_call_id but 3 calls" in reject.detail
+    assert (
+        "trajectory.json: step 2: 2 observation results have no source_call_id but 3 calls" in reject.detail
+    )
     assert "set observation.results[].source_call_id" in reject.detail and "(2 model turns)" in reject.detail
     assert "have no result" not in reject.detail
 
@@ -300,11 +409,22 @@ STDOUT_DECORATED = (
     ("decorated", "visible", "is_error"),
     [
         (STDOUT_DECORATED, "total 4\n-rw-r--r-- 1 root root 14 hello.txt", False),
-        ('(Bash completed with no output)\n\n[metadata] {"noOutputExpected": false}',
-         "(Bash completed with no output)", False),
-        ("ls: cannot access 'x': No such file\n\n[stderr]\nls: cannot access 'x': No such file\n[exit_code] 2"
-         "\n\n[error] tool reported failure", "ls: cannot access 'x': No such file", True),
-        ('{"type": "text", "text": "line one\\nline two"}\n\n[metadata] {"type": "text"}', "line one\nline two", False),
+        (
+            '(Bash completed with no output)\n\n[metadata] {"noOutputExpected": false}',
+            "(Bash completed with no output)",
+            False,
+        ),
+        (
+            "ls: cannot access 'x': No such file\n\n[stderr]\nls: cannot access 'x': No such file\n[exit_code] 2"
+            "\n\n[error] tool reported failure",
+            "ls: cannot access 'x': No such file",
+            True,
+        ),
+        (
+            '{"type": "text", "text": "line one\\nline two"}\n\n[metadata] {"type": "text"}',
+            "line one\nline two",
+            False,
+        ),
         ("[error] tool reported failure", "", True),
     ],
 )
@@ -330,8 +450,14 @@ def test_claude_code_atif_without_raw_tool_result_is_stripped_and_noted(harbor) 
     agent = harbor.trial("t__cc") / "agent"
     steps = [
         {"source": "user", "message": "list files"},
-        {"source": "agent", "message": "", "tool_calls": [{"tool_call_id": "t1", "function_name": "Bash", "arguments": {"command": "ls -l"}}],
-         "observation": {"results": [{"source_call_id": "t1", "content": STDOUT_DECORATED}]}},
+        {
+            "source": "agent",
+            "message": "",
+            "tool_calls": [
+                {"tool_call_id": "t1", "function_name": "Bash", "arguments": {"command": "ls -l"}}
+            ],
+            "observation": {"results": [{"source_call_id": "t1", "content": STDOUT_DECORATED}]},
+        },
         {"source": "agent", "message": "One file."},
     ]
     harbor.write_atif(agent, _doc(steps, agent="claude-code"))
@@ -345,10 +471,16 @@ def test_claude_code_atif_without_raw_tool_result_is_stripped_and_noted(harbor) 
 
 def test_calls_and_results_both_without_ids_pair_by_position(harbor) -> None:
     agent = harbor.trial("t__n", agent_name="mini-swe-agent") / "agent"
-    steps = [{"source": "user", "message": "task"},
-             {"source": "agent", "message": "m", "tool_calls": [{"function_name": "run", "arguments": {"n": 1}}],
-              "observation": {"results": [{"content": "out"}]}},
-             {"source": "agent", "message": "done"}]
+    steps = [
+        {"source": "user", "message": "task"},
+        {
+            "source": "agent",
+            "message": "m",
+            "tool_calls": [{"function_name": "run", "arguments": {"n": 1}}],
+            "observation": {"results": [{"content": "out"}]},
+        },
+        {"source": "agent", "message": "done"},
+    ]
     harbor.write_atif(agent, _doc(steps, agent="mini-swe-agent"))
     (trajectory,) = extract_trial(agent.parent, harbor.job_dir, "auto").trajectories
     assert trajectory.messages[2] == Message(role="tool", content="out", tool_call_id=None)
@@ -369,9 +501,19 @@ def test_conversion_options_are_validated_with_the_choices() -> None:
 
 def test_a_call_without_any_result_mid_run_is_rejected_naming_step_and_call(harbor) -> None:
     agent = harbor.trial("t__u", agent_name="codex") / "agent"
-    steps = [{"source": "user", "message": "task"},
-             {"source": "agent", "message": "m", "tool_calls": [{"tool_call_id": "c9", "function_name": "shell", "arguments": {}}]},
-             {"source": "agent", "message": "next", "tool_calls": [{"tool_call_id": "c10", "function_name": "shell", "arguments": {}}]}]
+    steps = [
+        {"source": "user", "message": "task"},
+        {
+            "source": "agent",
+            "message": "m",
+            "tool_calls": [{"tool_call_id": "c9", "function_name": "shell", "arguments": {}}],
+        },
+        {
+            "source": "agent",
+            "message": "next",
+            "tool_calls": [{"tool_call_id": "c10", "function_name": "shell", "arguments": {}}],
+        },
+    ]
     harbor.write_atif(agent, _doc(steps, agent="codex"))
     (reject,) = extract_trial(agent.parent, harbor.job_dir, "auto").rejects
     assert reject.reason == "unanswered_tool_call"

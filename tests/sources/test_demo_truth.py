@@ -78,10 +78,13 @@ def test_atif_shape_trials_keep_or_count_every_model_turn(demo_job) -> None:
         ex = extract_trial(demo_job.job_dir / info.trial_name, demo_job.job_dir, "auto")
         kept = sum(m.role == "assistant" for t in ex.trajectories for m in t.messages)
         refused = sum(demo_job.expected_rejects[info.trial_name].values())
-        assert [r.reason for r in ex.rejects] == list(demo_job.expected_rejects[info.trial_name]), info.trial_name
+        assert [r.reason for r in ex.rejects] == list(demo_job.expected_rejects[info.trial_name]), (
+            info.trial_name
+        )
         assert kept + refused == demo_job.source_model_turns[info.trial_name], info.trial_name
-        assert ex.counters.get("rebuilt_atif_dropped_turns", 0) == demo_job.expected_rejects[info.trial_name].get(
-            "rebuilt_atif", 0)
+        assert ex.counters.get("rebuilt_atif_dropped_turns", 0) == demo_job.expected_rejects[
+            info.trial_name
+        ].get("rebuilt_atif", 0)
 
 
 def test_every_trial_recovers_exactly_the_true_conversations(demo_job: GeneratedJob) -> None:
@@ -102,15 +105,22 @@ def test_rows_are_the_truth_one_per_conversation_without_prefix_fragments(
     """Through the engine: each written trial has one row per true conversation, each row exactly the truth
     (content, reasoning, calls), the repairs are counted on the rows, and ``prefix_fragments`` is 0."""
     job: GeneratedJob = request.getfixturevalue(which)
-    cfg = engine_config(use_cache=False, instance_status="all", keep_exception_trials=True,
-                        drop_tool_errors=False, exclude_repos_file="")
+    cfg = engine_config(
+        use_cache=False,
+        instance_status="all",
+        keep_exception_trials=True,
+        drop_tool_errors=False,
+        exclude_repos_file="",
+    )
     result = convert_job(cfg, job.job_dir, make_root(tmp_path / "root"), num_workers=1, progress=False)
     assert result.funnel["funnel"]["prefix_fragments"] == 0
     rows: dict[str, list] = {}
     for trajectory in result.kept:
         rows.setdefault(trajectory.meta.trial_name, []).append(trajectory)
     # the ATIF-only shape trials' refusals are their own test's subject (above); nothing else is refused
-    unexpected = [r for r in result.rejects if r["reason"] not in job.expected_rejects.get(r["trial_name"], {})]
+    unexpected = [
+        r for r in result.rejects if r["reason"] not in job.expected_rejects.get(r["trial_name"], {})
+    ]
     assert not unexpected, unexpected[:3]
     planned = {t.trial_name for t in job.trials}
     assert planned <= set(rows)

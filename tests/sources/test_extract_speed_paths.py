@@ -114,6 +114,7 @@ def test_fresh_system_and_moved_cache_marker_hash_as_rolling() -> None:
 def test_equal_values_in_distinct_objects_hash_as_rolling() -> None:
     """Lines parsed on their own (no shared objects): equal values in new objects, and new turns past the
     base whose value also occurs earlier (the value memo is skipped there, the digest must not change)."""
+
     def build(step: int) -> list[Any]:
         return [message("user", "task"), *[message("assistant", "same") for _ in range(step)]]
 
@@ -135,9 +136,7 @@ def test_extract_trial_restores_the_collector_state(tmp_path: Path) -> None:
         gc.enable()
 
 
-def test_extract_trial_pauses_the_collector_while_reading(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
+def test_extract_trial_pauses_the_collector_while_reading(tmp_path: Path, monkeypatch: Any) -> None:
     """The collector is off while the trial's files are read (where the many parsed objects are made)."""
     seen: list[bool] = []
     import sft.sources.harbor.trial as trial_module

@@ -378,18 +378,36 @@ def _openai_request(turns: int, n: int) -> list[dict]:
     text parts after a per-request billing part; the newest message as text parts with cache_control and a
     reminder part; every older message a plain string; null keys on echoed assistant messages."""
     messages: list[dict] = [
-        {"role": "system", "content": [{"type": "text", "text": _billing(n)},
-                                       {"type": "text", "text": "You are Claude Code.", "cache_control": _CC}]},
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": _billing(n)},
+                {"type": "text", "text": "You are Claude Code.", "cache_control": _CC},
+            ],
+        },
         {"role": "user", "content": "fix the bug"},
     ]
     for k in range(turns):
-        messages.append({"role": "assistant", "content": None, "function_call": None,
-                         "tool_calls": [{"id": f"c{k}", "type": "function",
-                                         "function": {"name": "Bash", "arguments": '{"command":"ls"}'}}]})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": None,
+                "tool_calls": [
+                    {
+                        "id": f"c{k}",
+                        "type": "function",
+                        "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+                    }
+                ],
+            }
+        )
         messages.append({"role": "tool", "tool_call_id": f"c{k}", "content": f"out {k}"})
     newest = dict(messages[-1])
-    newest["content"] = [{"type": "text", "text": newest["content"]},
-                         {"type": "text", "text": _REMINDER, "cache_control": _CC}]
+    newest["content"] = [
+        {"type": "text", "text": newest["content"]},
+        {"type": "text", "text": _REMINDER, "cache_control": _CC},
+    ]
     messages[-1] = newest
     return messages
 
@@ -398,16 +416,31 @@ def _anthropic_request(turns: int, n: int) -> list[dict]:
     """The same conversation Anthropic-shaped (``hashing_view``: the system blocks as message 0): the billing
     block, then the prompt; cache_control on the newest message only."""
     messages: list[dict] = [
-        {"role": "system", "content": [{"type": "text", "text": _billing(n)},
-                                       {"type": "text", "text": "You are Claude Code.", "cache_control": _CC}]},
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": _billing(n)},
+                {"type": "text", "text": "You are Claude Code.", "cache_control": _CC},
+            ],
+        },
         {"role": "user", "content": [{"type": "text", "text": "fix the bug"}]},
     ]
     for k in range(turns):
-        messages.append({"role": "assistant", "content": [
-            {"type": "thinking", "thinking": f"t{k}", "signature": f"s{k}"},
-            {"type": "tool_use", "id": f"c{k}", "name": "Bash", "input": {"command": "ls"}}]})
-        messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"c{k}", "content": f"out {k}"}]})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": f"t{k}", "signature": f"s{k}"},
+                    {"type": "tool_use", "id": f"c{k}", "name": "Bash", "input": {"command": "ls"}},
+                ],
+            }
+        )
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"c{k}", "content": f"out {k}"}],
+            }
+        )
     newest = {**messages[-1], "content": [dict(b) for b in messages[-1]["content"]]}
     newest["content"][-1]["cache_control"] = _CC
     newest["content"].append({"type": "text", "text": _REMINDER})
@@ -424,8 +457,11 @@ def test_per_request_churn_does_not_split_a_conversation(shape) -> None:
 
 def test_string_and_text_parts_are_the_same_message_but_other_text_is_not() -> None:
     plain = {"role": "tool", "tool_call_id": "c1", "content": "a\nb"}
-    parts = {"role": "tool", "tool_call_id": "c1", "content": [
-        {"type": "text", "text": "a", "cache_control": _CC}, {"type": "text", "text": "b"}]}
+    parts = {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "content": [{"type": "text", "text": "a", "cache_control": _CC}, {"type": "text", "text": "b"}],
+    }
     assert message_digest(plain) == message_digest(parts)
     assert model_view(parts) == plain
     assert message_digest({**plain, "content": "a b"}) != message_digest(parts)
@@ -444,8 +480,11 @@ def test_two_system_blocks_and_canonical_view_agree_with_the_conversion() -> Non
     b = Message(role="system", content=_billing(2) + "\nYou are Claude Code.")
     assert canonical_view(a) == canonical_view(b)
     assert canonical_view(Message(role="assistant", content="x", reasoning_content="r")) == canonical_view(
-        Message(role="assistant", content="x"))
-    assert canonical_view(Message(role="user", content="x")) != canonical_view(Message(role="user", content="y"))
+        Message(role="assistant", content="x")
+    )
+    assert canonical_view(Message(role="user", content="x")) != canonical_view(
+        Message(role="user", content="y")
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -454,7 +493,9 @@ def test_two_system_blocks_and_canonical_view_agree_with_the_conversion() -> Non
     cached=st.integers(0, 3),
     role=st.sampled_from(["user", "tool", "assistant", "system"]),
 )
-def test_text_parts_compare_as_the_text_the_conversion_writes(texts: list[str], cached: int, role: str) -> None:
+def test_text_parts_compare_as_the_text_the_conversion_writes(
+    texts: list[str], cached: int, role: str
+) -> None:
     """One rule: text parts (cache_control on any of them) compare equal to the plain string exactly when the
     conversion writes that string for them, so the de-dup and the rows agree."""
     parts = [{"type": "text", "text": t} for t in texts]

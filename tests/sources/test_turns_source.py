@@ -35,8 +35,11 @@ def test_proxy_log_retry_failed_call_and_history_copies(harbor) -> None:
     tools = ["bash"]
     records = [
         harbor.oai_record([system, user], {k: v for k, v in a1.items() if k != "role"}, tools=tools),
-        harbor.oai_record([system, user, a1, t1], {"content": "", "tool_calls": [harbor.call("c9", "bash", {"cmd": "pwd"})]},
-                          tools=tools),  # answered, then retried: the client never continued from it
+        harbor.oai_record(
+            [system, user, a1, t1],
+            {"content": "", "tool_calls": [harbor.call("c9", "bash", {"cmd": "pwd"})]},
+            tools=tools,
+        ),  # answered, then retried: the client never continued from it
         harbor.oai_record([system, user, a1, t1], {"content": "x"}, tools=tools, success=False),
         harbor.oai_record([system, user, a1, t1], {k: v for k, v in a2.items() if k != "role"}, tools=tools),
         harbor.oai_record([system, user, a1, t1, a2, t2], {"content": "Fixed."}, tools=tools),
@@ -78,10 +81,16 @@ def test_claude_code_atif_sidechains_embedded_and_subagent_files(harbor) -> None
     def step(step_id: int, source: str, text: str, **fields: Any) -> dict[str, Any]:
         return {"step_id": step_id, "source": source, "message": text, **fields}
 
-    sub_doc = {"schema_version": "ATIF-v1.7", "session_id": "s2", "agent": {"name": "claude-code", "version": "1"},
-               "steps": [step(1, "user", "look around"), step(2, "agent", "seen it")]}
+    sub_doc = {
+        "schema_version": "ATIF-v1.7",
+        "session_id": "s2",
+        "agent": {"name": "claude-code", "version": "1"},
+        "steps": [step(1, "user", "look around"), step(2, "agent", "seen it")],
+    }
     main_doc = {
-        "schema_version": "ATIF-v1.7", "session_id": "s1", "agent": {"name": "claude-code", "version": "1"},
+        "schema_version": "ATIF-v1.7",
+        "session_id": "s1",
+        "agent": {"name": "claude-code", "version": "1"},
         "steps": [
             step(1, "user", "fix it"),
             step(2, "agent", "on it"),
@@ -95,7 +104,11 @@ def test_claude_code_atif_sidechains_embedded_and_subagent_files(harbor) -> None
         "subagent_trajectories": [sub_doc],
     }
     harbor.write_atif(agent, main_doc)
-    file_doc = {**sub_doc, "session_id": "s3", "steps": [step(1, "user", "read docs"), step(2, "agent", "read")]}
+    file_doc = {
+        **sub_doc,
+        "session_id": "s3",
+        "steps": [step(1, "user", "read docs"), step(2, "agent", "read")],
+    }
     harbor.write_atif(agent, file_doc, name="trajectory.explore-1.json")
     assert count_atif_turns(agent) == {"main": 2, "subagent": 3}
     extraction = extract_trial(trial_dir, harbor.job_dir, "claude-code", trajectory_source="atif")
@@ -103,15 +116,19 @@ def test_claude_code_atif_sidechains_embedded_and_subagent_files(harbor) -> None
     turns = extraction.turns
     assert turns.source == {"claude-code/main": 2, "claude-code/subagent": 3}
     assert turns.lost == {} and turns.unsourced == {}
-    skipped = extract_trial(trial_dir, harbor.job_dir, "claude-code", trajectory_source="atif",
-                            include_subagents=False)
+    skipped = extract_trial(
+        trial_dir, harbor.job_dir, "claude-code", trajectory_source="atif", include_subagents=False
+    )
     assert skipped.turns.lost == {"claude-code/subagent": {"extract:subagents_skipped": 3}}
 
 
 def test_a_trial_rejected_after_reading_loses_its_source_turns_with_the_reject_reason(harbor) -> None:
     trial_dir = harbor.trial("t__2", agent_name="claude-code")
     user = {"role": "user", "content": "hi"}
-    records = [harbor.oai_record([user], {"content": "hello"}), harbor.oai_record([user], {"content": "again"})]
+    records = [
+        harbor.oai_record([user], {"content": "hello"}),
+        harbor.oai_record([user], {"content": "again"}),
+    ]
     harbor.write_log(trial_dir / "agent", records)  # no tools offered: not a claude-code log
     extraction = extract_trial(trial_dir, harbor.job_dir, "claude-code")
     assert [r.reason for r in extraction.rejects] == ["scaffold_mismatch"]
@@ -119,13 +136,17 @@ def test_a_trial_rejected_after_reading_loses_its_source_turns_with_the_reject_r
     assert extraction.turns.lost == {"claude-code/main": {"scaffold:scaffold_mismatch": 2}}
 
 
-@pytest.mark.parametrize(("fixture", "agent", "scaffold", "steps"), [
-    ("claude_code_trajectory_pass.json", "claude-code", "claude-code", 11),
-    ("claude_code_hello_world.trajectory.json", "claude-code", "claude-code", 2),
-    ("terminus2_invalid_json.trajectory.json", "terminus-2", "terminus2", 4),
-])
-def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(harbor, fixture: str, agent: str, scaffold: str,
-                                                                    steps: int) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "agent", "scaffold", "steps"),
+    [
+        ("claude_code_trajectory_pass.json", "claude-code", "claude-code", 11),
+        ("claude_code_hello_world.trajectory.json", "claude-code", "claude-code", 2),
+        ("terminus2_invalid_json.trajectory.json", "terminus-2", "terminus2", 4),
+    ],
+)
+def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(
+    harbor, fixture: str, agent: str, scaffold: str, steps: int
+) -> None:
     """Real Harbor ATIF files (tests/fixtures/harbor/SOURCES.md): each model step is a source turn and ends up
     output or lost with a reason. The claude-code runs keep all. The terminus-2 run is default-mode ATIF (text
     rebuilt as Analysis/Plan with synthetic calls): refused while reading by ``rebuilt_atif: drop`` (the default),
@@ -142,11 +163,21 @@ def test_real_harbor_atif_files_every_agent_step_is_output_or_lost(harbor, fixtu
         return
     assert [r.reason for r in extraction.rejects] == ["rebuilt_atif"]
     assert (model_turns["output"], model_turns["lost"]) == (0, {"parse:rebuilt_atif": steps})
-    assert extraction.counters["rebuilt_atif_dropped_turns"] == extraction.counters["atif_rejected_model_turns"] == steps
+    assert (
+        extraction.counters["rebuilt_atif_dropped_turns"]
+        == extraction.counters["atif_rejected_model_turns"]
+        == steps
+    )
     auto = extract_trial(trial_dir, harbor.job_dir, "auto")  # the label is the adapter's, not "auto"
     assert auto.turns.source == {f"{scaffold}/main": steps} and auto.turns.lost == {}
-    assert _ledger_report(auto)["per_agent"] == {f"{scaffold}/main": {
-        "source": steps, "output": 0, "lost": {"parse:rebuilt_atif": steps}, "unsourced": 0}}
+    assert _ledger_report(auto)["per_agent"] == {
+        f"{scaffold}/main": {
+            "source": steps,
+            "output": 0,
+            "lost": {"parse:rebuilt_atif": steps},
+            "unsourced": 0,
+        }
+    }
     kept = extract_trial(trial_dir, harbor.job_dir, scaffold, rebuilt_atif="keep")
     assert not kept.rejects
     assert _ledger_report(kept)["output"] == steps
@@ -167,17 +198,38 @@ def test_a_conversation_refused_while_reading_loses_its_turns_with_the_reject_re
     the main conversation's turns are output."""
     trial_dir = harbor.trial("gm__1", agent_name="gemini-cli")
     agent = trial_dir / "agent"
-    main_doc = {"schema_version": "ATIF-v1.6", "session_id": "m", "agent": {"name": "gemini-cli", "version": "1"},
-                "steps": [_step(1, "user", "fix it"),
-                          _step(2, "agent", "looking", tool_calls=[_call("c1", "ls")],
-                                observation={"results": [{"source_call_id": "c1", "content": "a.py"}]}),
-                          _step(3, "agent", "done")]}
-    sub_doc = {"schema_version": "ATIF-v1.6", "session_id": "s", "agent": {"name": "gemini-cli", "version": "1"},
-               "steps": [_step(1, "user", "explore"),
-                         _step(2, "agent", "three reads", tool_calls=[_call("r1", "cat a"), _call("r2", "cat b"),
-                                                                       _call("r3", "cat c")],
-                               observation={"results": [{"content": "A"}, {"content": "B"}]}),
-                         _step(3, "agent", "read them")]}
+    main_doc = {
+        "schema_version": "ATIF-v1.6",
+        "session_id": "m",
+        "agent": {"name": "gemini-cli", "version": "1"},
+        "steps": [
+            _step(1, "user", "fix it"),
+            _step(
+                2,
+                "agent",
+                "looking",
+                tool_calls=[_call("c1", "ls")],
+                observation={"results": [{"source_call_id": "c1", "content": "a.py"}]},
+            ),
+            _step(3, "agent", "done"),
+        ],
+    }
+    sub_doc = {
+        "schema_version": "ATIF-v1.6",
+        "session_id": "s",
+        "agent": {"name": "gemini-cli", "version": "1"},
+        "steps": [
+            _step(1, "user", "explore"),
+            _step(
+                2,
+                "agent",
+                "three reads",
+                tool_calls=[_call("r1", "cat a"), _call("r2", "cat b"), _call("r3", "cat c")],
+                observation={"results": [{"content": "A"}, {"content": "B"}]},
+            ),
+            _step(3, "agent", "read them"),
+        ],
+    }
     harbor.write_atif(agent, main_doc)
     harbor.write_atif(agent, sub_doc, name="trajectory.explore-1.json")
     extraction = extract_trial(trial_dir, harbor.job_dir, "auto")
@@ -188,8 +240,12 @@ def test_a_conversation_refused_while_reading_loses_its_turns_with_the_reject_re
     model_turns = _ledger_report(extraction)
     assert model_turns["per_agent"] == {
         "gemini-cli/main": {"source": 2, "output": 2, "lost": {}, "unsourced": 0},
-        "gemini-cli/subagent": {"source": 2, "output": 0, "lost": {"parse:ambiguous_results_without_id": 2},
-                                "unsourced": 0},
+        "gemini-cli/subagent": {
+            "source": 2,
+            "output": 0,
+            "lost": {"parse:ambiguous_results_without_id": 2},
+            "unsourced": 0,
+        },
     }
 
 
@@ -200,19 +256,26 @@ def test_copied_context_is_no_source_turn_and_no_loss(harbor) -> None:
     turn, with the same history, as the main one's)."""
     trial_dir = harbor.trial("t2__1", agent_name="terminus-2")
     agent = trial_dir / "agent"
-    main_steps = [_step(1, "user", "fix it"), _step(2, "agent", "step one"), _step(3, "user", "screen 1"),
-                  _step(4, "agent", "step two")]
+    main_steps = [
+        _step(1, "user", "fix it"),
+        _step(2, "agent", "step one"),
+        _step(3, "user", "screen 1"),
+        _step(4, "agent", "step two"),
+    ]
     copies = [dict(s, is_copied_context=True) for s in main_steps]
     sub_steps = [*copies, _step(5, "user", "Summarise."), _step(6, "agent", "I did one and two.")]
     doc = {"schema_version": "ATIF-v1.7", "session_id": "m", "agent": {"name": "terminus-2", "version": "1"}}
     harbor.write_atif(agent, {**doc, "steps": main_steps})
-    harbor.write_atif(agent, {**doc, "session_id": "s", "steps": sub_steps},
-                      name="trajectory.summarization-1-summary.json")
+    harbor.write_atif(
+        agent, {**doc, "session_id": "s", "steps": sub_steps}, name="trajectory.summarization-1-summary.json"
+    )
     assert count_atif_turns(agent) == {"main": 2, "subagent": 1}
     for mode in ("drop", "context"):
         extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2", copied_context=mode)
         assert not extraction.rejects, mode
-        repairs = [t.meta.extra.get("repairs", {}).get("dropped_copied_context", 0) for t in extraction.trajectories]
+        repairs = [
+            t.meta.extra.get("repairs", {}).get("dropped_copied_context", 0) for t in extraction.trajectories
+        ]
         assert repairs == ([0, 2] if mode == "drop" else [0, 0]), mode
         model_turns = _ledger_report(extraction)
         assert model_turns["per_agent"] == {

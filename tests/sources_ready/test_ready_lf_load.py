@@ -25,8 +25,16 @@ pytestmark = pytest.mark.slow
 BAD = {"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ready"  # LLaMA-Factory's own demo files
 CASES = {
-    "glaive_empty_tools_rewritten": (read_rows(FIXTURES / "glaive_toolcall_en_demo.json"), False, "filtered_copy"),
-    "typed_parts_normalised": (read_rows(FIXTURES / "reason_tool_use_demo_50.jsonl"), False, "normalized_copy"),
+    "glaive_empty_tools_rewritten": (
+        read_rows(FIXTURES / "glaive_toolcall_en_demo.json"),
+        False,
+        "filtered_copy",
+    ),
+    "typed_parts_normalised": (
+        read_rows(FIXTURES / "reason_tool_use_demo_50.jsonl"),
+        False,
+        "normalized_copy",
+    ),
     "alpaca_converted": (read_rows(FIXTURES / "alpaca_en_demo.json"), False, "filtered_copy"),
     "from_value_with_invalid_rows": (
         [sharegpt_row(0), BAD, sharegpt_row(2), sharegpt_row(3)],

@@ -35,7 +35,9 @@ TYPED_TWO_QUERIES = [1, 10]  # a second user query: Qwen3 hides the reasoning of
 
 def _settings(path: Path, template: str = "qwen3_nothink", **conversion: Any) -> RuntimeInput:
     settings = make_settings({"type": "local_lf", "lf_path": str(path)}, **conversion)
-    return settings.model_copy(update={"training": settings.training.model_copy(update={"template": template})})
+    return settings.model_copy(
+        update={"training": settings.training.model_copy(update={"template": template})}
+    )
 
 
 def _prepare(path: Path, proj: Path, template: str = "qwen3_nothink", **conversion: Any) -> Any:
@@ -87,12 +89,18 @@ def test_glaive_fidelity_failure_names_the_cause_and_the_option_that_fixes_it(
 
 
 @pytest.mark.slow
-def test_fidelity_names_the_empty_tools_array_cause_of_rows_registered_unrepaired(tiny_model_dir: Path) -> None:
+def test_fidelity_names_the_empty_tools_array_cause_of_rows_registered_unrepaired(
+    tiny_model_dir: Path,
+) -> None:
     """The glaive file as LLaMA-Factory's own dataset_info entry registers it (before sft's '[]' rewrite)."""
-    entry = {"file_name": str(GLAIVE), "formatting": "sharegpt", "columns": {"messages": "conversations",
-                                                                             "tools": "tools"}}
-    report = check_template_fidelity(read_rows(GLAIVE), str(tiny_model_dir), template="qwen3_nothink",
-                                     dataset_entry=entry)
+    entry = {
+        "file_name": str(GLAIVE),
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "tools": "tools"},
+    }
+    report = check_template_fidelity(
+        read_rows(GLAIVE), str(tiny_model_dir), template="qwen3_nothink", dataset_entry=entry
+    )
     assert report["summary"]["statuses"] == {"mismatch": 12}
     assert report["summary"]["causes"] == {"empty_tools_array": 7, "tools_without_system": 5}
     with pytest.raises(TemplateFidelityError, match=r"7 row\(s\) have tools '\[\]'.*write '' for no tools"):
@@ -179,7 +187,9 @@ def test_typed_part_defects_are_refused_with_the_reason(tmp_path: Path, proj: Pa
 
 
 @pytest.mark.slow
-def test_typed_part_rows_render_as_llamafactorys_own_v1_qwen3_renderer(proj: Path, tiny_model_dir: Path) -> None:
+def test_typed_part_rows_render_as_llamafactorys_own_v1_qwen3_renderer(
+    proj: Path, tiny_model_dir: Path
+) -> None:
     """Our normalised row through LLaMA-Factory 0.9.5's training path == the typed row through LLaMA-Factory's
     v1 qwen3 renderer (its own code for this format), up to Qwen3's history-reasoning rule."""
     from llamafactory.v1.plugins.model_plugins.templates.qwen3 import render_qwen3_messages
@@ -193,7 +203,9 @@ def test_typed_part_rows_render_as_llamafactorys_own_v1_qwen3_renderer(proj: Pat
     for index, ids in zip(TYPED_KEPT, ours, strict=True):
         v1 = render_qwen3_messages(tokenizer, source[index]["messages"], tools=source[index]["tools"])
         statuses[index] = classify(ids, list(v1["input_ids"]), tokenizer)
-    assert statuses == {i: "by_design:history_reasoning" if i in TYPED_TWO_QUERIES else "equal" for i in TYPED_KEPT}
+    assert statuses == {
+        i: "by_design:history_reasoning" if i in TYPED_TWO_QUERIES else "equal" for i in TYPED_KEPT
+    }
 
     report = _fidelity(result, tiny_model_dir, "qwen3")
     assert report["summary"]["failing"] == 0
@@ -216,8 +228,15 @@ def _lf_095_ids(rows: list[dict[str, Any]], tokenizer_dir: Path, template: str) 
     for row in rows:
         aligned = align_row(row, converter)
         assert aligned.status == "ok", aligned.detail
-        batch = {"_prompt": [aligned.prompt], "_response": [aligned.response], "_system": [aligned.system],
-                 "_tools": [aligned.tools], "_images": [None], "_videos": [None], "_audios": [None]}
+        batch = {
+            "_prompt": [aligned.prompt],
+            "_response": [aligned.response],
+            "_system": [aligned.system],
+            "_tools": [aligned.tools],
+            "_images": [None],
+            "_videos": [None],
+            "_audios": [None],
+        }
         out.append(list(processor.preprocess_dataset(batch)["input_ids"][0]))
     return out
 
@@ -230,7 +249,9 @@ def test_a_multimodal_file_is_refused_with_a_clear_message(proj: Path) -> None:
         _prepare(MLLM, proj)
     message = str(raised.value)
     assert "no usable row is left (6 rejected: 6 multimodal)" in message
-    assert "row 0: column 'images' holds 2 file(s) (['mllm_demo_data/1.jpg', 'mllm_demo_data/1.jpg'])" in message
+    assert (
+        "row 0: column 'images' holds 2 file(s) (['mllm_demo_data/1.jpg', 'mllm_demo_data/1.jpg'])" in message
+    )
     assert "sft trains text-only models" in message and "'<image>'" in message
     assert "normalize_ready_data" not in message
 
@@ -274,7 +295,13 @@ def test_alpaca_rows_become_single_turn_conversations(proj: Path) -> None:
 
 def test_alpaca_system_history_and_defects(tmp_path: Path, proj: Path) -> None:
     rows = [
-        {"instruction": "2+2?", "input": "", "output": "4", "system": "Be brief.", "history": [["hi", "hello"]]},
+        {
+            "instruction": "2+2?",
+            "input": "",
+            "output": "4",
+            "system": "Be brief.",
+            "history": [["hi", "hello"]],
+        },
         {"instruction": "rank", "input": "", "output": ["a", "b"], "system": ""},
         {"instruction": "q", "input": "", "output": "a", "system": "", "history": [["only one"]]},
     ]
@@ -309,7 +336,10 @@ def test_alpaca_conversion_trains_the_tokens_llamafactory_trains_from_the_alpaca
     lf_dir = ours_file.parent
     LlamaFactoryDataset(str(ours_file)).save(result.lf_rows)
     DatasetInfoDataset(str(lf_dir / "dataset_info.json")).save(
-        {"ours": result.funnel["registration"]["entry"], "theirs": {"file_name": str(ALPACA)}}  # alpaca default
+        {
+            "ours": result.funnel["registration"]["entry"],
+            "theirs": {"file_name": str(ALPACA)},
+        }  # alpaca default
     )
     ours = _load_with_llamafactory(lf_dir, "ours", tiny_model_dir, tmp_path / "a")
     theirs = _load_with_llamafactory(lf_dir, "theirs", tiny_model_dir, tmp_path / "b")

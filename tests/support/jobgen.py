@@ -1124,7 +1124,6 @@ class _Renderer:
         blob = b"[" + b",".join(parts) + b"]"
         return orjson.Fragment(blob), len(blob)
 
-
     def _openai_system(self, billing: str) -> list[bytes] | None:
         """The system message(s) when they are not the plain string: OpenCode's two system messages, or the
         claude-code system prompt as text parts after a per-request billing part."""
@@ -1595,8 +1594,10 @@ def _truth_from_log(conv: _Conv, last_call: _Call | None, agent_type: AgentType)
         messages[last_call.assistant_index - 1] = newest.model_copy(
             update={"content": f"{newest.content}\n{CLAUDE_REMINDER}"}
         )
-    if messages and messages[-1].role == "assistant" and not (
-        messages[-1].content or messages[-1].reasoning_content or messages[-1].tool_calls
+    if (
+        messages
+        and messages[-1].role == "assistant"
+        and not (messages[-1].content or messages[-1].reasoning_content or messages[-1].tool_calls)
     ):
         # an aborted final response: the pipeline trims back to the last complete turn (repair
         # trimmed_aborted_final_turn), then the trailing results
@@ -1877,8 +1878,10 @@ def _model_turn_truth(job: GeneratedJob, info: TrialInfo, truth: list[ExpectedCo
         lost["repair:aborted_empty_response"] = 1
     source = info.n_model_calls if info.has_litellm else kept
     if source != kept + sum(lost.values()):
-        raise AssertionError(f"generator: trial {info.trial_name}: {source} model turns in its files, but "
-                             f"{kept} in its truth + {lost} lost")
+        raise AssertionError(
+            f"generator: trial {info.trial_name}: {source} model turns in its files, but "
+            f"{kept} in its truth + {lost} lost"
+        )
     job.source_model_turns[info.trial_name] = source
     job.lost_model_turns[info.trial_name] = lost
 
@@ -1945,10 +1948,14 @@ def _write_atif_shape_trial(
         writer.json(trial_dir / "agent" / name, doc)
     start_ms = int((_EPOCH_BASE + timedelta(days=seed % 365, hours=20, minutes=7 * index)).timestamp() * 1000)
     writer.json(trial_dir / "config.json", _trial_config(plan, trial_name, job_name, job_id))
-    writer.json(trial_dir / "result.json",
-                _trial_result(plan, trial_name, job_name, job_id, [], start_ms, start_ms + 600_000, rng))
+    writer.json(
+        trial_dir / "result.json",
+        _trial_result(plan, trial_name, job_name, job_id, [], start_ms, start_ms + 600_000, rng),
+    )
     writer.bytes(trial_dir / "verifier" / "reward.txt", b"1\n")
-    job.atif_shape_trials.append(TrialInfo(trial_name, plan.instance_id, shape.agent_name, 1.0, None, False, 0, plan))
+    job.atif_shape_trials.append(
+        TrialInfo(trial_name, plan.instance_id, shape.agent_name, 1.0, None, False, 0, plan)
+    )
     job.truth[trial_name] = [
         ExpectedConversation(messages, [], agent_type, agent_id, "atif")  # type: ignore[arg-type]
         for agent_type, agent_id, messages in shape.expected
@@ -1989,9 +1996,13 @@ def _write_job(
             f"Trial {info.trial_name} completed (reward={info.reward}, exception={info.exception_type})"
         )
     if atif_shapes:  # after the planned trials, so their bytes do not change
-        for index, shape in enumerate(all_atif_shapes(_make_task("acme__widgets-900", _rng("atif-task", seed), False).instruction)):
+        for index, shape in enumerate(
+            all_atif_shapes(_make_task("acme__widgets-900", _rng("atif-task", seed), False).instruction)
+        ):
             _write_atif_shape_trial(job, job_name, job_id, shape, index, seed, writer)
-            log_lines.append(f"Trial {job.atif_shape_trials[-1].trial_name} completed (reward=1.0, exception=None)")
+            log_lines.append(
+                f"Trial {job.atif_shape_trials[-1].trial_name} completed (reward=1.0, exception=None)"
+            )
     agents = [_agent_config(p) for p in {p.scaffold: p for p in plans}.values()]
     writer.json(
         out_dir / "config.json",
@@ -2042,14 +2053,17 @@ def _random_plans(n_trials: int, seed: int, max_turns: int, scaffolds: Sequence[
                 title_call=scaffold == "open-code" and i % 12 != 9,  # its title call is OpenAI-shaped
                 atif_only=scaffold == "open-code" and i % 23 == 19,
                 proxy_shape=(
-                    "openai" if scaffold == "claude-code" and i % 8 == 4
-                    else "anthropic" if scaffold == "open-code" and i % 12 == 9
+                    "openai"
+                    if scaffold == "claude-code" and i % 8 == 4
+                    else "anthropic"
+                    if scaffold == "open-code" and i % 12 == 9
                     else ""
                 ),
                 two_system=scaffold == "open-code" and (i % 8 == 5 or i % 12 == 9),
-                aborted_final=exception is None and i % 13 == 7 and scaffold != "terminus2" and not (
-                    scaffold == "open-code" and i % 23 == 19
-                ),
+                aborted_final=exception is None
+                and i % 13 == 7
+                and scaffold != "terminus2"
+                and not (scaffold == "open-code" and i % 23 == 19),
             )
         )
     return plans
@@ -2104,14 +2118,25 @@ def _real_world_demo_plans() -> dict[str, list[TrialPlan]]:
         # the proxy's OpenAI translation: string-vs-parts churn, moving cache_control, billing part, reminder
         "claude-code": [
             TrialPlan(
-                "claude-code", "acme__widgets-91", 5, reward=1.0, proxy_shape="openai", subagent=True, tool_error=True
+                "claude-code",
+                "acme__widgets-91",
+                5,
+                reward=1.0,
+                proxy_shape="openai",
+                subagent=True,
+                tool_error=True,
             ),
         ],
         # two leading system prompts in both proxy-log shapes; aborted final requests in both shapes
         "open-code": [
             TrialPlan("open-code", "nimbus__cloud-kit-64", 4, reward=1.0, title_call=True, two_system=True),
             TrialPlan(
-                "open-code", "octo__toolkit-95", 4, reward=1.0, proxy_shape="anthropic", two_system=True,
+                "open-code",
+                "octo__toolkit-95",
+                4,
+                reward=1.0,
+                proxy_shape="anthropic",
+                two_system=True,
                 aborted_final=True,
             ),
         ],

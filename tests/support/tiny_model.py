@@ -315,8 +315,12 @@ def add_qwen3_added_tokens(tokenizer: Any) -> None:
     """Qwen3's added tokens, in Qwen3's id order after the BPE vocabulary (also used by benchmarks/qwen_vocab.py)."""
     from tokenizers import AddedToken
 
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL_TOKENS])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_NON_SPECIAL_ADDED_TOKENS])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL_TOKENS]
+    )
+    tokenizer.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t in QWEN3_NON_SPECIAL_ADDED_TOKENS]
+    )
 
 
 def save_qwen3_tokenizer(raw_tokenizer: Any, out_dir: Path, *, model_max_length: int) -> Any:
@@ -398,7 +402,9 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
             return out_dir
         (out_dir / RECIPE_FILE).unlink(missing_ok=True)
         raw_tokenizer = _train_tokenizer(seed)
-        fast = save_qwen3_tokenizer(raw_tokenizer, out_dir, model_max_length=MODEL_SHAPE["max_position_embeddings"])
+        fast = save_qwen3_tokenizer(
+            raw_tokenizer, out_dir, model_max_length=MODEL_SHAPE["max_position_embeddings"]
+        )
         eos_id = fast.convert_tokens_to_ids("<|im_end|>")
         pad_id = fast.convert_tokens_to_ids("<|endoftext|>")
         _save_model(out_dir, seed, eos_id, pad_id)

@@ -23,7 +23,9 @@ from tests.train.helpers import DATASET_KEY, PROJECT_ROOT, base_config, sharegpt
 def lf_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<tmp>/lf_data`` with ``tiny_agent_sft.json`` and its ``dataset_info.json`` entry."""
     directory = tmp_path_factory.mktemp("lf_data")
-    (directory / f"{DATASET_KEY}.json").write_text(json.dumps(sharegpt_rows(), ensure_ascii=False), encoding="utf-8")
+    (directory / f"{DATASET_KEY}.json").write_text(
+        json.dumps(sharegpt_rows(), ensure_ascii=False), encoding="utf-8"
+    )
     info = {
         DATASET_KEY: {
             "file_name": f"{DATASET_KEY}.json",
@@ -41,9 +43,16 @@ def train_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "proj"
     (root / "artifacts" / "training_config").mkdir(parents=True)
     shutil.copytree(
-        PROJECT_ROOT / "artifacts" / "training_config" / "deepspeed", root / "artifacts" / "training_config" / "deepspeed"
+        PROJECT_ROOT / "artifacts" / "training_config" / "deepspeed",
+        root / "artifacts" / "training_config" / "deepspeed",
     )
-    for name in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SFT_ALLOW_OVERWRITE_OUTPUT", "SFT_CONFIG"):
+    for name in (
+        "WANDB_API_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "SFT_ALLOW_OVERWRITE_OUTPUT",
+        "SFT_CONFIG",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -55,7 +64,9 @@ def train_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def make_config(train_root: Path, tiny_model_dir: Path) -> Callable[..., tuple[SftConfig, Path]]:
     """``make_config(training overrides..., experiment=..., name=...) -> (SftConfig, config path)``."""
 
-    def build(*, experiment: dict[str, Any] | None = None, name: str = "config.yaml", **training: Any) -> tuple[SftConfig, Path]:
+    def build(
+        *, experiment: dict[str, Any] | None = None, name: str = "config.yaml", **training: Any
+    ) -> tuple[SftConfig, Path]:
         data = base_config(tiny_model_dir, **training)
         if experiment:
             data["runtime_info"]["input"]["experiment"].update(experiment)

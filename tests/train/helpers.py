@@ -36,21 +36,31 @@ def sharegpt_rows(n_rows: int = 12) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for i in range(n_rows):
         if i % 2 == 0:
-            call = json.dumps({"name": "bash", "arguments": {"command": f"python -m pytest tests/test_mod{i}.py -q"}})
+            call = json.dumps(
+                {"name": "bash", "arguments": {"command": f"python -m pytest tests/test_mod{i}.py -q"}}
+            )
             conversations = [
                 {"from": "human", "value": f"The test tests/test_mod{i}.py fails. Please fix module mod{i}."},
                 {"from": "function_call", "value": call},
                 {"from": "observation", "value": f"===== {i + 1} passed in 0.{i}s ====="},
-                {"from": "gpt", "value": f"The tests for mod{i} pass now; the fix was an off-by-one in parse()."},
+                {
+                    "from": "gpt",
+                    "value": f"The tests for mod{i} pass now; the fix was an off-by-one in parse().",
+                },
             ]
             tools = TOOLS
         else:
             conversations = [
                 {"from": "human", "value": f"Explain what function f{i} in utils.py returns."},
-                {"from": "gpt", "value": f"f{i} returns the sum of its two arguments, or {i} when both are None."},
+                {
+                    "from": "gpt",
+                    "value": f"f{i} returns the sum of its two arguments, or {i} when both are None.",
+                },
             ]
             tools = ""
-        rows.append({"conversations": conversations, "system": "You are a careful coding agent.", "tools": tools})
+        rows.append(
+            {"conversations": conversations, "system": "You are a careful coding agent.", "tools": tools}
+        )
     return rows
 
 
@@ -103,7 +113,12 @@ def base_config(model_dir: Path, **training: Any) -> dict[str, Any]:
                 "model": {"model_name_or_path": str(model_dir), "trust_remote_code": True},
                 "training": train,
                 "infrastructure": {"n_gpus_per_node": 1},
-                "experiment": {"run_name": "", "wandb_mode": "disabled", "wandb_run_id": "", "wandb_project": "sft-tests"},
+                "experiment": {
+                    "run_name": "",
+                    "wandb_mode": "disabled",
+                    "wandb_run_id": "",
+                    "wandb_project": "sft-tests",
+                },
                 "credentials": {"wandb_api_key": "", "hf_token": ""},
             },
             "output": {},
@@ -130,4 +145,6 @@ def output_block(config_path: Path) -> Any:
 
 
 def python_has_llamafactory() -> bool:
-    return (ENV_DIR / "bin" / "llamafactory-cli").is_file() or (Path(sys.executable).parent / "llamafactory-cli").is_file()
+    return (ENV_DIR / "bin" / "llamafactory-cli").is_file() or (
+        Path(sys.executable).parent / "llamafactory-cli"
+    ).is_file()

@@ -59,7 +59,14 @@ def test_runs_are_numbered_and_archived(tmp_path: Path) -> None:
     archive = tmp_path / "artifacts" / "archives" / "run_002"
     meta = yaml.safe_load((archive / "metadata.yaml").read_text(encoding="utf-8"))
     assert meta["id"] == "run_002" and meta["block"] == "sft" and meta["exit_code"] == 1
-    assert set(meta["versions"]) == {"llamafactory", "transformers", "torch", "deepspeed", "liger-kernel", "flash-attn"}
+    assert set(meta["versions"]) == {
+        "llamafactory",
+        "transformers",
+        "torch",
+        "deepspeed",
+        "liger-kernel",
+        "flash-attn",
+    }
     assert meta["versions"]["liger-kernel"] is None  # not installed in this CPU env: recorded as absent
     assert "git_commit" in meta and meta["results"] is None
     assert (archive / "training.yaml").read_text(encoding="utf-8").startswith("model_name_or_path: /m")
@@ -83,7 +90,9 @@ def test_next_id_is_max_plus_one_and_skips_orphan_archives(tmp_path: Path) -> No
     assert next_run_id([]) == "run_001"
     index = tmp_path / "artifacts" / "index.yaml"
     index.parent.mkdir(parents=True)
-    index.write_text("runs:\n- {id: run_004, started_at: a, completed_at: b, status: failed, archive: x, notes: ''}\n")
+    index.write_text(
+        "runs:\n- {id: run_004, started_at: a, completed_at: b, status: failed, archive: x, notes: ''}\n"
+    )
     (tmp_path / "artifacts" / "archives" / "run_005").mkdir(parents=True)  # left by a crash
     assert _record(tmp_path, _config(tmp_path)) == "run_006"
 

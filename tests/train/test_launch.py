@@ -72,7 +72,13 @@ def test_progress_lines_come_from_trainer_log(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     lines = [
-        {"current_steps": s, "total_steps": 3, "loss": 8.0 - s, "percentage": 100 * s / 3, "remaining_time": "0:00:01"}
+        {
+            "current_steps": s,
+            "total_steps": 3,
+            "loss": 8.0 - s,
+            "percentage": 100 * s / 3,
+            "remaining_time": "0:00:01",
+        }
         for s in (1, 2, 3)
     ]
     script = "".join(f"echo '{json.dumps(x)}' >> {out}/trainer_log.jsonl; sleep 0.4\n" for x in lines)
@@ -133,18 +139,33 @@ def test_missing_cli_and_missing_deepspeed_file_are_one_line_errors(
 
 
 def test_multi_node_variables() -> None:
-    single = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "1", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    single = {
+        "FORCE_TORCHRUN": "1",
+        "NPROC_PER_NODE": "8",
+        "NNODES": "1",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+    }
     assert distributed_env(n_gpus=8, base_env={}) == single
     # A single-node run ignores rendezvous variables left in the environment (a Slurm shell, a multi-node setup).
     assert distributed_env(n_gpus=8, base_env={"NODE_RANK": "3", "MASTER_ADDR": "node0"}) == single
-    env = distributed_env(n_gpus=8, n_nodes=2, master_addr="node0", master_port=29500, base_env={"NODE_RANK": "1"})
+    env = distributed_env(
+        n_gpus=8, n_nodes=2, master_addr="node0", master_port=29500, base_env={"NODE_RANK": "1"}
+    )
     assert env == {
         "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",
         "MASTER_ADDR": "node0", "MASTER_PORT": "29500",
     }  # fmt: skip
-    slurm = distributed_env(n_gpus=4, n_nodes=3, base_env={"SLURM_NODEID": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    slurm = distributed_env(
+        n_gpus=4, n_nodes=3, base_env={"SLURM_NODEID": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
+    )
     assert (slurm["NODE_RANK"], slurm["MASTER_ADDR"], slurm["MASTER_PORT"]) == ("2", "h", "1")
-    assert distributed_env(n_gpus=4, n_nodes=2, node_rank=0, master_addr="a", master_port=2, base_env={})["NODE_RANK"] == "0"
+    assert (
+        distributed_env(n_gpus=4, n_nodes=2, node_rank=0, master_addr="a", master_port=2, base_env={})[
+            "NODE_RANK"
+        ]
+        == "0"
+    )
     with pytest.raises(LaunchError, match="NODE_RANK, MASTER_ADDR"):
         distributed_env(n_gpus=8, n_nodes=2, master_port=1, base_env={})
 

@@ -42,7 +42,9 @@ def _run_dir(tmp_path: Path, global_step: int = 10) -> Path:
         {"current_steps": s, "total_steps": global_step, "loss": 3.0 - s / 10, "lr": 1e-4 * s}
         for s in range(1, global_step + 1)
     ]
-    lines.append({"current_steps": global_step, "total_steps": global_step, "epoch": 1.0})  # final line: no loss
+    lines.append(
+        {"current_steps": global_step, "total_steps": global_step, "epoch": 1.0}
+    )  # final line: no loss
     (run / "trainer_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / "training_loss.png").write_bytes(b"png")
     (run / "model.safetensors").write_bytes(b"final")
@@ -55,16 +57,27 @@ def test_output_shape_and_values(tmp_path: Path) -> None:
     log = tmp_path / "artifacts" / "logs" / "run_20260101_000000.log"
     out = collect_results(run, log_path=log, wandb_run_id="abcd1234")
     assert out == {
-        "checkpoint_path": {"description": "Path to the latest trained model checkpoint", "value": str(run / "checkpoint-5")},
+        "checkpoint_path": {
+            "description": "Path to the latest trained model checkpoint",
+            "value": str(run / "checkpoint-5"),
+        },
         "artifacts": {
             "train_results": str(run / "train_results.json"),
             "train_loss_plot": str(run / "training_loss.png"),
             "training_log": str(log),
         },
-        "training_curves": {"description": "WandB run id with loss, learning rate, and token metrics", "value": "abcd1234"},
+        "training_curves": {
+            "description": "WandB run id with loss, learning rate, and token metrics",
+            "value": "abcd1234",
+        },
         "training_metrics": {
             "description": "Final training metrics from LLaMA-Factory",
-            "value": {"final_loss": 2.5, "train_runtime": 12.25, "total_steps": 10, "last_step_loss": pytest.approx(2.0)},
+            "value": {
+                "final_loss": 2.5,
+                "train_runtime": 12.25,
+                "total_steps": 10,
+                "last_step_loss": pytest.approx(2.0),
+            },
         },
     }
 
@@ -91,7 +104,9 @@ def test_sharded_checkpoint_needs_every_shard(tmp_path: Path) -> None:
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     (sharded / "model-00001-of-00002.safetensors").write_bytes(b"1")
     _checkpoint(run, 3)
-    assert collect_results(run, log_path=None, wandb_run_id=None)["checkpoint_path"]["value"] == str(run / "checkpoint-3")
+    assert collect_results(run, log_path=None, wandb_run_id=None)["checkpoint_path"]["value"] == str(
+        run / "checkpoint-3"
+    )
     (sharded / "model-00002-of-00002.safetensors").write_bytes(b"2")
     assert collect_results(run, log_path=None, wandb_run_id=None)["checkpoint_path"]["value"] == str(sharded)
 

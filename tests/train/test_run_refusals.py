@@ -24,7 +24,9 @@ def _refused(cfg: SftConfig, config_path: Path, root: Path, dataset_dir: Path, m
     assert read_index(root)[-1]["status"] == "failed"
 
 
-def test_refuses_a_non_empty_output_dir(make_config: MakeConfig, train_root: Path, lf_dataset_dir: Path) -> None:
+def test_refuses_a_non_empty_output_dir(
+    make_config: MakeConfig, train_root: Path, lf_dataset_dir: Path
+) -> None:
     run_dir = train_root / "artifacts" / "model" / "tiny_run"
     (run_dir / "checkpoint-5").mkdir(parents=True)
     cfg, config_path = make_config(max_steps=2)
@@ -42,6 +44,8 @@ def test_refuses_an_output_dir_another_live_run_trains_into(
         _refused(cfg, config_path, train_root, lf_dataset_dir, "in use by another live sft training run")
 
 
-def test_refuses_a_typo_under_training(make_config: MakeConfig, train_root: Path, lf_dataset_dir: Path) -> None:
+def test_refuses_a_typo_under_training(
+    make_config: MakeConfig, train_root: Path, lf_dataset_dir: Path
+) -> None:
     cfg, config_path = make_config(max_steps=2, warmup_ratoi=0.1)
     _refused(cfg, config_path, train_root, lf_dataset_dir, "warmup_ratoi.*Did you mean 'warmup_ratio'")

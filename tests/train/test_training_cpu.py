@@ -55,7 +55,13 @@ def test_plain_run_outputs_match_the_files_on_disk(
     # The generated YAML: contract order, absolute paths, no DeepSpeed, wandb off.
     training_yaml = train_root / "artifacts" / "training_config" / "tiny_run.yaml"
     args = yaml.safe_load(training_yaml.read_text(encoding="utf-8"))
-    assert list(args)[:5] == ["model_name_or_path", "trust_remote_code", "stage", "do_train", "finetuning_type"]
+    assert list(args)[:5] == [
+        "model_name_or_path",
+        "trust_remote_code",
+        "stage",
+        "do_train",
+        "finetuning_type",
+    ]
     assert args["report_to"] == "none" and "deepspeed" not in args
     assert args["dataset_dir"] == str(lf_dataset_dir) and args["output_dir"] == str(run_dir)
 
@@ -94,7 +100,9 @@ def test_plain_run_outputs_match_the_files_on_disk(
     meta = yaml.safe_load((archive / "metadata.yaml").read_text(encoding="utf-8"))
     assert meta["exit_code"] == 0 and meta["block"] == "sft"
     assert meta["versions"]["llamafactory"] == "0.9.5"
-    assert (archive / "training.yaml").read_text(encoding="utf-8") == training_yaml.read_text(encoding="utf-8")
+    assert (archive / "training.yaml").read_text(encoding="utf-8") == training_yaml.read_text(
+        encoding="utf-8"
+    )
 
 
 def test_zero3_through_torchrun(make_config: MakeConfig, train_root: Path, lf_dataset_dir: Path) -> None:
@@ -121,7 +129,11 @@ def test_wandb_offline_run_id_matches_the_run_dir_and_yarn_scales_rope(
     native = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
     assert native == 4096
     cfg, config_path = make_config(
-        max_steps=2, save_strategy="no", cutoff_len=8192, rope_scaling="yarn", experiment={"wandb_mode": "offline"}
+        max_steps=2,
+        save_strategy="no",
+        cutoff_len=8192,
+        rope_scaling="yarn",
+        experiment={"wandb_mode": "offline"},
     )
     summary = _train(cfg, config_path, train_root, lf_dataset_dir)
     output = output_block(config_path)
@@ -186,7 +198,9 @@ def test_failing_run_leaves_output_untouched_and_is_recorded_failed(
 ) -> None:
     cfg, config_path = make_config(max_steps=2)
     cfg.runtime_info.input.model.model_name_or_path = str(tmp_path / "no-such-model")
-    text = config_path.read_text(encoding="utf-8").replace("output: {}", "output: {checkpoint_path: {value: /previous}}")
+    text = config_path.read_text(encoding="utf-8").replace(
+        "output: {}", "output: {checkpoint_path: {value: /previous}}"
+    )
     config_path.write_text(text, encoding="utf-8")
     before = config_path.read_bytes()
 

@@ -23,7 +23,10 @@ OUTPUT: dict[str, Any] = {
         "train_loss_plot": "/abs/artifacts/model/run/training_loss.png",
         "training_log": "/abs/artifacts/logs/run_20260101_000000.log",
     },
-    "training_curves": {"description": "WandB run id with loss, learning rate, and token metrics", "value": None},
+    "training_curves": {
+        "description": "WandB run id with loss, learning rate, and token metrics",
+        "value": None,
+    },
     "training_metrics": {
         "description": "Final training metrics from LLaMA-Factory",
         "value": {"final_loss": 0.4321, "train_runtime": 12.5, "total_steps": 24, "last_step_loss": 0.25},
@@ -99,7 +102,10 @@ def test_missing_output_key_is_added_at_the_end_of_runtime_info(tmp_path: Path) 
     path.write_text(original, encoding="utf-8")
     write_runtime_output(path, {"k": None})
     text = path.read_text(encoding="utf-8")
-    assert text == "# head\nruntime_info:\n  input:\n    a: 1   # keep me\n  output:\n    k: null\n\n# next section\nevolving: {}\n"
+    assert (
+        text
+        == "# head\nruntime_info:\n  input:\n    a: 1   # keep me\n  output:\n    k: null\n\n# next section\nevolving: {}\n"
+    )
 
 
 def test_unusable_file_is_left_untouched(tmp_path: Path) -> None:

@@ -103,14 +103,18 @@ def test_yarn_factor_is_the_ceiling_like_llamafactory(tiny_model_dir: Path, tmp_
     assert yarn_factor(4096, tiny_model_dir) is None
     qwen3_8b = tmp_path / "qwen3-8b"
     qwen3_8b.mkdir()
-    (qwen3_8b / "config.json").write_text(json.dumps({"max_position_embeddings": 40960, "rope_scaling": None}))
+    (qwen3_8b / "config.json").write_text(
+        json.dumps({"max_position_embeddings": 40960, "rope_scaling": None})
+    )
     assert yarn_factor(131072, qwen3_8b) == 4.0
     assert yarn_factor(65536, qwen3_8b) == 2.0
     assert yarn_factor(32768, qwen3_8b) is None
     scaled = tmp_path / "scaled"
     scaled.mkdir()
     (scaled / "config.json").write_text(
-        json.dumps({"max_position_embeddings": 131072, "rope_scaling": {"original_max_position_embeddings": 32768}})
+        json.dumps(
+            {"max_position_embeddings": 131072, "rope_scaling": {"original_max_position_embeddings": 32768}}
+        )
     )
     assert yarn_factor(131072, scaled) == 4.0
     assert yarn_factor(8192, tmp_path / "not-a-model") is None
@@ -164,7 +168,10 @@ def test_keys_sft_sets_itself_are_refused_under_training() -> None:
 
 def test_credentials_never_reach_the_yaml(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = base_config(tiny_model_dir)
-    data["runtime_info"]["input"]["credentials"] = {"wandb_api_key": "wk-SECRET-123", "hf_token": "hf_SECRET_456"}
+    data["runtime_info"]["input"]["credentials"] = {
+        "wandb_api_key": "wk-SECRET-123",
+        "hf_token": "hf_SECRET_456",
+    }
     data["runtime_info"]["input"]["experiment"]["wandb_mode"] = "online"
     text = dump_training_yaml(_args(SftConfig.model_validate(data), tmp_path))
     assert "SECRET" not in text
@@ -202,7 +209,9 @@ def test_check_output_dir_rules(tiny_model_dir: Path, tmp_path: Path) -> None:
     (out / ".sft-train.lock").write_text("")
     check_output_dir(out, training, {})  # sft's own lock file does not count
     (out / "trainer_log.jsonl").write_text("{}\n")
-    with pytest.raises(OutputDirError, match=r"run is not empty \(trainer_log.jsonl\).*SFT_ALLOW_OVERWRITE_OUTPUT=1"):
+    with pytest.raises(
+        OutputDirError, match=r"run is not empty \(trainer_log.jsonl\).*SFT_ALLOW_OVERWRITE_OUTPUT=1"
+    ):
         check_output_dir(out, training, {})
     check_output_dir(out, training, {"SFT_ALLOW_OVERWRITE_OUTPUT": "1"})
     no_overwrite = _cfg(tiny_model_dir, overwrite_output_dir=False).input.training
@@ -215,7 +224,9 @@ def test_check_output_dir_rules(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_output_dir_lock_refuses_a_second_live_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with output_dir_lock(out):
-        with pytest.raises(OutputDirError, match=f"in use by another live sft training run \\(pid {os.getpid()}"):
+        with pytest.raises(
+            OutputDirError, match=f"in use by another live sft training run \\(pid {os.getpid()}"
+        ):
             with output_dir_lock(out):
                 pass
     with output_dir_lock(out):  # released on exit

@@ -47,7 +47,9 @@ def _local_credentials(root: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if isinstance(v, str | int) and v != ""}
 
 
-def resolve_credentials(config_credentials: Any, root: Path, env: Mapping[str, str] | None = None) -> Credentials:
+def resolve_credentials(
+    config_credentials: Any, root: Path, env: Mapping[str, str] | None = None
+) -> Credentials:
     """Apply the precedence env > conf/local/credentials.yml > config."""
     env = os.environ if env is None else env
     local = _local_credentials(root)

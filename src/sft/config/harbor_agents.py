@@ -74,6 +74,4 @@ PROXY_LOG_SCAFFOLDS: dict[str, tuple[str, ...]] = {
 }
 
 # Every value ``source.scaffold`` accepts: the proxy-log scaffolds, every Harbor agent name, and ``auto``.
-SCAFFOLD_CHOICES: tuple[str, ...] = tuple(
-    dict.fromkeys([*PROXY_LOG_SCAFFOLDS, *HARBOR_AGENT_NAMES, "auto"])
-)
+SCAFFOLD_CHOICES: tuple[str, ...] = tuple(dict.fromkeys([*PROXY_LOG_SCAFFOLDS, *HARBOR_AGENT_NAMES, "auto"]))

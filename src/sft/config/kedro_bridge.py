@@ -37,7 +37,9 @@ def derived_values(cfg: SftConfig, root: Path) -> dict[str, Any]:
             "dataset_info": str(lf_dir / "dataset_info.json"),
             "im_jsonl": str(root / "artifacts" / "data" / "im_data" / f"{data_name}.jsonl"),
             "report_dir": str(root / "data" / "08_reporting" / data_name),
-            "training_yaml": str(root / "artifacts" / "training_config" / f"{Path(inp.training.output_dir).name}.yaml"),
+            "training_yaml": str(
+                root / "artifacts" / "training_config" / f"{Path(inp.training.output_dir).name}.yaml"
+            ),
         },
     }
 

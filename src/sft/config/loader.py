@@ -106,7 +106,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or "runtime_info" not in data:
-        raise ConfigError(f"{path}: expected a mapping with meta_info and runtime_info.input (the sft contract)")
+        raise ConfigError(
+            f"{path}: expected a mapping with meta_info and runtime_info.input (the sft contract)"
+        )
     return data
 
 

@@ -90,7 +90,9 @@ class SourceConfig(_Strict):
                     f"Valid scaffold: auto | {' | '.join(SCAFFOLDS)} | any Harbor agent name (e.g. codex)"
                 )
             if not self.job_dir:
-                raise ValueError("source.job_dir is required for source.type harbor_job (a Harbor job directory)")
+                raise ValueError(
+                    "source.job_dir is required for source.type harbor_job (a Harbor job directory)"
+                )
         elif self.type == "hf_lf":
             if not self.hf_hub_url:
                 raise ValueError("source.hf_hub_url is required for source.type hf_lf (e.g. 'org/dataset')")
@@ -99,7 +101,9 @@ class SourceConfig(_Strict):
                     f"source.hf_hub_url must be a Hub dataset id 'owner/name', got {self.hf_hub_url!r}"
                 )
         elif self.type == "local_lf" and not self.lf_path:
-            raise ValueError("source.lf_path is required for source.type local_lf (.json, .jsonl or .parquet)")
+            raise ValueError(
+                "source.lf_path is required for source.type local_lf (.json, .jsonl or .parquet)"
+            )
         return self
 
 
@@ -150,7 +154,9 @@ class ConversionConfig(_Strict):
     @classmethod
     def _data_name_is_a_file_stem(cls, value: str) -> str:
         if not value or not value.strip():
-            raise ValueError("conversion.data_name is required: it names the dataset files and the dataset key")
+            raise ValueError(
+                "conversion.data_name is required: it names the dataset files and the dataset key"
+            )
         if "/" in value or value.startswith("."):
             raise ValueError(f"conversion.data_name must be a plain file stem without '/', got {value!r}")
         return value
@@ -239,7 +245,9 @@ class InfrastructureConfig(_Strict):
     @classmethod
     def _positive_int(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"must be a positive integer (GPUs per node, becomes NPROC_PER_NODE), got {value!r}")
+            raise ValueError(
+                f"must be a positive integer (GPUs per node, becomes NPROC_PER_NODE), got {value!r}"
+            )
         return value
 
 

@@ -113,4 +113,3 @@ def first_untrainable_assistant(messages: list[Message]) -> int | None:
         if message.role == "assistant" and not message.trainable:
             return index
     return None
-

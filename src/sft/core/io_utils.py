@@ -65,7 +65,7 @@ def remove_stale_temps(target: Path) -> list[Path]:
     except OSError:
         return removed
     for path in candidates:
-        match = _TEMP_RE.search(path.name[len(target.name) + 1:])
+        match = _TEMP_RE.search(path.name[len(target.name) + 1 :])
         if match is None or match["host"] != _HOST_TAG or _pid_alive(int(match["pid"])):
             continue
         with contextlib.suppress(FileNotFoundError):

@@ -163,15 +163,18 @@ class SpooledRows(Sequence[dict[str, Any]]):
     def instance_ids(self) -> list[str | None]:
         return [ref.instance_id for ref in self._refs]
 
-    def edited(self, keep: Iterable[int], replacements: Mapping[int, dict[str, Any]] | None = None) -> SpooledRows:
+    def edited(
+        self, keep: Iterable[int], replacements: Mapping[int, dict[str, Any]] | None = None
+    ) -> SpooledRows:
         """The rows at the ``keep`` indices (in that order); a row in ``replacements`` is spooled anew."""
         replacements = replacements or {}
         refs: list[RowRef] = []
         for index in keep:
             ref = self._refs[index]
             if index in replacements:
-                ref = spool_row(self._spool, orjson.dumps(replacements[index]), uid=ref.uid,
-                                instance_id=ref.instance_id)
+                ref = spool_row(
+                    self._spool, orjson.dumps(replacements[index]), uid=ref.uid, instance_id=ref.instance_id
+                )
             refs.append(ref)
         return SpooledRows(self._spool, refs)
 
@@ -194,7 +197,9 @@ def rows_sha256(rows: Iterable[Any]) -> str:
 
 
 def select_rows(
-    rows: Sequence[dict[str, Any]], keep: Iterable[int], replacements: Mapping[int, dict[str, Any]] | None = None
+    rows: Sequence[dict[str, Any]],
+    keep: Iterable[int],
+    replacements: Mapping[int, dict[str, Any]] | None = None,
 ) -> Sequence[dict[str, Any]]:
     """The rows at ``keep`` with ``replacements``: a ``SpooledRows`` stays spooled, a list stays a list."""
     if isinstance(rows, SpooledRows):

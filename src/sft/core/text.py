@@ -19,4 +19,3 @@ def replace_lone_surrogates(text: str) -> tuple[str, int]:
     if text.isascii() or not _SURROGATE.search(text):  # isascii is O(1) in CPython: most text ends here
         return text, 0
     return _SURROGATE.subn(_REPLACEMENT, text)
-

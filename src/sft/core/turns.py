@@ -133,7 +133,9 @@ class TrialTurns(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: dict[str, int] = Field(default_factory=dict)
-    lost: dict[str, dict[str, int]] = Field(default_factory=dict)  # agent -> reason -> turns (before validation)
+    lost: dict[str, dict[str, int]] = Field(
+        default_factory=dict
+    )  # agent -> reason -> turns (before validation)
     unsourced: dict[str, int] = Field(default_factory=dict)
     trajectories: list[TrajectoryTurns] = Field(default_factory=list)  # TrialExtraction.trajectories order
 
@@ -174,8 +176,12 @@ def account_extraction(
     lost: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for traj in trajectories:
         kept, cut = turn_keys(traj)
-        record = TrajectoryTurns(uid=traj.uid, agent=agent_label(traj.meta.scaffold, traj.meta.agent_type), keys=kept,
-                                 lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE))
+        record = TrajectoryTurns(
+            uid=traj.uid,
+            agent=agent_label(traj.meta.scaffold, traj.meta.agent_type),
+            keys=kept,
+            lost=dict.fromkeys(cut, REASON_AFTER_UNTRAINABLE),
+        )
         record.repairs = {str(k): int(v) for k, v in (traj.meta.extra.get("repairs") or {}).items()}
         result.trajectories.append(record)
         claimed = _claim(owners, record.all_keys(), record.agent)
@@ -184,8 +190,12 @@ def account_extraction(
             owned_litellm_sub[record.agent] += claimed
     for conversation in refused:  # a trajectory rejected from the start: every turn it holds has its fate
         kept, cut = turn_keys(conversation.messages)
-        record = TrajectoryTurns(uid=conversation.uid, agent=agent_label(conversation.scaffold, conversation.agent_type),
-                                 keys=[*kept, *cut], fate=conversation.reason)
+        record = TrajectoryTurns(
+            uid=conversation.uid,
+            agent=agent_label(conversation.scaffold, conversation.agent_type),
+            keys=[*kept, *cut],
+            fate=conversation.reason,
+        )
         result.trajectories.append(record)
         owned[record.agent] += _claim(owners, record.keys, record.agent)
     for traj in skipped:
@@ -201,15 +211,22 @@ def account_extraction(
             lost[agent][f"repair:{reason}"] += int(count)
     # The trajectories' own scaffold name labels the source too (an adapter may name its rows another way).
     scaffold = next((t.meta.scaffold for t in [*trajectories, *skipped]), None) or next(
-        (c.scaffold for c in refused), scaffold)
+        (c.scaffold for c in refused), scaffold
+    )
     source = _source_by_agent(counters, scaffold)
     # A proxy log's calls are not labelled main/sub-agent: the sub-agent conversations' turns move over.
     main = agent_label(scaffold, "main")
     for agent, count in owned_litellm_sub.items():
         source[agent] += count
         source[main] -= count
-    result.unsourced = _settle_remainders(source, owned, lost, main=main, side_calls=counters.get(SIDE_CALLS, 0),
-                                          include_subagents=include_subagents)
+    result.unsourced = _settle_remainders(
+        source,
+        owned,
+        lost,
+        main=main,
+        side_calls=counters.get(SIDE_CALLS, 0),
+        include_subagents=include_subagents,
+    )
     result.source = {agent: n for agent, n in sorted(source.items()) if n}
     result.lost = {agent: dict(sorted((+c).items())) for agent, c in sorted(lost.items()) if +c}
     return result
@@ -225,8 +242,15 @@ def _claim(owners: dict[str, str], keys: Iterable[str], agent: str) -> int:
     return claimed
 
 
-def _settle_remainders(source: Counter[str], owned: Counter[str], lost: defaultdict[str, Counter[str]], *,
-                       main: str, side_calls: int, include_subagents: bool) -> dict[str, int]:
+def _settle_remainders(
+    source: Counter[str],
+    owned: Counter[str],
+    lost: defaultdict[str, Counter[str]],
+    *,
+    main: str,
+    side_calls: int,
+    include_subagents: bool,
+) -> dict[str, int]:
     """Source turns no trajectory holds are lost at extraction (side calls first, then skipped sub-agents,
     else ``extract:not_in_any_trajectory``); more held than the source has is returned as unsourced."""
     unsourced: dict[str, int] = {}
@@ -276,7 +300,9 @@ def _same_turn(before: Message, after: Message) -> bool:
     return min(names.values(), default=0) >= 0
 
 
-def after_validation(record: TrajectoryTurns, before: Trajectory, after: Trajectory | None, issues: list[str]) -> None:
+def after_validation(
+    record: TrajectoryTurns, before: Trajectory, after: Trajectory | None, issues: list[str]
+) -> None:
     """Update a trajectory's turns after ``repair_and_validate``: a reject takes all its turns with the first
     issue's code; turns a repair removed (``drop_tool_errors``, or one that records ``dropped_model_turns``)
     are lost with its reason; the repairs' notes are added to the trajectory's repair counts."""
@@ -305,7 +331,9 @@ def after_validation(record: TrajectoryTurns, before: Trajectory, after: Traject
 def _removal_reasons(before: Trajectory, after: Trajectory, issues: list[str]) -> tuple[list[str], str]:
     """Why validation removed turns: first the ``dropped_model_turns`` a repair recorded on the trajectory
     there, then ``drop_tool_errors`` (its note counts calls, not turns), else ``repair:validation``."""
-    added: Counter[str] = Counter({str(k): int(v) for k, v in (after.meta.extra.get("dropped_model_turns") or {}).items()})
+    added: Counter[str] = Counter(
+        {str(k): int(v) for k, v in (after.meta.extra.get("dropped_model_turns") or {}).items()}
+    )
     added.subtract({str(k): int(v) for k, v in (before.meta.extra.get("dropped_model_turns") or {}).items()})
     reasons = [f"repair:{reason}" for reason, n in sorted(added.items()) for _ in range(max(0, n))]
     dropped_errors = any(issue_code(issue) == "repair_dropped_tool_errors" for issue in issues)
@@ -327,7 +355,12 @@ class TurnLedger:
         self.by_uid: dict[str, TrajectoryTurns] = {}
         self.not_counted: Counter[str] = Counter()  # "<stage>:<reason>" -> trials whose files were not read
 
-    def add(self, trial_name: str, turns: Mapping[str, Any] | TrialTurns | None, rejects: Sequence[Mapping[str, Any]]) -> None:
+    def add(
+        self,
+        trial_name: str,
+        turns: Mapping[str, Any] | TrialTurns | None,
+        rejects: Sequence[Mapping[str, Any]],
+    ) -> None:
         """One trial's outcome; ``turns`` None: not parsed (filtered on result.json), counted as a trial."""
         if turns is None:
             trial_level = [r for r in rejects if not r.get("trajectory")]
@@ -381,8 +414,12 @@ class TurnLedger:
         for entry in per_agent.values():
             total_lost.update(entry["lost"])
         out_agents = {
-            agent: {"source": e["source"], "output": e["output"], "lost": dict(sorted(e["lost"].items())),
-                    "unsourced": e["unsourced"]}
+            agent: {
+                "source": e["source"],
+                "output": e["output"],
+                "lost": dict(sorted(e["lost"].items())),
+                "unsourced": e["unsourced"],
+            }
             for agent, e in sorted(per_agent.items())
         }
         totals = {
@@ -391,8 +428,12 @@ class TurnLedger:
             "lost": dict(sorted(total_lost.items())),
             "unsourced": sum(e["unsourced"] for e in out_agents.values()),
         }
-        model_turns = {**totals, "per_agent": out_agents, "trials_counted": len(self.trials),
-                       "trials_not_counted": dict(sorted(self.not_counted.items()))}
+        model_turns = {
+            **totals,
+            "per_agent": out_agents,
+            "trials_counted": len(self.trials),
+            "trials_not_counted": dict(sorted(self.not_counted.items())),
+        }
         check_invariant(model_turns)
         return {"model_turns": model_turns, "repairs": dict(sorted(repairs.items()))}
 
@@ -429,9 +470,11 @@ def check_invariant(model_turns: Mapping[str, Any]) -> None:
         left = entry["source"] + entry.get("unsourced", 0)
         right = entry["output"] + sum(entry["lost"].values())
         if left != right:
-            raise AssertionError(f"model-turn accounting of {name} does not add up: source {entry['source']} + "
-                                 f"unsourced {entry.get('unsourced', 0)} != output {entry['output']} + lost "
-                                 f"{sum(entry['lost'].values())} ({entry['lost']})")
+            raise AssertionError(
+                f"model-turn accounting of {name} does not add up: source {entry['source']} + "
+                f"unsourced {entry.get('unsourced', 0)} != output {entry['output']} + lost "
+                f"{sum(entry['lost'].values())} ({entry['lost']})"
+            )
 
 
 def kept_share(model_turns: Mapping[str, Any]) -> float | None:
@@ -447,7 +490,9 @@ def summary_line(model_turns: Mapping[str, Any] | None) -> str:
     share = kept_share(model_turns)
     pct = f"{100 * share:.1f}%" if share is not None else "n/a"
     lost = model_turns.get("lost") or {}
-    lost_text = ", ".join(f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0])))
+    lost_text = ", ".join(
+        f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
     line = f"model turns: kept {model_turns.get('output', 0)} of {model_turns.get('source', 0)} ({pct}), lost: {lost_text or 'none'}"
     if model_turns.get("unsourced"):
         line += f"; {model_turns['unsourced']} output turn(s) without a logged source call"
@@ -462,7 +507,9 @@ def agent_lines(model_turns: Mapping[str, Any] | None) -> list[str]:
     lines = []
     for agent, entry in sorted(((model_turns or {}).get("per_agent") or {}).items()):
         lost = entry.get("lost") or {}
-        lost_text = ", ".join(f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0])))
+        lost_text = ", ".join(
+            f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
         line = f"  {agent}: kept {entry.get('output', 0)} of {entry.get('source', 0)}, lost: {lost_text or 'none'}"
         if entry.get("unsourced"):
             line += f"; {entry['unsourced']} unsourced"
@@ -470,14 +517,18 @@ def agent_lines(model_turns: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def apply_overlength(ledger: TurnLedger | None, decisions: Sequence[Mapping[str, Any]],
-                     rejects: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def apply_overlength(
+    ledger: TurnLedger | None, decisions: Sequence[Mapping[str, Any]], rejects: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
     """The over-length policy's drops (reject lines) and cuts (``assistant_turns_removed``), then the report."""
     if ledger is None:
         return None
     ledger.set_fates(rejects)
     for decision in decisions:
         if decision.get("action") == "truncated":
-            ledger.truncate(str(decision.get("uid")), int(decision.get("assistant_turns_removed") or 0),
-                            "overlength:truncated")
+            ledger.truncate(
+                str(decision.get("uid")),
+                int(decision.get("assistant_turns_removed") or 0),
+                "overlength:truncated",
+            )
     return ledger.report()

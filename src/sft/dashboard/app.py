@@ -29,8 +29,14 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEXT_TYPES: dict[str, str] = {
-    ".json": "application/json", ".jsonl": "text/plain", ".log": "text/plain", ".txt": "text/plain",
-    ".md": "text/plain", ".csv": "text/csv", ".yaml": "text/plain", ".yml": "text/plain",
+    ".json": "application/json",
+    ".jsonl": "text/plain",
+    ".log": "text/plain",
+    ".txt": "text/plain",
+    ".md": "text/plain",
+    ".csv": "text/csv",
+    ".yaml": "text/plain",
+    ".yml": "text/plain",
 }
 IMAGE_TYPES: dict[str, str] = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 TEXT_LIMIT = 32 * 1024 * 1024
@@ -39,17 +45,30 @@ SECURITY_HEADERS: dict[str, str] = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-                                "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-                                "frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
 }
-CSV_COLUMNS: tuple[str, ...] = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_sec",
-                                "step_time_sec", "percentage", "elapsed_sec")
+CSV_COLUMNS: tuple[str, ...] = (
+    "step",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_sec",
+    "step_time_sec",
+    "percentage",
+    "elapsed_sec",
+)
 LOOPBACK_HOST_NAMES: list[str] = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
 
-def create_app(project_dir: str | Path, *, poll_seconds: float = 5.0,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    project_dir: str | Path, *, poll_seconds: float = 5.0, allowed_hosts: list[str] | None = None
+) -> FastAPI:
     """The dashboard app for one project directory.
 
     ``allowed_hosts``: Host header values accepted (DNS-rebinding guard when bound to loopback); None
@@ -65,7 +84,9 @@ def create_app(project_dir: str | Path, *, poll_seconds: float = 5.0,
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
     @app.middleware("http")
-    async def read_only_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def read_only_and_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         if request.method not in ("GET", "HEAD"):
             return PlainTextResponse("read-only dashboard: only GET and HEAD", status_code=405)
         response = await call_next(request)
@@ -83,7 +104,9 @@ def create_app(project_dir: str | Path, *, poll_seconds: float = 5.0,
     def require_run(name: str) -> RunFolder:
         run = runs.get(name)
         if run is None:
-            raise HTTPException(404, f"no run {name!r} under {files.relative(runs.model_root)}/ or in index.yaml")
+            raise HTTPException(
+                404, f"no run {name!r} under {files.relative(runs.model_root)}/ or in index.yaml"
+            )
         return run
 
     register_run_routes(app, runs, datasets, files, scrubber, send, require_run, poll_seconds)
@@ -104,9 +127,16 @@ def create_app(project_dir: str | Path, *, poll_seconds: float = 5.0,
     return app
 
 
-def register_run_routes(app: FastAPI, runs: RunStore, datasets: DatasetStore, files: ProjectFiles,
-                        scrubber: Scrubber, send: Callable[..., Response],
-                        require_run: Callable[[str], RunFolder], poll_seconds: float) -> None:
+def register_run_routes(
+    app: FastAPI,
+    runs: RunStore,
+    datasets: DatasetStore,
+    files: ProjectFiles,
+    scrubber: Scrubber,
+    send: Callable[..., Response],
+    require_run: Callable[[str], RunFolder],
+    poll_seconds: float,
+) -> None:
     @app.get("/api/health")
     def health() -> Response:
         return send({"ok": True, "project": files.root.name, "poll_seconds": poll_seconds, "read_only": True})
@@ -130,8 +160,11 @@ def register_run_routes(app: FastAPI, runs: RunStore, datasets: DatasetStore, fi
             return send(None, request, etag)
         rows = runs.series(run)
         summary = runs.summary(run)
-        return send({"name": run.name, "summary": summary, "points": len(rows), "series": columns(rows)},
-                    request, etag)
+        return send(
+            {"name": run.name, "summary": summary, "points": len(rows), "series": columns(rows)},
+            request,
+            etag,
+        )
 
     @app.get("/api/runs/{name}/config")
     def run_config(name: str) -> Response:
@@ -139,23 +172,32 @@ def register_run_routes(app: FastAPI, runs: RunStore, datasets: DatasetStore, fi
         config_path, config_source = runs.config_path(run)
         yaml_path = runs.training_yaml_path(run)
         entry = run.latest_entry
-        return send({
-            "name": run.name,
-            "config": scrubber.config(_load_yaml(config_path)) if config_path else None,
-            "config_path": files.relative(config_path) if config_path else None,
-            "config_source": config_source,
-            "training_yaml": scrubber.config(_load_yaml(yaml_path)) if yaml_path else None,
-            "training_yaml_path": files.relative(yaml_path) if yaml_path else None,
-            "archive_metadata": scrubber.config(entry.metadata) if entry and entry.metadata else None,
-        })
+        return send(
+            {
+                "name": run.name,
+                "config": scrubber.config(_load_yaml(config_path)) if config_path else None,
+                "config_path": files.relative(config_path) if config_path else None,
+                "config_source": config_source,
+                "training_yaml": scrubber.config(_load_yaml(yaml_path)) if yaml_path else None,
+                "training_yaml_path": files.relative(yaml_path) if yaml_path else None,
+                "archive_metadata": scrubber.config(entry.metadata) if entry and entry.metadata else None,
+            }
+        )
 
     @app.get("/api/runs/{name}/log")
     def run_log(name: str, lines: Annotated[int, Query(ge=1, le=5000)] = 200) -> Response:
         run = require_run(name)
         path = runs.console_log_path(run)
         if path is None:
-            return send({"name": run.name, "path": None, "lines": [], "truncated": False,
-                         "note": f"no console log artifacts/logs/{run.name}_*.log"})
+            return send(
+                {
+                    "name": run.name,
+                    "path": None,
+                    "lines": [],
+                    "truncated": False,
+                    "note": f"no console log artifacts/logs/{run.name}_*.log",
+                }
+            )
         files.check(path)
         tail, truncated = tail_text(path, lines)
         return send({"name": run.name, "path": files.relative(path), "lines": tail, "truncated": truncated})
@@ -176,8 +218,11 @@ def register_run_routes(app: FastAPI, runs: RunStore, datasets: DatasetStore, fi
             for row in runs.series(run):
                 writer.writerow((run.name, *("" if row.get(c) is None else row[c] for c in CSV_COLUMNS)))
         filename = "compare_" + "_".join(r.name for r in selected)[:120] + ".csv"
-        return Response(scrubber.text(buffer.getvalue()), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return Response(
+            scrubber.text(buffer.getvalue()),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
 
 
 def register_dataset_routes(app: FastAPI, datasets: DatasetStore, send: Callable[..., Response]) -> None:
@@ -193,22 +238,29 @@ def register_dataset_routes(app: FastAPI, datasets: DatasetStore, send: Callable
 
     @app.get("/api/datasets")
     def list_datasets() -> Response:
-        return send({"datasets": [{"name": n, "dataset_keys": datasets.keys_for(n)} for n in datasets.names()]})
+        return send(
+            {"datasets": [{"name": n, "dataset_keys": datasets.keys_for(n)} for n in datasets.names()]}
+        )
 
     @app.get("/api/datasets/{name}")
     def dataset_overview(name: str) -> Response:
         return guarded(lambda: datasets.overview(name))
 
     @app.get("/api/datasets/{name}/samples")
-    def dataset_samples(name: str, offset: Annotated[int, Query(ge=0)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    def dataset_samples(
+        name: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> Response:
         return guarded(lambda: datasets.sample_list(name, offset, limit))
 
     @app.get("/api/datasets/{name}/samples/{position}")
     def dataset_sample(name: str, position: int) -> Response:
         def build() -> dict[str, Any]:
             row = datasets.row(name, position)
-            view = row_turns(row) if isinstance(row, dict) else {"turns": [], "system": None, "tools": [], "meta": {}}
+            view = (
+                row_turns(row)
+                if isinstance(row, dict)
+                else {"turns": [], "system": None, "tools": [], "meta": {}}
+            )
             return {"name": name, "index": position, "count": datasets.index(name).count, **view, "row": row}
 
         return guarded(build)
@@ -225,8 +277,11 @@ def register_file_routes(app: FastAPI, files: ProjectFiles, scrubber: Scrubber) 
         if suffix in IMAGE_TYPES:
             return FileResponse(resolved, media_type=IMAGE_TYPES[suffix])
         if suffix not in TEXT_TYPES:
-            raise HTTPException(403, f"{suffix or 'extension-less'} files are not served "
-                                     f"(only {', '.join(sorted({*TEXT_TYPES, *IMAGE_TYPES}))})")
+            raise HTTPException(
+                403,
+                f"{suffix or 'extension-less'} files are not served "
+                f"(only {', '.join(sorted({*TEXT_TYPES, *IMAGE_TYPES}))})",
+            )
         if resolved.stat().st_size > TEXT_LIMIT:
             raise HTTPException(413, f"over {TEXT_LIMIT} bytes; use the API views instead")
         text = resolved.read_text(encoding="utf-8", errors="replace")

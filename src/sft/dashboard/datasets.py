@@ -47,8 +47,14 @@ TOOL_RESPONSE_RE = re.compile(r"<tool_response>\n?(.*?)\n?</tool_response>", re.
 # N parallel results inside one observation value (docs/llamafactory-rules.md §3.4).
 OBSERVATION_SEPARATOR = "\n</tool_response>\n<tool_response>\n"
 SHAREGPT_ROLES: dict[str, str] = {
-    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-    "function_call": "assistant", "observation": "tool", "tool": "tool", "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "system": "system",
 }
 
 
@@ -98,8 +104,10 @@ def build_row_index(path: Path) -> RowIndex:
     if line_layout and (not offsets or _parse_row_bytes(path, offsets[0]) is not None):
         return RowIndex(key, offsets, None)
     if stat.st_size > FULL_PARSE_LIMIT:
-        raise ValueError(f"{path}: {stat.st_size} bytes in a layout without one row per line; over the "
-                         f"{FULL_PARSE_LIMIT} byte limit for browsing (rewrite it with sft's converter)")
+        raise ValueError(
+            f"{path}: {stat.st_size} bytes in a layout without one row per line; over the "
+            f"{FULL_PARSE_LIMIT} byte limit for browsing (rewrite it with sft's converter)"
+        )
     doc = orjson.loads(path.read_bytes())
     if not isinstance(doc, list):
         raise ValueError(f"{path}: expected a JSON array of rows, found {type(doc).__name__}")
@@ -179,9 +187,13 @@ def row_turns(row: Mapping[str, Any]) -> dict[str, Any]:
     system = row.get("system")
     tools = _parse_tools(row.get("tools"))
     if isinstance(row.get("conversations"), list):
-        source = [(str(t.get("from", "")), t.get("value")) for t in row["conversations"] if isinstance(t, Mapping)]
+        source = [
+            (str(t.get("from", "")), t.get("value")) for t in row["conversations"] if isinstance(t, Mapping)
+        ]
     elif isinstance(row.get("messages"), list):
-        source = [(str(t.get("role", "")), t.get("content")) for t in row["messages"] if isinstance(t, Mapping)]
+        source = [
+            (str(t.get("role", "")), t.get("content")) for t in row["messages"] if isinstance(t, Mapping)
+        ]
     else:
         source = []
     for kind, value in source:
@@ -191,7 +203,12 @@ def row_turns(row: Mapping[str, Any]) -> dict[str, Any]:
             continue
         turns.append(_turn(len(turns), kind, text))
     meta = {k: v for k, v in row.items() if k.startswith("_")}
-    return {"system": system if isinstance(system, str) else None, "tools": tools, "turns": turns, "meta": meta}
+    return {
+        "system": system if isinstance(system, str) else None,
+        "tools": tools,
+        "turns": turns,
+        "meta": meta,
+    }
 
 
 def _turn(index: int, kind: str, text: str) -> dict[str, Any]:
@@ -208,8 +225,16 @@ def _turn(index: int, kind: str, text: str) -> dict[str, Any]:
     if role == "tool":
         wrapped = TOOL_RESPONSE_RE.findall(visible)
         results = wrapped if wrapped else visible.split(OBSERVATION_SEPARATOR)
-    return {"index": index, "role": role, "kind": kind, "text": visible, "reasoning": reasoning,
-            "tool_calls": calls, "results": results, "chars": len(text)}
+    return {
+        "index": index,
+        "role": role,
+        "kind": kind,
+        "text": visible,
+        "reasoning": reasoning,
+        "tool_calls": calls,
+        "results": results,
+        "chars": len(text),
+    }
 
 
 def _parse_tools(value: Any) -> list[dict[str, Any]]:
@@ -224,8 +249,13 @@ def _parse_tools(value: Any) -> list[dict[str, Any]]:
     for item in value:
         if isinstance(item, Mapping):
             function = item.get("function") if isinstance(item.get("function"), Mapping) else item
-            tools.append({"name": function.get("name"), "description": function.get("description"),
-                          "parameters": function.get("parameters")})
+            tools.append(
+                {
+                    "name": function.get("name"),
+                    "description": function.get("description"),
+                    "parameters": function.get("parameters"),
+                }
+            )
     return tools
 
 
@@ -302,14 +332,19 @@ class DatasetStore:
         """The rows file of ``name``; the name is matched, never joined unchecked."""
         path = self._rows_path(name) if DATA_NAME_RE.match(name) else None
         if path is None:
-            raise DatasetNotFound(f"no dataset {name!r} in {self.files.relative(self.lf_dir)}/; "
-                                  f"known: {', '.join(self.names()) or 'none'}")
+            raise DatasetNotFound(
+                f"no dataset {name!r} in {self.files.relative(self.lf_dir)}/; "
+                f"known: {', '.join(self.names()) or 'none'}"
+            )
         return path
 
     def keys_for(self, name: str) -> list[str]:
         """The ``dataset_info.json`` keys whose file is ``<name>.json``."""
-        return sorted(k for k, v in self.dataset_info().items()
-                      if isinstance(v, Mapping) and Path(str(v.get("file_name", ""))).stem == name)
+        return sorted(
+            k
+            for k, v in self.dataset_info().items()
+            if isinstance(v, Mapping) and Path(str(v.get("file_name", ""))).stem == name
+        )
 
     # per dataset -------------------------------------------------------------------------------------
 
@@ -328,7 +363,9 @@ class DatasetStore:
     def row(self, name: str, position: int) -> Any:
         index = self.index(name)
         if not 0 <= position < index.count:
-            raise IndexError(f"row {position} out of range: {name} has {index.count} rows (0..{index.count - 1})")
+            raise IndexError(
+                f"row {position} out of range: {name} has {index.count} rows (0..{index.count - 1})"
+            )
         if index.rows is not None:
             return index.rows[position]
         row = _parse_row_bytes(self.require(name), index.offsets[position])  # type: ignore[index]
@@ -367,17 +404,30 @@ class DatasetStore:
                 if isinstance(doc, dict) and isinstance(doc.get("total_tokens"), int | float):
                     values.append(float(doc["total_tokens"]))
             if values:
-                return {**histogram(values), "source": self.files.relative(sample_stats), "exact": True,
-                        "samples": len(values), "cutoff_len": cutoff}
+                return {
+                    **histogram(values),
+                    "source": self.files.relative(sample_stats),
+                    "exact": True,
+                    "samples": len(values),
+                    "cutoff_len": cutoff,
+                }
         index = self.index(name)
         limit = min(index.count, ESTIMATE_ROWS_LIMIT)
         for position in range(limit):
             row = self.row(name, position)
             if isinstance(row, Mapping):
                 values.append(math.ceil(row_chars(row) / CHARS_PER_TOKEN))
-        note = f"estimated as characters / {CHARS_PER_TOKEN:g} over {limit} of {index.count} rows " \
-               "(run the report pipeline for exact counts)"
-        return {**histogram(values), "source": note, "exact": False, "samples": len(values), "cutoff_len": cutoff}
+        note = (
+            f"estimated as characters / {CHARS_PER_TOKEN:g} over {limit} of {index.count} rows "
+            "(run the report pipeline for exact counts)"
+        )
+        return {
+            **histogram(values),
+            "source": note,
+            "exact": False,
+            "samples": len(values),
+            "cutoff_len": cutoff,
+        }
 
     def overview(self, name: str) -> dict[str, Any]:
         path = self.require(name)
@@ -407,15 +457,19 @@ class DatasetStore:
                 continue
             conv = row.get("conversations") or row.get("messages") or []
             identity = row_identity(dict(row), position)
-            items.append({
-                "index": position,
-                "uid": identity["uid"],
-                "instance_id": identity["instance_id"],
-                "repo": identity["repo"],
-                "turns": len(conv) if isinstance(conv, list) else 0,
-                "tool_calls": sum(1 for t in conv if isinstance(t, Mapping) and t.get("from") == "function_call"),
-                "chars": row_chars(row),
-            })
+            items.append(
+                {
+                    "index": position,
+                    "uid": identity["uid"],
+                    "instance_id": identity["instance_id"],
+                    "repo": identity["repo"],
+                    "turns": len(conv) if isinstance(conv, list) else 0,
+                    "tool_calls": sum(
+                        1 for t in conv if isinstance(t, Mapping) and t.get("from") == "function_call"
+                    ),
+                    "chars": row_chars(row),
+                }
+            )
         return {"name": name, "count": index.count, "offset": offset, "items": items}
 
 
@@ -435,16 +489,30 @@ def model_turns_view(stats: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if not isinstance(entry, Mapping):
             continue
         share = kept_share(entry)
-        agents.append({"agent": agent, "source": entry.get("source"), "output": entry.get("output"),
-                       "kept_pct": None if share is None else round(100 * share, 1),
-                       "lost": dict(entry.get("lost") or {})})
+        agents.append(
+            {
+                "agent": agent,
+                "source": entry.get("source"),
+                "output": entry.get("output"),
+                "kept_pct": None if share is None else round(100 * share, 1),
+                "lost": dict(entry.get("lost") or {}),
+            }
+        )
     share = kept_share(turns)
-    return {"summary": summary_line(turns), "source": turns.get("source"), "output": turns.get("output"),
-            "kept_pct": None if share is None else round(100 * share, 1), "lost": dict(turns.get("lost") or {}),
-            "agents": agents, "repairs": dict((stats or {}).get("repairs") or {})}
+    return {
+        "summary": summary_line(turns),
+        "source": turns.get("source"),
+        "output": turns.get("output"),
+        "kept_pct": None if share is None else round(100 * share, 1),
+        "lost": dict(turns.get("lost") or {}),
+        "agents": agents,
+        "repairs": dict((stats or {}).get("repairs") or {}),
+    }
 
 
-def run_dataset_ref(files: ProjectFiles, datasets: DatasetStore, training_yaml: Path | None) -> dict[str, Any]:
+def run_dataset_ref(
+    files: ProjectFiles, datasets: DatasetStore, training_yaml: Path | None
+) -> dict[str, Any]:
     """The dataset a run trained on, from its training YAML's ``dataset`` / ``dataset_dir``."""
     if training_yaml is None:
         return {"available": False, "reason": "the run has no training YAML (archive or training_config)"}
@@ -454,8 +522,12 @@ def run_dataset_ref(files: ProjectFiles, datasets: DatasetStore, training_yaml: 
         return {"available": False, "reason": f"{files.relative(training_yaml)}: unreadable ({exc})"}
     keys = [k.strip() for k in str(doc.get("dataset") or "").split(",") if k.strip()]
     dataset_dir = doc.get("dataset_dir")
-    ref: dict[str, Any] = {"dataset_keys": keys, "dataset_dir": dataset_dir, "training_yaml":
-                           files.relative(training_yaml), "datasets": []}
+    ref: dict[str, Any] = {
+        "dataset_keys": keys,
+        "dataset_dir": dataset_dir,
+        "training_yaml": files.relative(training_yaml),
+        "datasets": [],
+    }
     if not keys:
         return {**ref, "available": False, "reason": f"{files.relative(training_yaml)} has no 'dataset'"}
     directory = Path(str(dataset_dir)) if dataset_dir else datasets.lf_dir
@@ -464,11 +536,19 @@ def run_dataset_ref(files: ProjectFiles, datasets: DatasetStore, training_yaml: 
     try:
         directory = files.check(directory)
     except ForbiddenPath:
-        return {**ref, "available": False, "reason": f"dataset_dir {dataset_dir!r} is outside artifacts/ and "
-                                                     "data/; the dashboard does not read it"}
+        return {
+            **ref,
+            "available": False,
+            "reason": f"dataset_dir {dataset_dir!r} is outside artifacts/ and "
+            "data/; the dashboard does not read it",
+        }
     if directory != datasets.lf_dir.resolve():
-        return {**ref, "available": False, "reason": f"dataset_dir {dataset_dir!r} is not "
-                                                     f"{files.relative(datasets.lf_dir)}; only that folder is browsed"}
+        return {
+            **ref,
+            "available": False,
+            "reason": f"dataset_dir {dataset_dir!r} is not "
+            f"{files.relative(datasets.lf_dir)}; only that folder is browsed",
+        }
     info = datasets.dataset_info(directory)
     known = set(datasets.names())
     for key in keys:

@@ -40,8 +40,19 @@ RUNNING_WINDOW_SEC = 180.0  # "running": the log changed less than 3 minutes ago
 RESULT_FILES: tuple[str, ...] = ("train_results.json", "all_results.json")
 RUN_MARKERS: tuple[str, ...] = ("trainer_log.jsonl", "trainer_state.json")
 SERIES_KEYS: tuple[str, ...] = (
-    "step", "loss", "eval_loss", "lr", "grad_norm", "epoch", "percentage", "elapsed_sec", "remaining_sec",
-    "step_time_sec", "tokens_per_sec", "total_tokens", "total_steps",
+    "step",
+    "loss",
+    "eval_loss",
+    "lr",
+    "grad_norm",
+    "epoch",
+    "percentage",
+    "elapsed_sec",
+    "remaining_sec",
+    "step_time_sec",
+    "tokens_per_sec",
+    "total_tokens",
+    "total_steps",
 )
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}$")
 DURATION_RE = re.compile(r"^(?:(\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
@@ -233,8 +244,13 @@ def merge_series(log_rows: list[dict[str, Any]], log_history: list[Any] | None) 
             row = reduce_log_line({"current_steps": step})
             assert row is not None
             by_step[step] = row
-        for key, source in (("grad_norm", "grad_norm"), ("eval_loss", "eval_loss"), ("loss", "loss"),
-                            ("lr", "learning_rate"), ("epoch", "epoch")):
+        for key, source in (
+            ("grad_norm", "grad_norm"),
+            ("eval_loss", "eval_loss"),
+            ("loss", "loss"),
+            ("lr", "learning_rate"),
+            ("epoch", "epoch"),
+        ):
             if row.get(key) is None and _number(entry.get(source)) is not None:
                 row[key] = _number(entry.get(source))
     rows = [by_step[s] for s in sorted(by_step)]
@@ -390,8 +406,10 @@ def decide_status(
         return "finished", "trainer_log.jsonl reached 100%"
     if log_mtime is not None:
         minutes = (now - log_mtime) / 60
-        return "unknown", (f"no results file and no index.yaml entry; log last updated {minutes:.0f} min ago "
-                           "(stalled, still loading, or stopped without being recorded)")
+        return "unknown", (
+            f"no results file and no index.yaml entry; log last updated {minutes:.0f} min ago "
+            "(stalled, still loading, or stopped without being recorded)"
+        )
     return "unknown", "no training log yet"
 
 
@@ -542,7 +560,9 @@ class RunStore:
         state = self.trainer_state(run)
         results, results_mtime, results_source = self.results(run)
         log_path = run.model_dir / "trainer_log.jsonl" if run.model_dir else None
-        log_mtime = _mtime(log_path) or _mtime(run.model_dir / "trainer_state.json" if run.model_dir else None)
+        log_mtime = _mtime(log_path) or _mtime(
+            run.model_dir / "trainer_state.json" if run.model_dir else None
+        )
         last = rows[-1] if rows else {}
         last_loss_row = next((r for r in reversed(rows) if r.get("loss") is not None), {})
         total_steps = last.get("total_steps") or _number(state.get("max_steps"))
@@ -551,8 +571,9 @@ class RunStore:
         if percentage is None and step and total_steps:
             percentage = round(100.0 * step / total_steps, 2)
         entry = run.latest_entry
-        status, reason = decide_status(now=now, log_mtime=log_mtime, percentage=percentage,
-                                       results_mtime=results_mtime, entry=entry)
+        status, reason = decide_status(
+            now=now, log_mtime=log_mtime, percentage=percentage, results_mtime=results_mtime, entry=entry
+        )
         return {
             "name": run.name,
             "status": status,
@@ -583,10 +604,15 @@ class RunStore:
         state = self.trainer_state(run)
         model_files: list[str] = []
         if run.model_dir is not None:
-            model_files = sorted(p.name for p in run.model_dir.iterdir()
-                                 if p.is_file() and p.suffix in (".json", ".jsonl", ".png", ".md", ".yaml"))
-        checkpoints = sorted((p.name for p in (run.model_dir.glob("checkpoint-*") if run.model_dir else [])
-                              if p.is_dir()), key=_checkpoint_step)
+            model_files = sorted(
+                p.name
+                for p in run.model_dir.iterdir()
+                if p.is_file() and p.suffix in (".json", ".jsonl", ".png", ".md", ".yaml")
+            )
+        checkpoints = sorted(
+            (p.name for p in (run.model_dir.glob("checkpoint-*") if run.model_dir else []) if p.is_dir()),
+            key=_checkpoint_step,
+        )
         log = self.console_log_path(run)
         follower = self._followers.get(run.model_dir / "trainer_log.jsonl") if run.model_dir else None
         return {
@@ -594,9 +620,21 @@ class RunStore:
             "final_metrics": results,
             "final_metrics_source": source,
             "attempts": [e.public(self.files) for e in run.entries],
-            "state": {k: state.get(k) for k in ("global_step", "max_steps", "num_train_epochs", "logging_steps",
-                                                 "save_steps", "train_batch_size", "num_input_tokens_seen",
-                                                 "best_metric", "best_model_checkpoint") if k in state},
+            "state": {
+                k: state.get(k)
+                for k in (
+                    "global_step",
+                    "max_steps",
+                    "num_train_epochs",
+                    "logging_steps",
+                    "save_steps",
+                    "train_batch_size",
+                    "num_input_tokens_seen",
+                    "best_metric",
+                    "best_model_checkpoint",
+                )
+                if k in state
+            },
             "model_files": model_files,
             "checkpoints": checkpoints,
             "console_log": self.files.relative(log) if log else None,

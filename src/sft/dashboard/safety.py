@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 SERVED_TOP_DIRS: tuple[str, ...] = ("artifacts", "data")
 # Sub-trees of the served roots that hold nothing for the dashboard and may hold secrets or huge files.
-DENIED_SUBTREES: tuple[tuple[str, ...], ...] = (("artifacts", "env"), ("artifacts", "wandb"), ("data", "wandb"))
+DENIED_SUBTREES: tuple[tuple[str, ...], ...] = (
+    ("artifacts", "env"),
+    ("artifacts", "wandb"),
+    ("data", "wandb"),
+)
 CREDENTIAL_NAME_RE = re.compile(
     r"(secret|credential|passw|api[_-]?key|netrc|private[_-]?key|id_rsa|id_ed25519|\.pem$|\.key$|^token$|"
     r"^hf_token|^wandb_token|\.env$|^env$)",
@@ -95,9 +99,11 @@ class ProjectFiles:
         for denied in DENIED_SUBTREES:
             if rel_parts[: len(denied)] == denied:
                 raise ForbiddenPath(f"{path}: {'/'.join(denied)}/ is never served")
-        for part in (*Path(path).parts[len(self.root.parts):], *resolved.relative_to(root).parts):
+        for part in (*Path(path).parts[len(self.root.parts) :], *resolved.relative_to(root).parts):
             if is_credential_name(part):
-                raise ForbiddenPath(f"{path}: {part!r} looks like a credential or hidden file and is never served")
+                raise ForbiddenPath(
+                    f"{path}: {part!r} looks like a credential or hidden file and is never served"
+                )
         return resolved
 
     def contained(self, path: Path) -> Path | None:
@@ -194,8 +200,9 @@ def _config_credentials(config_file: Path) -> SimpleNamespace:
                 walk(value, under_credentials)
 
     walk(doc, False)
-    return SimpleNamespace(wandb_api_key=found.get("wandb_api_key", ""), hf_token=found.get("hf_token", ""),
-                           others=extra)
+    return SimpleNamespace(
+        wandb_api_key=found.get("wandb_api_key", ""), hf_token=found.get("hf_token", ""), others=extra
+    )
 
 
 def _local_credential_values(root: Path) -> list[str]:

@@ -56,7 +56,9 @@ class AtomicJSONLinesDataset(_FileDataset):
     """JSON Lines: a list (or any iterable) of dicts, one per line, written atomically. ``missing_ok``: an
     absent file loads as ``[]`` (for optional hand-overs between pipelines)."""
 
-    def __init__(self, filepath: str, missing_ok: bool = False, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, filepath: str, missing_ok: bool = False, metadata: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(filepath, metadata)
         self._missing_ok = missing_ok
 
@@ -104,4 +106,6 @@ class PathDataset(_FileDataset):
         return self._filepath.resolve()
 
     def save(self, data: Any) -> None:
-        raise DatasetError(f"{self._filepath}: PathDataset is read-only; save through the other transcoded entry")
+        raise DatasetError(
+            f"{self._filepath}: PathDataset is read-only; save through the other transcoded entry"
+        )

@@ -85,8 +85,10 @@ def _arrow_table_from_json(lines: list[bytes], schema: Any) -> Any:
             parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
         )
     except pa.ArrowInvalid as exc:
-        raise ValueError(f"a row does not fit the Parquet schema {schema.names} taken from the first "
-                         f"{SCHEMA_SAMPLE_ROWS} rows ({exc})") from exc
+        raise ValueError(
+            f"a row does not fit the Parquet schema {schema.names} taken from the first "
+            f"{SCHEMA_SAMPLE_ROWS} rows ({exc})"
+        ) from exc
 
 
 def _arrow_table(rows: list[Mapping[str, Any]]) -> Any:

@@ -25,8 +25,13 @@ class AtomicFigureDataset(AbstractDataset[Figures, None]):
     """One figure to ``filepath``, or a list / dict of figures into the folder ``filepath``
     (``<index>.png`` / the dict keys as file names). Write-only, like ``MatplotlibDataset``."""
 
-    def __init__(self, filepath: str, save_args: dict[str, Any] | None = None, overwrite: bool = True,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        filepath: str,
+        save_args: dict[str, Any] | None = None,
+        overwrite: bool = True,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self._filepath = Path(filepath)
         self._save_args = dict(save_args or {})
         self._overwrite = overwrite
@@ -68,5 +73,8 @@ class AtomicFigureDataset(AbstractDataset[Figures, None]):
         return self._filepath.exists()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(PurePosixPath(self._filepath)), "save_args": self._save_args,
-                "overwrite": self._overwrite}
+        return {
+            "filepath": str(PurePosixPath(self._filepath)),
+            "save_args": self._save_args,
+            "overwrite": self._overwrite,
+        }

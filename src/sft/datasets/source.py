@@ -17,7 +17,9 @@ from sft.sources.handle import SourceHandle
 
 
 class TrajectorySourceDataset(AbstractDataset[None, SourceHandle]):
-    def __init__(self, source: dict[str, Any], project_root: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, source: dict[str, Any], project_root: str, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._source = SourceConfig.model_validate(source)
         self._root = Path(project_root)
         self.metadata = metadata
@@ -35,7 +37,9 @@ class TrajectorySourceDataset(AbstractDataset[None, SourceHandle]):
         if src.type == "local_lf":
             path = resolve_path(src.lf_path, self._root)
             if not path.is_file():
-                raise DatasetError(f"source.lf_path: {path} does not exist (expected a .json, .jsonl or .parquet file)")
+                raise DatasetError(
+                    f"source.lf_path: {path} does not exist (expected a .json, .jsonl or .parquet file)"
+                )
             return SourceHandle(type=src.type, config=src, path=path)
         return SourceHandle(type=src.type, config=src, path=None, extra={"hf_hub_url": src.hf_hub_url})
 

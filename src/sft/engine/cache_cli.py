@@ -82,7 +82,9 @@ def info(cache_dir: Path, out: TextIO | None = None) -> int:
 def prune(cache_dir: Path, unused_days: float, *, dry_run: bool = False, out: TextIO | None = None) -> int:
     """Remove entries whose last use (mtime) is older than ``unused_days``; returns the number removed."""
     if unused_days < 0:
-        raise ValueError(f"--unused-days {unused_days}: must be >= 0 (days since a conversion last used an entry)")
+        raise ValueError(
+            f"--unused-days {unused_days}: must be >= 0 (days since a conversion last used an entry)"
+        )
     files = CacheFiles.scan(cache_dir)
     now = time.time()
     stale = [p for p in files.results + files.index if (_age_days(p, now) or 0.0) > unused_days]
@@ -91,8 +93,11 @@ def prune(cache_dir: Path, unused_days: float, *, dry_run: bool = False, out: Te
         for path in stale:
             path.unlink(missing_ok=True)
     verb = "would remove" if dry_run else "removed"
-    print(f"{verb} {len(stale)} cache entries unused for more than {unused_days:g} days ({_mb(freed)}) "
-          f"from {cache_dir}", file=out or sys.stdout)
+    print(
+        f"{verb} {len(stale)} cache entries unused for more than {unused_days:g} days ({_mb(freed)}) "
+        f"from {cache_dir}",
+        file=out or sys.stdout,
+    )
     return len(stale)
 
 
@@ -103,10 +108,15 @@ def clear(cache_dir: Path, out: TextIO | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sft cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, default=None,
-                        help="project root (default: $SFT_PROJECT_ROOT, else the nearest parent with pyproject.toml)")
+    parser = argparse.ArgumentParser(
+        prog="sft cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="project root (default: $SFT_PROJECT_ROOT, else the nearest parent with pyproject.toml)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="entries, size and last use")
     prune_parser = commands.add_parser("prune", help="remove entries no conversion used for N days")

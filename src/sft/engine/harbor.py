@@ -85,7 +85,9 @@ def conversion_code_fingerprint() -> str:
     """
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted(p for layer in ("core", "sources", "rules", "engine") for p in (package / layer).rglob("*.py")):
+    for path in sorted(
+        p for layer in ("core", "sources", "rules", "engine") for p in (package / layer).rglob("*.py")
+    ):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -119,8 +121,11 @@ class WorkerSettings:
     def cache_fingerprint(self) -> str:
         # Secret values are part of what the output depends on, but must never be written anywhere:
         # only their hash enters the key.
-        parts = {k: v for k, v in self.__dict__.items()
-                 if k not in {"cache_dir", "secret_values", "keep_reasoning", "cache_trust_file_stats"}}
+        parts = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in {"cache_dir", "secret_values", "keep_reasoning", "cache_trust_file_stats"}
+        }
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
         parts["code"] = conversion_code_fingerprint()
@@ -205,7 +210,9 @@ def _exclusions(path: str, sha256: str) -> ExclusionList | None:
     return _EXCLUSIONS[key]
 
 
-def _reject(outcome: TrialOutcome, stage: str, reason: str, detail: str, trajectory: str | None = None) -> None:
+def _reject(
+    outcome: TrialOutcome, stage: str, reason: str, detail: str, trajectory: str | None = None
+) -> None:
     outcome.rejects.append(
         Reject(
             trial_name=outcome.trial_name,
@@ -263,7 +270,12 @@ def _passes_trial_filters(outcome: TrialOutcome, info: TrialInfo, settings: Work
         hit = exclusions.match(info.instance_id)
         if hit:
             outcome.repo_excluded = True
-            _reject(outcome, "repo_exclusion", "excluded_repo", f"{info.instance_id} matches '{hit}' in the exclusion list")
+            _reject(
+                outcome,
+                "repo_exclusion",
+                "excluded_repo",
+                f"{info.instance_id} matches '{hit}' in the exclusion list",
+            )
             return False
     return True
 
@@ -292,8 +304,9 @@ def _scrub_rejects(outcome: TrialOutcome, settings: WorkerSettings) -> TrialOutc
 def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     cache_file: Path | None = None
     if settings.cache_dir:
-        trial_hash = cached_trial_content_hash(trial_dir, trial_index_dir(Path(settings.cache_dir)),
-                                               trust_stats=settings.cache_trust_file_stats)
+        trial_hash = cached_trial_content_hash(
+            trial_dir, trial_index_dir(Path(settings.cache_dir)), trust_stats=settings.cache_trust_file_stats
+        )
         key = hashlib.sha256(f"{_cache_fingerprint(settings)}:{trial_hash}".encode()).hexdigest()
         cache_file = Path(settings.cache_dir) / key[:2] / f"{key}.trial"
         if cache_file.is_file():
@@ -308,10 +321,17 @@ def _process_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
                         _rerender(cached, settings.keep_reasoning)
                         _write_cache_entry(cache_file, cached)
                     cached.cache_hit = True
-                    with contextlib.suppress(OSError):  # last use, for `sft cache prune` (read-only dir: fine)
+                    with contextlib.suppress(
+                        OSError
+                    ):  # last use, for `sft cache prune` (read-only dir: fine)
                         os.utime(cache_file)
                     return cached
-            except (OSError, ValueError, TypeError, KeyError):  # JSONDecodeError, ValidationError are ValueErrors
+            except (
+                OSError,
+                ValueError,
+                TypeError,
+                KeyError,
+            ):  # JSONDecodeError, ValidationError are ValueErrors
                 logger.warning("damaged conversion cache entry %s; recomputing it", cache_file)
     # One trial's objects are acyclic and die with it: collecting during the trial only rescans them.
     with gc_paused():
@@ -340,7 +360,12 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     try:
         info = read_trial_info(trial_dir)
     except TrialError as exc:  # the same reject extraction would give, without touching the logs
-        _reject(outcome, "discover" if exc.reason_code == "no_result_json" else "parse", exc.reason_code, exc.detail)
+        _reject(
+            outcome,
+            "discover" if exc.reason_code == "no_result_json" else "parse",
+            exc.reason_code,
+            exc.detail,
+        )
         return outcome
     if not _passes_trial_filters(outcome, info, settings):
         return outcome  # filtered on result.json alone: the (large) logs are never read
@@ -378,8 +403,13 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
         if traj.uid in turns_of:
             after_validation(turns_of[traj.uid], traj, repaired, issues)
         if repaired is None:
-            _reject(outcome, "validate", "invalid_trajectory",
-                    f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues), trajectory=traj.uid)
+            _reject(
+                outcome,
+                "validate",
+                "invalid_trajectory",
+                f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues),
+                trajectory=traj.uid,
+            )
             continue
         valid.append(repaired)
     for repaired, prefix_of in zip(valid, strict_prefix_of(valid), strict=True):
@@ -407,8 +437,13 @@ def strict_prefix_of(trajectories: Sequence[Trajectory]) -> list[list[int]]:
     out: list[list[int]] = []
     for a, hashes_a in enumerate(rolling):
         size = len(hashes_a) - 1
-        out.append([trajectories[b].meta.trajectory_index for b, hashes_b in enumerate(rolling)
-                    if b != a and len(hashes_b) - 1 > size and hashes_b[size] == hashes_a[-1]])
+        out.append(
+            [
+                trajectories[b].meta.trajectory_index
+                for b, hashes_b in enumerate(rolling)
+                if b != a and len(hashes_b) - 1 > size and hashes_b[size] == hashes_a[-1]
+            ]
+        )
     return out
 
 
@@ -425,7 +460,9 @@ def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
     return {
         "meta": meta,
         "im_head": orjson.dumps(dump),
-        "content_hash": content_hash_of_dump(dump["messages"], traj.tools),  # = content_hash(traj), one dump less
+        "content_hash": content_hash_of_dump(
+            dump["messages"], traj.tools
+        ),  # = content_hash(traj), one dump less
         "features": score_features(traj),
         **_render_body(traj, keep_reasoning),
     }
@@ -434,7 +471,10 @@ def _candidate(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
 def _render_body(traj: Trajectory, keep_reasoning: bool) -> dict[str, Any]:
     """The LF row without ``_meta`` (bytes), or the reason it cannot be rendered (rejected in the parent)."""
     try:
-        return {"lf_body": orjson.dumps(render_lf_body(traj, keep_reasoning=keep_reasoning)), "lf_error": None}
+        return {
+            "lf_body": orjson.dumps(render_lf_body(traj, keep_reasoning=keep_reasoning)),
+            "lf_error": None,
+        }
     except RenderError as exc:
         return {"lf_body": None, "lf_error": [exc.reason, exc.detail]}
 
@@ -475,8 +515,12 @@ def _run_workers(trials: list[Path], settings: WorkerSettings, num_workers: int)
                     done += 1
                     yield outcome
     except BrokenProcessPool as exc:
-        logger.error("a conversion worker died (%s); converting the remaining %d trial(s) one per process to "
-                     "find the one that kills it", exc, len(trials) - done)
+        logger.error(
+            "a conversion worker died (%s); converting the remaining %d trial(s) one per process to "
+            "find the one that kills it",
+            exc,
+            len(trials) - done,
+        )
         for trial in trials[done:]:
             yield _process_trial_isolated(trial, settings)
 
@@ -500,13 +544,19 @@ def _process_trial_isolated(trial_dir: Path, settings: WorkerSettings) -> TrialO
             return pool.submit(process_trial, trial_dir, settings).result()
         except BrokenProcessPool as exc:
             outcome = TrialOutcome(trial_name=trial_dir.name)
-            _reject(outcome, "parse", "worker_died",
-                    f"{trial_dir}: the conversion process died while reading this trial ({exc}); most likely "
-                    "killed for memory: check the size of its files, or lower conversion.num_workers")
+            _reject(
+                outcome,
+                "parse",
+                "worker_died",
+                f"{trial_dir}: the conversion process died while reading this trial ({exc}); most likely "
+                "killed for memory: check the size of its files, or lower conversion.num_workers",
+            )
             return outcome
 
 
-def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values: Iterable[str]) -> WorkerSettings:
+def worker_settings(
+    cfg: RuntimeInput, job_dir: Path, root: Path, secret_values: Iterable[str]
+) -> WorkerSettings:
     conv = cfg.conversion
     exclude = ""
     sha = ""
@@ -516,7 +566,7 @@ def worker_settings(cfg: RuntimeInput, job_dir: Path, root: Path, secret_values:
         if not path.is_file():
             raise FileNotFoundError(
                 f"conversion.exclude_repos_file: {path} does not exist. Restore it, point the setting at "
-                "your list, or set it to \"\" to disable eval-leak protection (not recommended)."
+                'your list, or set it to "" to disable eval-leak protection (not recommended).'
             )
         exclude = str(path)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -609,7 +659,14 @@ def convert_job(
             if iid in chosen_set:
                 selected.append(candidate)
             else:
-                rejects.append(_traj_reject(candidate, "max_instances", "not_selected", f"max_instances={conv.max_instances}, seed={conv.seed}"))
+                rejects.append(
+                    _traj_reject(
+                        candidate,
+                        "max_instances",
+                        "not_selected",
+                        f"max_instances={conv.max_instances}, seed={conv.seed}",
+                    )
+                )
     funnel["instances_available"] = len(by_instance)
     funnel["instances_selected"] = len(chosen_set)
     del by_instance
@@ -617,13 +674,27 @@ def convert_job(
     capped, over_cap = cap_per_instance(selected, conv.max_trajectories_per_instance)
     del selected
     for candidate in over_cap:
-        rejects.append(_traj_reject(candidate, "per_instance_cap", "over_cap", f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"))
+        rejects.append(
+            _traj_reject(
+                candidate,
+                "per_instance_cap",
+                "over_cap",
+                f"max_trajectories_per_instance={conv.max_trajectories_per_instance}",
+            )
+        )
     funnel["trajectories_after_cap"] = len(capped)
 
     if conv.dedup:
         kept, dupes = dedup_exact(capped, key=lambda c: c.content_hash)
         for candidate in dupes:
-            rejects.append(_traj_reject(candidate, "dedup", "exact_duplicate", "identical messages and tools as an earlier trajectory"))
+            rejects.append(
+                _traj_reject(
+                    candidate,
+                    "dedup",
+                    "exact_duplicate",
+                    "identical messages and tools as an earlier trajectory",
+                )
+            )
     else:
         kept = capped
     del capped, over_cap
@@ -635,7 +706,14 @@ def convert_job(
         for candidate in kept:
             composite = (candidate.score or {}).get("composite_score")
             if candidate.meta.agent_type == "main" and composite is not None and composite < conv.min_score:
-                rejects.append(_traj_reject(candidate, "min_score", "below_min_score", f"composite_score={composite:.3f} < {conv.min_score}"))
+                rejects.append(
+                    _traj_reject(
+                        candidate,
+                        "min_score",
+                        "below_min_score",
+                        f"composite_score={composite:.3f} < {conv.min_score}",
+                    )
+                )
             else:
                 passing.append(candidate)
         kept = passing
@@ -667,8 +745,12 @@ def convert_job(
         "rejects_by_reason": dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
         "secrets_redacted": dict(scrub_counts),
         "reasoning": {"kept": keep_reasoning, "template": cfg.training.template},
-        "selection": {"seed": conv.seed, "max_instances": conv.max_instances, "stratify_by_repo": conv.stratify_by_repo,
-                      "instances": sorted(chosen_set)},
+        "selection": {
+            "seed": conv.seed,
+            "max_instances": conv.max_instances,
+            "stratify_by_repo": conv.stratify_by_repo,
+            "instances": sorted(chosen_set),
+        },
         "exclusion": {"file": settings.exclude_repos_file, "sha256": settings.exclusion_sha256},
         "workers": workers,
         "cache": {"enabled": bool(settings.cache_dir), **cache},
@@ -677,8 +759,14 @@ def convert_job(
     report.update(ledger.report())  # "model_turns" and "repairs" (over written trajectories)
     _check_accounting(trials, written, rejects)
     im_rows = SpooledRows(spool, im_refs)
-    return ConversionResult(lf_rows=SpooledRows(spool, lf_refs), im_rows=im_rows, rejects=rejects, funnel=report,
-                            kept=TrajectoryView(im_rows), turn_ledger=ledger)
+    return ConversionResult(
+        lf_rows=SpooledRows(spool, lf_refs),
+        im_rows=im_rows,
+        rejects=rejects,
+        funnel=report,
+        kept=TrajectoryView(im_rows),
+        turn_ledger=ledger,
+    )
 
 
 @dataclass(frozen=True)
@@ -705,20 +793,29 @@ class _Candidate:
     im_head: RowRef  # the IM row without "meta", closing brace excluded
     lf_body: RowRef | None  # the LF row without "_meta", closing brace excluded
     score: dict[str, Any] | None = None
-    prefix_of: list[int] = field(default_factory=list)  # trajectory indices of this trial it is a strict prefix of
+    prefix_of: list[int] = field(
+        default_factory=list
+    )  # trajectory indices of this trial it is a strict prefix of
 
     @classmethod
     def of(cls, entry: dict[str, Any], spool: Spool) -> _Candidate:
         meta = entry["meta"]
         light = _CandidateMeta(
-            instance_id=meta["instance_id"], repo=meta.get("repo"), trial_name=meta["trial_name"],
-            scaffold=meta["scaffold"], agent_type=meta.get("agent_type", "main"),
+            instance_id=meta["instance_id"],
+            repo=meta.get("repo"),
+            trial_name=meta["trial_name"],
+            scaffold=meta["scaffold"],
+            agent_type=meta.get("agent_type", "main"),
             trajectory_index=meta.get("trajectory_index", 0),
         )
         lf_body = entry["lf_body"]
         return cls(
-            meta=light, trajectory_meta=meta, content_hash=entry["content_hash"], features=entry["features"],
-            lf_error=entry["lf_error"], im_head=spool_open_object(spool, entry["im_head"]),
+            meta=light,
+            trajectory_meta=meta,
+            content_hash=entry["content_hash"],
+            features=entry["features"],
+            lf_error=entry["lf_error"],
+            im_head=spool_open_object(spool, entry["im_head"]),
             lf_body=None if lf_body is None else spool_open_object(spool, lf_body),
             prefix_of=list(entry.get("prefix_of") or []),
         )
@@ -734,7 +831,9 @@ class _Candidate:
         meta = self.trajectory_meta
         meta["score"] = self.score
         ids = {"uid": self.uid, "instance_id": self.meta.instance_id}
-        lf_row = dataclasses.replace(self.lf_body, suffix=open_object_suffix("_meta", lf_meta_column(meta)), **ids)
+        lf_row = dataclasses.replace(
+            self.lf_body, suffix=open_object_suffix("_meta", lf_meta_column(meta)), **ids
+        )
         im_row = dataclasses.replace(self.im_head, suffix=open_object_suffix("meta", meta), **ids)
         return lf_row, im_row
 
@@ -757,8 +856,12 @@ def spool_dir(root: Path) -> Path:
 
 def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) -> dict[str, Any]:
     return Reject(
-        trial_name=candidate.meta.trial_name, instance_id=candidate.meta.instance_id, trajectory=candidate.uid,
-        stage=stage, reason=reason, detail=detail,
+        trial_name=candidate.meta.trial_name,
+        instance_id=candidate.meta.instance_id,
+        trajectory=candidate.uid,
+        stage=stage,
+        reason=reason,
+        detail=detail,
     ).model_dump()
 
 
@@ -780,9 +883,13 @@ def _count_prefix_fragments(written: list[_Candidate]) -> int:
     fragments = [c for c in written if any(f"{c.meta.trial_name}#{i}" in uids for i in c.prefix_of)]
     if fragments:
         trials = sorted({c.meta.trial_name for c in fragments})
-        logger.warning("%d written row(s) are a strict prefix of another row of the same trial (prefix_fragments; "
-                       "their turns are trained twice), in %d trial(s): %s", len(fragments), len(trials),
-                       ", ".join(trials[:10]) + (" ..." if len(trials) > 10 else ""))
+        logger.warning(
+            "%d written row(s) are a strict prefix of another row of the same trial (prefix_fragments; "
+            "their turns are trained twice), in %d trial(s): %s",
+            len(fragments),
+            len(trials),
+            ", ".join(trials[:10]) + (" ..." if len(trials) > 10 else ""),
+        )
     return len(fragments)
 
 

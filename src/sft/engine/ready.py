@@ -224,7 +224,9 @@ class Adapted:
     rows: list[dict[str, Any]]
     problems: dict[int, _RowProblem]
     layout: str | None = None  # alpaca | typed_parts | None (already a ShareGPT / OpenAI layout)
-    normalise: bool = False  # the adapted rows must be normalised (LLaMA-Factory 0.9.5 cannot read the original)
+    normalise: bool = (
+        False  # the adapted rows must be normalised (LLaMA-Factory 0.9.5 cannot read the original)
+    )
     note: str = ""
 
 
@@ -301,9 +303,13 @@ def _alpaca_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """
     for key in ("instruction", "input", "system"):
         if row.get(key) is not None and not isinstance(row.get(key), str):
-            raise _RowProblem("format", "alpaca_bad_field", f"{key!r} is {_preview(row.get(key))}, not a string")
+            raise _RowProblem(
+                "format", "alpaca_bad_field", f"{key!r} is {_preview(row.get(key))}, not a string"
+            )
     output = row.get("output")
-    if not isinstance(output, str):  # LLaMA-Factory treats it as unsupervised (or ranking) data: no SFT target
+    if not isinstance(
+        output, str
+    ):  # LLaMA-Factory treats it as unsupervised (or ranking) data: no SFT target
         raise _RowProblem(
             "format",
             "alpaca_output_not_string",
@@ -313,7 +319,9 @@ def _alpaca_row(row: Mapping[str, Any]) -> dict[str, Any]:
     history = row.get("history")
     for pair in history if isinstance(history, list) else []:
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise _RowProblem("format", "alpaca_bad_history", f"history entry {_preview(pair)} is not [query, answer]")
+            raise _RowProblem(
+                "format", "alpaca_bad_history", f"history entry {_preview(pair)} is not [query, answer]"
+            )
         turns += [{"from": "human", "value": pair[0]}, {"from": "gpt", "value": pair[1]}]
     prompt = "\n".join(v for v in (row.get("instruction"), row.get("input")) if v)
     turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": output}]
@@ -344,7 +352,9 @@ def _refuse_shared_results(messages: list[dict[str, Any]]) -> None:
     for position, message in enumerate(messages):
         calls = len(message.get("tool_calls") or [])
         results = 0
-        while position + 1 + results < len(messages) and messages[position + 1 + results].get("role") == "tool":
+        while (
+            position + 1 + results < len(messages) and messages[position + 1 + results].get("role") == "tool"
+        ):
             results += 1
         if calls and 0 < results < calls:
             raise _RowProblem(
@@ -361,7 +371,9 @@ def _typed_part_message(message: Any, position: int) -> dict[str, Any]:
     role, content = message.get("role"), message.get("content")
     weight = message.get("loss_weight")
     expected = 1.0 if role == "assistant" else 0.0
-    if isinstance(weight, int | float) and float(weight) != expected:  # LLaMA-Factory 0.9.5 has no per-turn weight
+    if (
+        isinstance(weight, int | float) and float(weight) != expected
+    ):  # LLaMA-Factory 0.9.5 has no per-turn weight
         raise _RowProblem(
             "format",
             "loss_weight_not_representable",
@@ -394,7 +406,9 @@ def _checked_typed_part(part: Any, role: Any, position: int) -> tuple[str, str]:
     kind = part.get("type") if isinstance(part, Mapping) else None
     value = part.get("value") if isinstance(part, Mapping) else None
     if kind in MEDIA_PART_TYPES:
-        raise _RowProblem("multimodal", "multimodal_row", f"message {position} has a {kind!r} part; {MULTIMODAL_HINT}")
+        raise _RowProblem(
+            "multimodal", "multimodal_row", f"message {position} has a {kind!r} part; {MULTIMODAL_HINT}"
+        )
     if not isinstance(value, str) or kind not in ("text", "reasoning", "tool_call"):
         raise _RowProblem(
             "format",
@@ -403,7 +417,9 @@ def _checked_typed_part(part: Any, role: Any, position: int) -> tuple[str, str]:
             "with a string value",
         )
     if kind != "text" and role != "assistant":
-        raise _RowProblem("format", "unsupported_content_part", f"message {position} ({role}) has a {kind!r} part")
+        raise _RowProblem(
+            "format", "unsupported_content_part", f"message {position} ({role}) has a {kind!r} part"
+        )
     found = _THINK_TAG.search(value) if kind != "tool_call" else None
     if found:
         # reasoning has its own part here, so a think tag inside a part is leaked text: Qwen3's reasoning
@@ -422,11 +438,14 @@ def _typed_tool_call(value: str, position: int) -> dict[str, Any]:
     try:
         call = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise _RowProblem("format", "invalid_tool_call_part", f"message {position}: {exc.msg} in {_preview(value)}") from None
+        raise _RowProblem(
+            "format", "invalid_tool_call_part", f"message {position}: {exc.msg} in {_preview(value)}"
+        ) from None
     if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
-        raise _RowProblem("format", "invalid_tool_call_part", f"message {position}: {_preview(call)} has no 'name'")
+        raise _RowProblem(
+            "format", "invalid_tool_call_part", f"message {position}: {_preview(call)} has no 'name'"
+        )
     return {"type": "function", "function": {"name": call["name"], "arguments": call.get("arguments", {})}}
-
 
 
 # ============================================================================================== detection
@@ -751,7 +770,9 @@ def _apply_adaptation(
 ) -> list[int]:
     """Indices of the rows that were adapted; the others become ``format`` / ``multimodal`` rejects."""
     for index, problem in sorted(adapted.problems.items()):
-        state.rejects.append(_reject(source, index, rows[index], problem.stage, problem.reason, problem.detail))
+        state.rejects.append(
+            _reject(source, index, rows[index], problem.stage, problem.reason, problem.detail)
+        )
     return [i for i in range(len(rows)) if i not in adapted.problems]
 
 
@@ -1132,7 +1153,14 @@ def process_rows(
     registration = _registration(source, info, settings, root, changed=changed, normalised=normalise)
 
     warnings = _pass_warnings(
-        len(rows), rows_invalid, selected, info, state, settings, normalise=normalise, sample_warning=sample_warning
+        len(rows),
+        rows_invalid,
+        selected,
+        info,
+        state,
+        settings,
+        normalise=normalise,
+        sample_warning=sample_warning,
     )
     for warning in warnings:
         logger.warning("%s: %s", source.label, warning)

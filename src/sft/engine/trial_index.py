@@ -203,7 +203,9 @@ def _read_entry(entry_path: Path, resolved: str) -> _IndexEntry | None:
     if data.get("path") != _path_text(resolved):
         logger.warning(
             "trial index entry %s belongs to %r, not %r; re-hashing the trial and rewriting it",
-            entry_path, data.get("path"), _path_text(resolved),
+            entry_path,
+            data.get("path"),
+            _path_text(resolved),
         )
         return None
     return entry
@@ -219,14 +221,17 @@ def _write_entry(index_dir: Path, entry_path: Path, resolved: str, entry: _Index
         "written_ns": entry.written_ns,
     }
     try:
-        atomic_write_bytes(entry_path, orjson.dumps(payload), durable=False)  # a torn entry is rejected as damaged
+        atomic_write_bytes(
+            entry_path, orjson.dumps(payload), durable=False
+        )  # a torn entry is rejected as damaged
     except OSError as exc:
         if str(index_dir) not in _warned_index_dirs:
             _warned_index_dirs.add(str(index_dir))
             logger.warning(
                 "cannot write the trial index in %s (%s): every re-run re-reads every trial; make the "
                 "directory writable or disable the index",
-                index_dir, exc,
+                index_dir,
+                exc,
             )
 
 
@@ -257,7 +262,12 @@ def cached_trial_content_hash(trial_dir: Path, index_dir: Path | None, *, trust_
 
 
 def _index_and_hash(
-    trial_dir: Path, index_dir: Path, entry_path: Path, resolved: str, signature: StatSignature, started_ns: int
+    trial_dir: Path,
+    index_dir: Path,
+    entry_path: Path,
+    resolved: str,
+    signature: StatSignature,
+    started_ns: int,
 ) -> str:
     """Hash the trial and record (signature, hash, started_ns).
 

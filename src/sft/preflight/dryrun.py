@@ -81,21 +81,34 @@ def check_source(cfg: SftConfig, root: Path, out: Checklist) -> None:
     if src.type == "harbor_job":
         job = resolve_path(src.job_dir, root)
         if not job.is_dir():
-            out.add("FAIL", f"source.job_dir {job} is not a readable directory (a Harbor job dir with one folder per trial)")
+            out.add(
+                "FAIL",
+                f"source.job_dir {job} is not a readable directory (a Harbor job dir with one folder per trial)",
+            )
             return
         trials = [p for p in sorted(job.iterdir()) if p.is_dir() and not p.name.startswith(".")]
         with_result = sum(1 for t in trials if (t / "result.json").is_file())
         logs = sum(1 for t in trials if (t / "agent" / "litellm-trajectory.jsonl").is_file())
         atif = sum(1 for t in trials if (t / "agent" / "trajectory.json").is_file())
         level = "OK" if trials else "FAIL"
-        out.add(level, f"source harbor_job {job}: {len(trials)} trial dir(s), {with_result} finished (result.json), "
-                       f"{logs} proxy log(s), {atif} ATIF trajectory file(s); scaffold {src.scaffold}")
+        out.add(
+            level,
+            f"source harbor_job {job}: {len(trials)} trial dir(s), {with_result} finished (result.json), "
+            f"{logs} proxy log(s), {atif} ATIF trajectory file(s); scaffold {src.scaffold}",
+        )
         if trials and with_result < len(trials):
-            out.add("WARN", f"{len(trials) - with_result} trial(s) have no result.json yet (still running?): they will be rejected")
+            out.add(
+                "WARN",
+                f"{len(trials) - with_result} trial(s) have no result.json yet (still running?): they will be rejected",
+            )
     elif src.type == "hf_lf":
         level = "OK" if HUB_ID.match(src.hf_hub_url) else "FAIL"
-        out.add(level, f"source hf_lf {src.hf_hub_url!r}" + (f" file {src.hf_file_name}" if src.hf_file_name else "")
-                + ("" if level == "OK" else ": expected a Hub dataset id 'owner/name'"))
+        out.add(
+            level,
+            f"source hf_lf {src.hf_hub_url!r}"
+            + (f" file {src.hf_file_name}" if src.hf_file_name else "")
+            + ("" if level == "OK" else ": expected a Hub dataset id 'owner/name'"),
+        )
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             out.add("INFO", "HF_HUB_OFFLINE=1: the dataset must already be in the local Hub cache")
     else:
@@ -104,7 +117,10 @@ def check_source(cfg: SftConfig, root: Path, out: Checklist) -> None:
             out.add("FAIL", f"source.lf_path {path} does not exist")
             return
         if path.suffix not in {".json", ".jsonl", ".parquet"}:
-            out.add("FAIL", f"source.lf_path {path}: unsupported extension {path.suffix} (use .json, .jsonl or .parquet)")
+            out.add(
+                "FAIL",
+                f"source.lf_path {path}: unsupported extension {path.suffix} (use .json, .jsonl or .parquet)",
+            )
             return
         out.add("OK", f"source local_lf {path} ({path.stat().st_size} bytes)")
 
@@ -116,9 +132,15 @@ def check_exclusions(cfg: SftConfig, root: Path, out: Checklist) -> None:
         return
     path = resolve_path(value, root)
     if not path.is_file():
-        out.add("FAIL", f"conversion.exclude_repos_file {path} does not exist (restore it or set \"\" to disable)")
+        out.add(
+            "FAIL", f'conversion.exclude_repos_file {path} does not exist (restore it or set "" to disable)'
+        )
         return
-    entries = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    entries = [
+        ln.strip()
+        for ln in path.read_text(encoding="utf-8").splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     out.add("OK", f"exclusion list {value}: {len(entries)} repos")
 
 
@@ -164,12 +186,18 @@ def check_model(cfg: SftConfig, root: Path, out: Checklist) -> dict | None:
     path = resolve_path(name, root)
     model_cfg = _model_config(cfg, root)
     if model_cfg is not None:
-        out.add("OK", f"model {path} ({model_cfg.get('model_type', '?')}, max_position_embeddings {model_cfg.get('max_position_embeddings')})")
+        out.add(
+            "OK",
+            f"model {path} ({model_cfg.get('model_type', '?')}, max_position_embeddings {model_cfg.get('max_position_embeddings')})",
+        )
         return model_cfg
     if path.is_dir():
         out.add("FAIL", f"model.model_name_or_path {path} has no config.json")
     elif name.startswith(("/", ".", "~")) or "/" not in name or not HUB_ID.match(name):
-        out.add("FAIL", f"model.model_name_or_path {path} does not exist (a local model dir with config.json, or a Hub id)")
+        out.add(
+            "FAIL",
+            f"model.model_name_or_path {path} does not exist (a local model dir with config.json, or a Hub id)",
+        )
     else:
         out.add("WARN", f"model {name} looks like a Hub id: availability is only checked at train time")
     return None
@@ -204,10 +232,16 @@ def check_output_dir(cfg: SftConfig, root: Path, out: Checklist) -> None:
     elif tr.resume_from_checkpoint:
         out.add("OK", f"output_dir {out_dir} is not empty; resuming from {tr.resume_from_checkpoint}")
     elif tr.overwrite_output_dir and os.environ.get("SFT_ALLOW_OVERWRITE_OUTPUT") == "1":
-        out.add("WARN", f"output_dir {out_dir} is not empty and WILL BE OVERWRITTEN (SFT_ALLOW_OVERWRITE_OUTPUT=1)")
+        out.add(
+            "WARN",
+            f"output_dir {out_dir} is not empty and WILL BE OVERWRITTEN (SFT_ALLOW_OVERWRITE_OUTPUT=1)",
+        )
     else:
-        out.add("FAIL", f"output_dir {out_dir} is not empty: rename training.output_dir, set training.resume_from_checkpoint "
-                        "(a checkpoint or 'auto'), or allow overwriting with overwrite_output_dir: true and SFT_ALLOW_OVERWRITE_OUTPUT=1")
+        out.add(
+            "FAIL",
+            f"output_dir {out_dir} is not empty: rename training.output_dir, set training.resume_from_checkpoint "
+            "(a checkpoint or 'auto'), or allow overwriting with overwrite_output_dir: true and SFT_ALLOW_OVERWRITE_OUTPUT=1",
+        )
 
 
 def check_wandb(cfg: SftConfig, root: Path, out: Checklist) -> None:
@@ -215,7 +249,12 @@ def check_wandb(cfg: SftConfig, root: Path, out: Checklist) -> None:
     creds = resolve_credentials(cfg.input.credentials, root)
     if mode == "online":
         level = "OK" if creds.wandb_api_key else "FAIL"
-        out.add(level, f"wandb online: key from {creds.wandb_source}" if creds.wandb_api_key else "wandb online needs WANDB_API_KEY")
+        out.add(
+            level,
+            f"wandb online: key from {creds.wandb_source}"
+            if creds.wandb_api_key
+            else "wandb online needs WANDB_API_KEY",
+        )
     else:
         out.add("OK", f"wandb {mode}" + (" (runs under artifacts/wandb/)" if mode == "offline" else ""))
 
@@ -224,8 +263,12 @@ def _gpus() -> tuple[int, list[int]]:
     if not shutil.which("nvidia-smi"):
         return -1, []
     try:
-        proc = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return -1, []
     mems = [int(x) for x in re.findall(r"\d+", proc.stdout)]
@@ -255,7 +298,10 @@ def check_compute(cfg: SftConfig, model_cfg: dict | None, zero_stage: int | None
     infra = inp.infrastructure
     count, mems = _gpus()
     if infra.accelerator == "cpu":
-        out.add("INFO", f"CPU profile (infrastructure.accelerator: cpu): {max(count, 0)} GPU(s) visible, none required")
+        out.add(
+            "INFO",
+            f"CPU profile (infrastructure.accelerator: cpu): {max(count, 0)} GPU(s) visible, none required",
+        )
     elif count < 0:
         out.add("FAIL", "nvidia-smi not found: no GPUs visible (are you on a compute node?)")
     elif count < infra.n_gpus_per_node:
@@ -264,8 +310,11 @@ def check_compute(cfg: SftConfig, model_cfg: dict | None, zero_stage: int | None
         out.add("OK", f"{count} GPU(s) visible for n_gpus_per_node {infra.n_gpus_per_node}")
     tr = inp.training
     world = infra.n_gpus_per_node * infra.n_nodes
-    out.add("INFO", f"effective global batch = {tr.per_device_train_batch_size} x {tr.gradient_accumulation_steps} x "
-                    f"{world} = {tr.per_device_train_batch_size * tr.gradient_accumulation_steps * world}")
+    out.add(
+        "INFO",
+        f"effective global batch = {tr.per_device_train_batch_size} x {tr.gradient_accumulation_steps} x "
+        f"{world} = {tr.per_device_train_batch_size * tr.gradient_accumulation_steps * world}",
+    )
     params = _param_count(model_cfg, inp.model.model_name_or_path)
     if params and infra.accelerator == "gpu":
         shards = world if zero_stage == 3 else 1
@@ -274,8 +323,11 @@ def check_compute(cfg: SftConfig, model_cfg: dict | None, zero_stage: int | None
         ratio = state_gb / gpu_gb
         grade = "ok" if ratio < 0.6 else "tight" if ratio < 0.9 else "over"
         level = {"ok": "OK", "tight": "WARN", "over": "FAIL"}[grade]
-        out.add(level, f"memory estimate (ZeRO-{zero_stage or 0} + Adam, {params / 1e9:.2f}B params): "
-                       f"~{state_gb:.1f} GB/GPU of model+optimizer state before activations vs {gpu_gb:.0f} GB -> {grade}")
+        out.add(
+            level,
+            f"memory estimate (ZeRO-{zero_stage or 0} + Adam, {params / 1e9:.2f}B params): "
+            f"~{state_gb:.1f} GB/GPU of model+optimizer state before activations vs {gpu_gb:.0f} GB -> {grade}",
+        )
     base = None
     if model_cfg:
         rs = model_cfg.get("rope_scaling") or {}
@@ -283,12 +335,21 @@ def check_compute(cfg: SftConfig, model_cfg: dict | None, zero_stage: int | None
     if tr.rope_scaling and base:
         if tr.cutoff_len > base:
             factor = float(math.ceil(tr.cutoff_len / base))
-            out.add("INFO", f"rope_scaling {tr.rope_scaling}: LLaMA-Factory will use factor {factor} "
-                            f"(ceil({tr.cutoff_len}/{base})), max positions {int(base * factor)}")
+            out.add(
+                "INFO",
+                f"rope_scaling {tr.rope_scaling}: LLaMA-Factory will use factor {factor} "
+                f"(ceil({tr.cutoff_len}/{base})), max positions {int(base * factor)}",
+            )
         else:
-            out.add("WARN", f"rope_scaling {tr.rope_scaling} has no effect: cutoff_len {tr.cutoff_len} <= native context {base}")
+            out.add(
+                "WARN",
+                f"rope_scaling {tr.rope_scaling} has no effect: cutoff_len {tr.cutoff_len} <= native context {base}",
+            )
     elif not tr.rope_scaling and base and tr.cutoff_len > base:
-        out.add("WARN", f"cutoff_len {tr.cutoff_len} exceeds the model's native context {base} without rope_scaling")
+        out.add(
+            "WARN",
+            f"cutoff_len {tr.cutoff_len} exceeds the model's native context {base} without rope_scaling",
+        )
 
 
 def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, str] | None = None) -> None:
@@ -304,8 +365,13 @@ def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, st
     inp = cfg.input
     on_cpu = inp.infrastructure.accelerator == "cpu"
     try:
-        args = build_training_args(inp, root=root, dataset_dir=root / "artifacts" / "data" / "lf_data",
-                                   run_name=inp.run_name, on_cpu=on_cpu)
+        args = build_training_args(
+            inp,
+            root=root,
+            dataset_dir=root / "artifacts" / "data" / "lf_data",
+            run_name=inp.run_name,
+            on_cpu=on_cpu,
+        )
     except TrainingConfigError as exc:
         out.add("FAIL", str(exc).replace("\n", "\n       "))
         return
@@ -316,13 +382,20 @@ def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, st
     for finding in report.findings:
         out.add(finding.level, finding.message)
     args.update(report.changes)
-    attn = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager", "auto": "transformers' default (sdpa)"}
+    attn = {
+        "fa2": "flash_attention_2",
+        "sdpa": "sdpa",
+        "disabled": "eager",
+        "auto": "transformers' default (sdpa)",
+    }
     chosen = attn.get(str(args.get("flash_attn")), str(args.get("flash_attn")))
     if args.get("flash_attn") == "fa2" and not probe.fa2_available:
         chosen = "sdpa after a warning (its silent fallback; refused above)"
     will = [f"attention {chosen}"]
     if args.get("enable_liger_kernel"):
-        will.append("Liger kernels patched into the model (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy)")
+        will.append(
+            "Liger kernels patched into the model (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy)"
+        )
     if args.get("use_unsloth_gc"):
         will.append("unsloth gradient checkpointing (activations offloaded to CPU)")
     if args.get("deepspeed"):
@@ -333,15 +406,23 @@ def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, st
     out.add("INFO", "LLaMA-Factory will use: " + "; ".join(will))
     if not report.failures:
         try:
-            dist = distributed_env(n_gpus=inp.infrastructure.n_gpus_per_node, n_nodes=inp.infrastructure.n_nodes,
-                                   node_rank=inp.infrastructure.node_rank, master_addr=inp.infrastructure.master_addr,
-                                   master_port=inp.infrastructure.master_port, base_env=env)
+            dist = distributed_env(
+                n_gpus=inp.infrastructure.n_gpus_per_node,
+                n_nodes=inp.infrastructure.n_nodes,
+                node_rank=inp.infrastructure.node_rank,
+                master_addr=inp.infrastructure.master_addr,
+                master_port=inp.infrastructure.master_port,
+                base_env=env,
+            )
         except Exception as exc:  # already a FAIL line above
             out.add("FAIL", str(exc))
             return
-        out.add("INFO", f"launch (node {node_rank(inp.infrastructure, env)}): torchrun --nnodes {dist['NNODES']} "
-                        f"--node_rank {dist['NODE_RANK']} --nproc_per_node {dist['NPROC_PER_NODE']} --master_addr "
-                        f"{dist['MASTER_ADDR']} --master_port {dist.get('MASTER_PORT', '<free port>')}")
+        out.add(
+            "INFO",
+            f"launch (node {node_rank(inp.infrastructure, env)}): torchrun --nnodes {dist['NNODES']} "
+            f"--node_rank {dist['NODE_RANK']} --nproc_per_node {dist['NPROC_PER_NODE']} --master_addr "
+            f"{dist['MASTER_ADDR']} --master_port {dist.get('MASTER_PORT', '<free port>')}",
+        )
 
 
 def run_checks(path: Path | None = None) -> Checklist:
@@ -353,7 +434,10 @@ def run_checks(path: Path | None = None) -> Checklist:
     except ConfigError as exc:
         out.add("FAIL", str(exc).replace("\n", "\n       "))
         return out
-    out.add("OK", f"config {path.name}: schema valid (source {cfg.input.source.type}, dataset '{cfg.input.dataset_key}')")
+    out.add(
+        "OK",
+        f"config {path.name}: schema valid (source {cfg.input.source.type}, dataset '{cfg.input.dataset_key}')",
+    )
     check_environment(cfg, root, out)
     check_source(cfg, root, out)
     if cfg.input.source.type == "harbor_job" or cfg.input.conversion.exclude_repos_file:

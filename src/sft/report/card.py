@@ -24,8 +24,13 @@ STATS_SCHEMA = "sft.dataset_stats/1"
 TOP_REPOS = 20
 REFERENCE_LONG_TOKENS = 131072  # the reference's gt_128k threshold
 REFERENCE_MANY_TURNS = 100  # the reference's gte_100 threshold
-SCORE_DIMENSIONS: tuple[str, ...] = ("efficiency_score", "style_score", "tool_mastery_score", "completion_score",
-                                     "precision_score")
+SCORE_DIMENSIONS: tuple[str, ...] = (
+    "efficiency_score",
+    "style_score",
+    "tool_mastery_score",
+    "completion_score",
+    "precision_score",
+)
 VERSIONED_PACKAGES: tuple[str, ...] = ("sft", "llamafactory", "transformers", "tokenizers", "kedro")
 
 
@@ -51,7 +56,12 @@ def harbor_version(job_dir: str | Path | None) -> str | None:
 def exclusion_info(path: str | Path | None) -> dict[str, Any]:
     """The exclusion list actually used: file, SHA-256 and entry count (or why there is none)."""
     if not path:
-        return {"file": "", "sha256": None, "entries": 0, "note": "exclusion disabled (exclude_repos_file: \"\")"}
+        return {
+            "file": "",
+            "sha256": None,
+            "entries": 0,
+            "note": 'exclusion disabled (exclude_repos_file: "")',
+        }
     from sft.rules.filters import ExclusionList
 
     try:
@@ -68,10 +78,19 @@ def _counter_top(counter: Counter[str], limit: int) -> list[dict[str, Any]]:
 def _score_summary(metas: list[dict[str, Any]]) -> dict[str, Any]:
     """The reference's ``scores`` (max / min / mean of composite_score) plus percentiles and the dimensions."""
     scores = [m["score"] for m in metas if isinstance(m.get("score"), dict)]
-    composite = [float(s["composite_score"]) for s in scores if isinstance(s.get("composite_score"), int | float)]
+    composite = [
+        float(s["composite_score"]) for s in scores if isinstance(s.get("composite_score"), int | float)
+    ]
     dist = distribution(composite)
-    summary: dict[str, Any] = {"count": dist["count"], "max": dist["max"], "min": dist["min"], "mean": dist["mean"],
-                               "p50": dist["p50"], "p90": dist["p90"], "version": None}
+    summary: dict[str, Any] = {
+        "count": dist["count"],
+        "max": dist["max"],
+        "min": dist["min"],
+        "mean": dist["mean"],
+        "p50": dist["p50"],
+        "p90": dist["p90"],
+        "version": None,
+    }
     if scores:
         summary["version"] = scores[0].get("version")
         summary["dimensions"] = {
@@ -144,7 +163,9 @@ def build_stats(
             "hf_hub_url": source.hf_hub_url or None,
             "lf_path": source.lf_path or None,
             "harbor_version": harbor_version(job_dir) if source.type == "harbor_job" else None,
-            "teacher_models": dict(Counter(m.get("teacher_model") or "(unknown)" for m in metas).most_common()),
+            "teacher_models": dict(
+                Counter(m.get("teacher_model") or "(unknown)" for m in metas).most_common()
+            ),
             "scaffolds": dict(Counter(m.get("scaffold") or "(unknown)" for m in metas).most_common()),
             "agent_types": dict(Counter(m.get("agent_type") or "(unknown)" for m in metas).most_common()),
         },
@@ -156,7 +177,9 @@ def build_stats(
         "rejects": {
             "total": len(reject_list),
             "by_stage": dict(Counter(r.get("stage", "?") for r in reject_list).most_common()),
-            "by_reason": dict(Counter(f"{r.get('stage', '?')}:{r.get('reason', '?')}" for r in reject_list).most_common()),
+            "by_reason": dict(
+                Counter(f"{r.get('stage', '?')}:{r.get('reason', '?')}" for r in reject_list).most_common()
+            ),
         },
         "settings": {
             "seed": conv.seed,
@@ -221,10 +244,15 @@ def _fidelity_digest(report: dict[str, Any] | None) -> dict[str, Any]:
 def _repairs_digest(section: dict[str, Any] | None) -> dict[str, Any]:
     """Per repair kind: rows, rows checked, statuses and the registry's verdict (``sft.report.repairs``)."""
     section = section or {}
-    kinds = {kind: {k: entry.get(k) for k in ("rows", "checked", "statuses", "fidelity", "registered")}
-             for kind, entry in (section.get("kinds") or {}).items()}
-    return {"kinds": kinds, "all_explained": section.get("all_explained"),
-            "unregistered": list(section.get("unregistered") or [])}
+    kinds = {
+        kind: {k: entry.get(k) for k in ("rows", "checked", "statuses", "fidelity", "registered")}
+        for kind, entry in (section.get("kinds") or {}).items()
+    }
+    return {
+        "kinds": kinds,
+        "all_explained": section.get("all_explained"),
+        "unregistered": list(section.get("unregistered") or []),
+    }
 
 
 # --------------------------------------------------------------------------------------------- card
@@ -254,29 +282,55 @@ def _statistics_section(stats: dict[str, Any]) -> list[str]:
     if summary.get("tokens_skipped"):
         lines += [f"**Token counts unavailable:** {summary['tokens_skipped']}", ""]
     else:
-        lines += [f"Counted with `{summary.get('tokenizer')}` as LLaMA-Factory renders template "
-                  f"`{summary.get('template')}` (cutoff_len {_fmt(summary.get('cutoff_len'))}).", ""]
+        lines += [
+            f"Counted with `{summary.get('tokenizer')}` as LLaMA-Factory renders template "
+            f"`{summary.get('template')}` (cutoff_len {_fmt(summary.get('cutoff_len'))}).",
+            "",
+        ]
     dists = summary.get("distributions") or {}
-    rows = [[metric, d.get("min"), d.get("mean"), d.get("p50"), d.get("p90"), d.get("p99"), d.get("max")]
-            for metric, d in dists.items() if d.get("count")]
+    rows = [
+        [metric, d.get("min"), d.get("mean"), d.get("p50"), d.get("p90"), d.get("p99"), d.get("max")]
+        for metric, d in dists.items()
+        if d.get("count")
+    ]
     if rows:
         lines += _table(["per sample", "min", "mean", "p50", "p90", "p99", "max"], rows) + [""]
     shares = summary.get("shares") or {}
     if any(v is not None for v in shares.values()):
-        lines += [f"- Supervised share of all tokens: {_fmt(shares.get('supervised_of_total'))}; reasoning share: "
-                  f"{_fmt(shares.get('reasoning_of_total'))} (of supervised: {_fmt(shares.get('reasoning_of_supervised'))}); "
-                  f"tool-output share: {_fmt(shares.get('tool_output_of_total'))}.",
-                  f"- Rows with reasoning: {_fmt(summary.get('rows_with_reasoning'))}; tool results that report an "
-                  f"error: {_fmt(summary.get('tool_errors'))}.", ""]
+        lines += [
+            f"- Supervised share of all tokens: {_fmt(shares.get('supervised_of_total'))}; reasoning share: "
+            f"{_fmt(shares.get('reasoning_of_total'))} (of supervised: {_fmt(shares.get('reasoning_of_supervised'))}); "
+            f"tool-output share: {_fmt(shares.get('tool_output_of_total'))}.",
+            f"- Rows with reasoning: {_fmt(summary.get('rows_with_reasoning'))}; tool results that report an "
+            f"error: {_fmt(summary.get('tool_errors'))}.",
+            "",
+        ]
     return lines
 
 
 def _overlength_section(stats: dict[str, Any]) -> list[str]:
     over = stats.get("overlength") or {}
-    lines = ["## Over-length policy", "", f"Policy `{over.get('policy')}`"
-             + (" (applied before writing the dataset)." if over.get("applied", True) else " (projected; not applied).")]
-    keys = ("over_cutoff", "dropped", "truncated", "kept_over_cutoff", "tokens_removed", "assistant_turns_removed",
-            "tokens_lf_will_cut", "supervised_tokens_lf_will_cut", "samples_losing_final_eos")
+    lines = [
+        "## Over-length policy",
+        "",
+        f"Policy `{over.get('policy')}`"
+        + (
+            " (applied before writing the dataset)."
+            if over.get("applied", True)
+            else " (projected; not applied)."
+        ),
+    ]
+    keys = (
+        "over_cutoff",
+        "dropped",
+        "truncated",
+        "kept_over_cutoff",
+        "tokens_removed",
+        "assistant_turns_removed",
+        "tokens_lf_will_cut",
+        "supervised_tokens_lf_will_cut",
+        "samples_losing_final_eos",
+    )
     rows = [[k, over[k]] for k in keys if k in over]
     return lines + [""] + (_table(["decision", "count"], rows) if rows else []) + [""]
 
@@ -288,21 +342,39 @@ def _fidelity_section(stats: dict[str, Any]) -> list[str]:
         return lines + [f"**Skipped:** {fid.get('reason')}", ""]
     summary = fid.get("summary") or {}
     verdict = "passed" if fid.get("passed") else "FAILED"
-    lines += [f"{verdict}: {_fmt(summary.get('checked'))} rows checked against the chat template, mismatch rate "
-              f"{_fmt(summary.get('mismatch_rate'))} (limit {_fmt(fid.get('max_template_mismatch'))}).", ""]
+    lines += [
+        f"{verdict}: {_fmt(summary.get('checked'))} rows checked against the chat template, mismatch rate "
+        f"{_fmt(summary.get('mismatch_rate'))} (limit {_fmt(fid.get('max_template_mismatch'))}).",
+        "",
+    ]
     lines += _table(["status", "rows"], [[k, v] for k, v in (summary.get("statuses") or {}).items()]) + [""]
     if fid.get("by_design"):
-        lines += ["By-design differences (explained in the fidelity report, not counted): "
-                  + ", ".join(f"`{name}`" for name in fid["by_design"]) + ".", ""]
+        lines += [
+            "By-design differences (explained in the fidelity report, not counted): "
+            + ", ".join(f"`{name}`" for name in fid["by_design"])
+            + ".",
+            "",
+        ]
     repairs = (fid.get("repairs") or {}).get("kinds") or {}
     if repairs:
-        lines += ["Repaired rows against the chat template (each kind explained in `template_fidelity.json` → "
-                  "`repairs`; README \"Repair and normalisation rules\"):", ""]
-        lines += _table(["repair", "rows", "checked", "statuses", "registry"],
-                        [[f"`{kind}`", e.get("rows"), e.get("checked"),
-                          ", ".join(f"{k} {v}" for k, v in (e.get("statuses") or {}).items()) or "–",
-                          e.get("fidelity") if e.get("registered") else "UNREGISTERED"]
-                         for kind, e in repairs.items()]) + [""]
+        lines += [
+            "Repaired rows against the chat template (each kind explained in `template_fidelity.json` → "
+            '`repairs`; README "Repair and normalisation rules"):',
+            "",
+        ]
+        lines += _table(
+            ["repair", "rows", "checked", "statuses", "registry"],
+            [
+                [
+                    f"`{kind}`",
+                    e.get("rows"),
+                    e.get("checked"),
+                    ", ".join(f"{k} {v}" for k, v in (e.get("statuses") or {}).items()) or "–",
+                    e.get("fidelity") if e.get("registered") else "UNREGISTERED",
+                ]
+                for kind, e in repairs.items()
+            ],
+        ) + [""]
     return lines
 
 
@@ -312,19 +384,34 @@ def _model_turns_section(stats: dict[str, Any]) -> list[str]:
     lines = ["", "## Model turns", ""]
     if not turns:
         return lines + ["Not counted: the source is a ready-made dataset, not a Harbor job."]
-    lines += [summary_line(turns) + ".", "",
-              "A model turn is one assistant turn the model produced in the source (a successful proxy-log call, an "
-              "ATIF agent step); kept = a trainable assistant turn of a written row, each counted once.", ""]
+    lines += [
+        summary_line(turns) + ".",
+        "",
+        "A model turn is one assistant turn the model produced in the source (a successful proxy-log call, an "
+        "ATIF agent step); kept = a trainable assistant turn of a written row, each counted once.",
+        "",
+    ]
     rows = []
     for agent, entry in (turns.get("per_agent") or {}).items():
         share = kept_share(entry)
         lost = ", ".join(f"{reason} {n}" for reason, n in (entry.get("lost") or {}).items()) or "–"
-        rows.append([agent, entry.get("source"), entry.get("output"), f"{100 * share:.1f}%" if share is not None else "–",
-                     lost])
+        rows.append(
+            [
+                agent,
+                entry.get("source"),
+                entry.get("output"),
+                f"{100 * share:.1f}%" if share is not None else "–",
+                lost,
+            ]
+        )
     lines += _table(["agent", "source", "kept", "kept %", "lost (stage:reason turns)"], rows)
     repairs = stats.get("repairs") or {}
-    lines += ["", "Repairs in the written rows (kind: count): "
-              + (", ".join(f"{k} {v}" for k, v in repairs.items()) if repairs else "none") + "."]
+    lines += [
+        "",
+        "Repairs in the written rows (kind: count): "
+        + (", ".join(f"{k} {v}" for k, v in repairs.items()) if repairs else "none")
+        + ".",
+    ]
     return lines
 
 
@@ -332,38 +419,73 @@ def render_card(stats: dict[str, Any]) -> str:
     """The dataset card (Markdown with a Hugging Face style YAML header)."""
     ds, src, settings = stats.get("dataset", {}), stats.get("source", {}), stats.get("settings", {})
     name = ds.get("data_name", "dataset")
-    lines = ["---", f"pretty_name: {json.dumps(name)}", "tags: [sft, agent-trajectories, llama-factory, sharegpt]",
-             f"size: {ds.get('rows', 0)}", "---", "", f"# {name}", "",
-             f"{_fmt(ds.get('rows'))} LLaMA-Factory ShareGPT rows from {_fmt(ds.get('instances'))} instances, "
-             f"for `training.template: {settings.get('template')}` at `cutoff_len: {_fmt(settings.get('cutoff_len'))}`.",
-             "", "## Source", ""]
-    lines += _table(["field", "value"], [
-        ["type", src.get("type")], ["scaffold", src.get("scaffold")],
-        ["job dir / dataset", src.get("job_dir") or src.get("hf_hub_url") or src.get("lf_path")],
-        ["Harbor version", src.get("harbor_version")],
-        ["teacher model(s)", ", ".join(f"{k} ({v})" for k, v in (src.get("teacher_models") or {}).items())],
-        ["agent types", ", ".join(f"{k} ({v})" for k, v in (src.get("agent_types") or {}).items())],
-    ]) + ["", "## Funnel", ""]
+    lines = [
+        "---",
+        f"pretty_name: {json.dumps(name)}",
+        "tags: [sft, agent-trajectories, llama-factory, sharegpt]",
+        f"size: {ds.get('rows', 0)}",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"{_fmt(ds.get('rows'))} LLaMA-Factory ShareGPT rows from {_fmt(ds.get('instances'))} instances, "
+        f"for `training.template: {settings.get('template')}` at `cutoff_len: {_fmt(settings.get('cutoff_len'))}`.",
+        "",
+        "## Source",
+        "",
+    ]
+    lines += _table(
+        ["field", "value"],
+        [
+            ["type", src.get("type")],
+            ["scaffold", src.get("scaffold")],
+            ["job dir / dataset", src.get("job_dir") or src.get("hf_hub_url") or src.get("lf_path")],
+            ["Harbor version", src.get("harbor_version")],
+            [
+                "teacher model(s)",
+                ", ".join(f"{k} ({v})" for k, v in (src.get("teacher_models") or {}).items()),
+            ],
+            ["agent types", ", ".join(f"{k} ({v})" for k, v in (src.get("agent_types") or {}).items())],
+        ],
+    ) + ["", "## Funnel", ""]
     funnel = stats.get("funnel") or {}
-    lines += (_table(["stage", "count"], [[k, v] for k, v in funnel.items()]) if funnel else ["(no funnel recorded)"])
+    lines += (
+        _table(["stage", "count"], [[k, v] for k, v in funnel.items()])
+        if funnel
+        else ["(no funnel recorded)"]
+    )
     by_stage = (stats.get("rejects") or {}).get("by_stage") or {}
     if by_stage:
         lines += ["", "Rejects by stage: " + ", ".join(f"{k} {v}" for k, v in by_stage.items()) + "."]
     lines += _model_turns_section(stats)
     redacted = stats.get("secrets_redacted") or {}
-    lines += ["", "Secrets redacted (per pattern): "
-              + (", ".join(f"{k} {v}" for k, v in sorted(redacted.items())) if redacted else "none found") + "."]
+    lines += [
+        "",
+        "Secrets redacted (per pattern): "
+        + (", ".join(f"{k} {v}" for k, v in sorted(redacted.items())) if redacted else "none found")
+        + ".",
+    ]
     excl = settings.get("exclusion") or {}
     lines += ["", "## Settings", ""]
-    lines += _table(["setting", "value"], [
-        ["seed", settings.get("seed")], ["max_instances", settings.get("max_instances")],
-        ["instance_status", settings.get("instance_status")], ["dedup", settings.get("dedup")],
-        ["keep_reasoning", settings.get("keep_reasoning")], ["min_score", settings.get("min_score")],
-        ["exclusion file", excl.get("file") or "(disabled)"], ["exclusion sha256", excl.get("sha256")],
-        ["exclusion entries", excl.get("entries")], ["overlength", settings.get("overlength")],
-        ["max_template_mismatch", settings.get("max_template_mismatch")], ["template", settings.get("template")],
-        ["cutoff_len", settings.get("cutoff_len")], ["model", settings.get("model")],
-    ]) + [""]
+    lines += _table(
+        ["setting", "value"],
+        [
+            ["seed", settings.get("seed")],
+            ["max_instances", settings.get("max_instances")],
+            ["instance_status", settings.get("instance_status")],
+            ["dedup", settings.get("dedup")],
+            ["keep_reasoning", settings.get("keep_reasoning")],
+            ["min_score", settings.get("min_score")],
+            ["exclusion file", excl.get("file") or "(disabled)"],
+            ["exclusion sha256", excl.get("sha256")],
+            ["exclusion entries", excl.get("entries")],
+            ["overlength", settings.get("overlength")],
+            ["max_template_mismatch", settings.get("max_template_mismatch")],
+            ["template", settings.get("template")],
+            ["cutoff_len", settings.get("cutoff_len")],
+            ["model", settings.get("model")],
+        ],
+    ) + [""]
     lines += _statistics_section(stats) + _overlength_section(stats) + _fidelity_section(stats)
     repos = stats.get("per_repo") or {}
     lines += [f"## Repositories (top {TOP_REPOS} of {_fmt(repos.get('repos'))})", ""]
@@ -371,17 +493,28 @@ def render_card(stats: dict[str, Any]) -> str:
     scores = stats.get("scores") or {}
     lines += ["## Rule score", ""]
     if scores.get("count"):
-        lines += [f"{_fmt(scores['count'])} scored main-agent rows ({scores.get('version')}): composite min "
-                  f"{_fmt(scores.get('min'))}, mean {_fmt(scores.get('mean'))}, p50 {_fmt(scores.get('p50'))}, max "
-                  f"{_fmt(scores.get('max'))}.", ""]
+        lines += [
+            f"{_fmt(scores['count'])} scored main-agent rows ({scores.get('version')}): composite min "
+            f"{_fmt(scores.get('min'))}, mean {_fmt(scores.get('mean'))}, p50 {_fmt(scores.get('p50'))}, max "
+            f"{_fmt(scores.get('max'))}.",
+            "",
+        ]
         dims = scores.get("dimensions") or {}
-        lines += _table(["dimension", "mean", "p50", "min", "max"],
-                        [[k, d.get("mean"), d.get("p50"), d.get("min"), d.get("max")] for k, d in dims.items()]) + [""]
+        lines += _table(
+            ["dimension", "mean", "p50", "min", "max"],
+            [[k, d.get("mean"), d.get("p50"), d.get("min"), d.get("max")] for k, d in dims.items()],
+        ) + [""]
     else:
         lines += ["No rule scores in the rows (ready-made data, or subagent rows only).", ""]
-    lines += ["## Versions", ""] + [f"- {k}: {v or 'not installed'}" for k, v in (stats.get("versions") or {}).items()]
-    lines += ["", "Generated by `sft` (report pipeline); the machine-readable numbers are in the `.stats.json` beside "
-              "this file.", ""]
+    lines += ["## Versions", ""] + [
+        f"- {k}: {v or 'not installed'}" for k, v in (stats.get("versions") or {}).items()
+    ]
+    lines += [
+        "",
+        "Generated by `sft` (report pipeline); the machine-readable numbers are in the `.stats.json` beside "
+        "this file.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -391,21 +524,29 @@ def dryrun_lines(stats: dict[str, Any]) -> list[str]:
     over = stats.get("overlength") or {}
     fid = stats.get("template_fidelity") or {}
     total = (summary.get("distributions") or {}).get("total_tokens") or {}
-    lines = [f"dataset {stats.get('dataset', {}).get('data_name')}: {stats.get('dataset', {}).get('rows')} rows"]
+    lines = [
+        f"dataset {stats.get('dataset', {}).get('data_name')}: {stats.get('dataset', {}).get('rows')} rows"
+    ]
     if stats.get("model_turns"):
         lines.append(summary_line(stats["model_turns"]))
     if summary.get("tokens_skipped"):
         lines.append(f"WARN tokens: not counted ({summary['tokens_skipped']})")
     else:
-        lines.append(f"tokens: p50 {_fmt(total.get('p50'))}, p99 {_fmt(total.get('p99'))}, max {_fmt(total.get('max'))}"
-                     f" (cutoff_len {_fmt(summary.get('cutoff_len'))})")
-    lines.append(f"over-length ({over.get('policy')}): {_fmt(over.get('over_cutoff'))} over cutoff, "
-                 f"{_fmt(over.get('dropped'))} dropped, {_fmt(over.get('truncated'))} truncated, "
-                 f"{_fmt(over.get('tokens_lf_will_cut'))} tokens LLaMA-Factory will cut")
+        lines.append(
+            f"tokens: p50 {_fmt(total.get('p50'))}, p99 {_fmt(total.get('p99'))}, max {_fmt(total.get('max'))}"
+            f" (cutoff_len {_fmt(summary.get('cutoff_len'))})"
+        )
+    lines.append(
+        f"over-length ({over.get('policy')}): {_fmt(over.get('over_cutoff'))} over cutoff, "
+        f"{_fmt(over.get('dropped'))} dropped, {_fmt(over.get('truncated'))} truncated, "
+        f"{_fmt(over.get('tokens_lf_will_cut'))} tokens LLaMA-Factory will cut"
+    )
     if fid.get("skipped"):
         lines.append(f"WARN template fidelity: skipped ({fid.get('reason')})")
     else:
         s = fid.get("summary") or {}
-        lines.append(f"template fidelity: {'ok' if fid.get('passed') else 'FAILED'}, {s.get('failing')} of "
-                     f"{s.get('checked')} rows differ (limit {fid.get('max_template_mismatch')})")
+        lines.append(
+            f"template fidelity: {'ok' if fid.get('passed') else 'FAILED'}, {s.get('failing')} of "
+            f"{s.get('checked')} rows differ (limit {fid.get('max_template_mismatch')})"
+        )
     return lines

@@ -162,7 +162,9 @@ def to_openai_messages(aligned: AlignedRow) -> tuple[list[dict[str, Any]], list[
             messages.append(message)
     tools = json.loads(aligned.tools) if aligned.tools else None
     if isinstance(tools, list):  # OpenAI-compatible servers always pass the wrapped form
-        tools = [t if t.get("type") == _FUNCTION_TOOL else {"type": _FUNCTION_TOOL, "function": t} for t in tools]
+        tools = [
+            t if t.get("type") == _FUNCTION_TOOL else {"type": _FUNCTION_TOOL, "function": t} for t in tools
+        ]
     return messages, tools
 
 
@@ -178,8 +180,9 @@ def _newline_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
-def strip_think_blocks(ids: list[int], open_id: int, close_id: int, newline_ids: set[int], *,
-                       only_empty: bool) -> tuple[list[int], int]:
+def strip_think_blocks(
+    ids: list[int], open_id: int, close_id: int, newline_ids: set[int], *, only_empty: bool
+) -> tuple[list[int], int]:
     """Remove ``<think>...</think>`` spans (and the newlines after them); returns (ids, non-empty blocks seen)."""
     out: list[int] = []
     pos = non_empty = 0
@@ -242,7 +245,9 @@ def _context(tokenizer: Any, ids: list[int], position: int) -> str:
 
 def _load(tokenizer_dir_or_tokenizer: Any, trust_remote_code: bool) -> tuple[Any, Any, str]:
     """Two tokenizers: one LLaMA-Factory may fix, and an untouched one for the chat template."""
-    if isinstance(tokenizer_dir_or_tokenizer, str | bytes) or hasattr(tokenizer_dir_or_tokenizer, "__fspath__"):
+    if isinstance(tokenizer_dir_or_tokenizer, str | bytes) or hasattr(
+        tokenizer_dir_or_tokenizer, "__fspath__"
+    ):
         source = str(tokenizer_dir_or_tokenizer)
         lf_load = load_tokenizer(source, trust_remote_code=trust_remote_code)
         hf_load = load_tokenizer(source, trust_remote_code=trust_remote_code)
@@ -256,8 +261,14 @@ def _load(tokenizer_dir_or_tokenizer: Any, trust_remote_code: bool) -> tuple[Any
 
 def skipped_report(reason: str, *, template: str, max_mismatch: float | None = None) -> dict[str, Any]:
     """The report when the check cannot run (no tokenizer, no chat template): it says so, loudly."""
-    return {"skipped": True, "reason": reason, "template": template, "max_template_mismatch": max_mismatch,
-            "summary": {"checked": 0}, "passed": None}
+    return {
+        "skipped": True,
+        "reason": reason,
+        "template": template,
+        "max_template_mismatch": max_mismatch,
+        "summary": {"checked": 0},
+        "passed": None,
+    }
 
 
 def check_template_fidelity(
@@ -283,25 +294,38 @@ def check_template_fidelity(
     if lf_tok is None:
         return skipped_report(error, template=template, max_mismatch=max_mismatch)
     if not getattr(hf_tok, "chat_template", None):
-        return skipped_report(f"{getattr(hf_tok, 'name_or_path', '?')}: the tokenizer has no chat_template to compare "
-                              "with (a base model?); nothing to check", template=template, max_mismatch=max_mismatch)
+        return skipped_report(
+            f"{getattr(hf_tok, 'name_or_path', '?')}: the tokenizer has no chat_template to compare "
+            "with (a base model?); nothing to check",
+            template=template,
+            max_mismatch=max_mismatch,
+        )
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
 
     data_args = lf_data_args(template, options=lf_options)
     tpl = lf_template(lf_tok, data_args)
     converter = dataset_converter(data_args, dataset_entry)
-    processor = SupervisedDatasetProcessor(template=tpl, tokenizer=lf_tok, processor=None, data_args=data_args)
+    processor = SupervisedDatasetProcessor(
+        template=tpl, tokenizer=lf_tok, processor=None, data_args=data_args
+    )
     selected = rows if max_rows is None else rows[:max_rows]
     samples = [_check_row(row, index, converter, processor, hf_tok) for index, row in enumerate(selected)]
-    report = _summarize(samples, template=template, max_mismatch=max_mismatch, total_rows=len(rows),
-                        dataset_repairs=dataset_repairs)
+    report = _summarize(
+        samples,
+        template=template,
+        max_mismatch=max_mismatch,
+        total_rows=len(rows),
+        dataset_repairs=dataset_repairs,
+    )
     report["lf_options"] = dict(lf_options or {})
     report["tokenizer"] = getattr(hf_tok, "name_or_path", "")
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report
 
 
-def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, hf_tok: Any) -> dict[str, Any]:
+def _check_row(
+    row: dict[str, Any], index: int, converter: Any, processor: Any, hf_tok: Any
+) -> dict[str, Any]:
     sample = {k: v for k, v in row_identity(row, index).items() if k in ("index", "uid")}
     repairs = row_repairs(row)
     if repairs:
@@ -312,10 +336,17 @@ def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, 
         return sample
     try:
         with quiet_llamafactory():
-            encoded = processor.preprocess_dataset({
-                "_prompt": [aligned.prompt], "_response": [aligned.response], "_system": [aligned.system],
-                "_tools": [aligned.tools], "_images": [None], "_videos": [None], "_audios": [None],
-            })
+            encoded = processor.preprocess_dataset(
+                {
+                    "_prompt": [aligned.prompt],
+                    "_response": [aligned.response],
+                    "_system": [aligned.system],
+                    "_tools": [aligned.tools],
+                    "_images": [None],
+                    "_videos": [None],
+                    "_audios": [None],
+                }
+            )
     except RuntimeError as exc:  # "Invalid JSON format in function message / tool description"
         sample.update(status="abort:invalid_json", detail=str(exc)[:300])
         return sample
@@ -326,8 +357,9 @@ def _check_row(row: dict[str, Any], index: int, converter: Any, processor: Any, 
     return sample
 
 
-def compare_with_chat_template(aligned: AlignedRow, lf_ids: list[int], hf_tok: Any,
-                               repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
+def compare_with_chat_template(
+    aligned: AlignedRow, lf_ids: list[int], hf_tok: Any, repairs: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """Status (and first difference) of LLaMA-Factory's ids of a row against the chat template's; ``repairs``
     (the row's kind -> count) lets a ``by_design`` repair's verifier explain a mismatch."""
     try:
@@ -346,8 +378,11 @@ def compare_with_chat_template(aligned: AlignedRow, lf_ids: list[int], hf_tok: A
     if status != "equal":
         position = first_difference(lf_ids, hf_ids)
         assert position is not None
-        result.update(first_diff=position, lf_context=_context(hf_tok, lf_ids, position),
-                      chat_template_context=_context(hf_tok, hf_ids, position))
+        result.update(
+            first_diff=position,
+            lf_context=_context(hf_tok, lf_ids, position),
+            chat_template_context=_context(hf_tok, hf_ids, position),
+        )
     return result
 
 
@@ -366,27 +401,39 @@ def known_cause(aligned: AlignedRow) -> str | None:
 
 def _by_design_explanation(name: str) -> str:
     kind = name.removeprefix("repair:")
-    return REPAIRS[kind].why if name.startswith("repair:") and kind in REPAIRS else BY_DESIGN_EXPLANATIONS[name]
+    return (
+        REPAIRS[kind].why if name.startswith("repair:") and kind in REPAIRS else BY_DESIGN_EXPLANATIONS[name]
+    )
 
 
-def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: float, total_rows: int,
-               repair_rows: list[dict[str, Any]] | None = None,
-               dataset_repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
+def _summarize(
+    samples: list[dict[str, Any]],
+    *,
+    template: str,
+    max_mismatch: float,
+    total_rows: int,
+    repair_rows: list[dict[str, Any]] | None = None,
+    dataset_repairs: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """The report; ``repair_rows`` (every row's ``repairs`` and, when checked, ``status``) defaults to ``samples``."""
     counts: dict[str, int] = {}
     for sample in samples:
         counts[sample["status"]] = counts.get(sample["status"], 0) + 1
     failing = [s for s in samples if _counts_as_failure(s["status"])]
     aborts = [s for s in samples if s["status"].startswith("abort:")]
-    by_design = sorted({s["status"].split(":", 1)[1] for s in samples if s["status"].startswith("by_design:")})
+    by_design = sorted(
+        {s["status"].split(":", 1)[1] for s in samples if s["status"].startswith("by_design:")}
+    )
     rate = len(failing) / len(samples) if samples else 0.0
     passed = rate <= max_mismatch and not aborts
     return {
         "skipped": False,
         "template": template,
         "max_template_mismatch": max_mismatch,
-        "counting_rule": ("mismatch rate = (mismatch + LLaMA-Factory drop/abort + chat-template render errors) / "
-                          "rows checked; by-design differences are explained, not counted; any abort fails"),
+        "counting_rule": (
+            "mismatch rate = (mismatch + LLaMA-Factory drop/abort + chat-template render errors) / "
+            "rows checked; by-design differences are explained, not counted; any abort fails"
+        ),
         "summary": {
             "rows": total_rows,
             "checked": len(samples),
@@ -397,8 +444,12 @@ def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: fl
         },
         "passed": passed,
         "by_design": {name: _by_design_explanation(name) for name in by_design},
-        "repairs": repairs_section(samples if repair_rows is None else repair_rows, dataset_counts=dataset_repairs),
-        "mismatches": [s for s in samples if s["status"] in ("mismatch", "inference_render_error")][:MAX_LISTED],
+        "repairs": repairs_section(
+            samples if repair_rows is None else repair_rows, dataset_counts=dataset_repairs
+        ),
+        "mismatches": [s for s in samples if s["status"] in ("mismatch", "inference_render_error")][
+            :MAX_LISTED
+        ],
         "lf_drops": [s for s in samples if s["status"].startswith("drop:")][:MAX_LISTED],
         "lf_aborts": aborts[:MAX_LISTED],
         "by_design_examples": [s for s in samples if s["status"].startswith("by_design:")][:5],
@@ -407,7 +458,9 @@ def _summarize(samples: list[dict[str, Any]], *, template: str, max_mismatch: fl
 
 
 def _counts_as_failure(status: str) -> bool:
-    return status == "mismatch" or status == "inference_render_error" or status.startswith(("drop:", "abort:"))
+    return (
+        status == "mismatch" or status == "inference_render_error" or status.startswith(("drop:", "abort:"))
+    )
 
 
 def _causes_text(summary: Mapping[str, Any]) -> str:
@@ -423,8 +476,13 @@ class TemplateFidelityError(RuntimeError):
 def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: float) -> None:
     """Raise before training when the report fails; log loudly when the check was skipped."""
     if report.get("skipped"):
-        logger.warning("template fidelity check SKIPPED (conversion.max_template_mismatch=%s not enforced): %s; "
-                       "report: %s", max_mismatch, report.get("reason"), report_path)
+        logger.warning(
+            "template fidelity check SKIPPED (conversion.max_template_mismatch=%s not enforced): %s; "
+            "report: %s",
+            max_mismatch,
+            report.get("reason"),
+            report_path,
+        )
         return
     summary = report.get("summary", {})
     aborts = summary.get("statuses", {})
@@ -438,9 +496,14 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
             f"the run). See {report_path} for the first differing token of each row.{_causes_text(summary)} "
             "Fix the rows or the template, or raise conversion.max_template_mismatch if the difference is intended."
         )
-    logger.info("template fidelity: %s of %s rows equal or by-design (rate %.4f <= %s); report: %s",
-                summary.get("checked", 0) - summary.get("failing", 0), summary.get("checked"), rate, max_mismatch,
-                report_path)
+    logger.info(
+        "template fidelity: %s of %s rows equal or by-design (rate %.4f <= %s); report: %s",
+        summary.get("checked", 0) - summary.get("failing", 0),
+        summary.get("checked"),
+        rate,
+        max_mismatch,
+        report_path,
+    )
 
 
 # --------------------------------------------------------------------------------------------- from the token pass
@@ -472,7 +535,9 @@ class FidelityPlan:
     seed: int
     sample_rate: float
     min_rows: int = FIDELITY_MIN_ROWS
-    force: str | None = None  # check every row handed to the pass, for this reason (the top-up after the pass)
+    force: str | None = (
+        None  # check every row handed to the pass, for this reason (the top-up after the pass)
+    )
 
     @property
     def rate(self) -> float:
@@ -502,8 +567,11 @@ class FidelityPlan:
                 break
         for message in aligned.messages:
             content = message["content"] if isinstance(message["content"], str) else ""
-            if message["role"] in ("assistant", "function") and THINK_OPEN_TOKEN in content \
-                    and not all(blank_thoughts(content)):
+            if (
+                message["role"] in ("assistant", "function")
+                and THINK_OPEN_TOKEN in content
+                and not all(blank_thoughts(content))
+            ):
                 found.append("reasoning")
                 break
         return found
@@ -527,8 +595,12 @@ class FidelityPlan:
 
     def unchecked(self, row: dict[str, Any], aligned: AlignedRow, index: int) -> dict[str, Any]:
         """What the top-up after the pass (and the report's ``repairs`` section) needs of an unchecked row."""
-        return {"why": None, "stratum": self.stratum(row, aligned), "rank": self.rank(row, index),
-                **self.row_facts(row)}
+        return {
+            "why": None,
+            "stratum": self.stratum(row, aligned),
+            "rank": self.rank(row, index),
+            **self.row_facts(row),
+        }
 
     @staticmethod
     def row_facts(row: dict[str, Any]) -> dict[str, Any]:
@@ -536,26 +608,37 @@ class FidelityPlan:
         repairs = row_repairs(row)
         return {"repairs": repairs} if repairs else {}
 
-    def check(self, aligned: AlignedRow, lf_ids: list[int], row: dict[str, Any] | None = None) -> dict[str, Any]:
+    def check(
+        self, aligned: AlignedRow, lf_ids: list[int], row: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         facts = self.row_facts(row) if row is not None else {}
         return {**compare_with_chat_template(aligned, lf_ids, self.hf_tok, facts.get("repairs")), **facts}
 
     def describe(self) -> dict[str, Any]:
         mode = "all" if self.rate >= 1.0 else "sample"
-        return {"mode": mode, "rows": self.rows, "rate": round(self.rate, 6), "sample_rate": self.sample_rate,
-                "seed": self.seed, "min_rows": self.min_rows, "rare_share": RARE_SHARE,
-                "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE)}
+        return {
+            "mode": mode,
+            "rows": self.rows,
+            "rate": round(self.rate, 6),
+            "sample_rate": self.sample_rate,
+            "seed": self.seed,
+            "min_rows": self.min_rows,
+            "rare_share": RARE_SHARE,
+            "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE),
+        }
 
 
-def fidelity_plan(tokenizer: Any, rows: int, *, seed: int, sample_rate: float,
-                  min_rows: int | None = None) -> FidelityPlan | None:
+def fidelity_plan(
+    tokenizer: Any, rows: int, *, seed: int, sample_rate: float, min_rows: int | None = None
+) -> FidelityPlan | None:
     """The plan for ``rows`` rows, with an untouched copy of ``tokenizer``; None without a chat template."""
     import copy
 
     if not getattr(tokenizer, "chat_template", None):
         return None
-    return FidelityPlan(copy.deepcopy(tokenizer), rows, seed, sample_rate,
-                        FIDELITY_MIN_ROWS if min_rows is None else min_rows)
+    return FidelityPlan(
+        copy.deepcopy(tokenizer), rows, seed, sample_rate, FIDELITY_MIN_ROWS if min_rows is None else min_rows
+    )
 
 
 def _structures_of(stratum: str) -> list[str]:
@@ -594,9 +677,17 @@ def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
     return dict(sorted(chosen.items()))
 
 
-def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], *, template: str,
-                        max_mismatch: float, lf_options: dict[str, Any] | None, tokenizer: str,
-                        elapsed_s: float | None, dataset_repairs: Mapping[str, int] | None = None) -> dict[str, Any]:
+def report_from_samples(
+    per_sample: list[dict[str, Any]],
+    plan: dict[str, Any],
+    *,
+    template: str,
+    max_mismatch: float,
+    lf_options: dict[str, Any] | None,
+    tokenizer: str,
+    elapsed_s: float | None,
+    dataset_repairs: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """The fidelity report from the token pass's per-sample ``fidelity`` records (no second tokenization)."""
     checked: list[dict[str, Any]] = []
     repair_rows: list[dict[str, Any]] = []  # every row with repairs, checked or not (the repairs section)
@@ -607,7 +698,9 @@ def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], 
         record = sample.get("fidelity") or {}
         stratum = record.get("stratum")
         if record.get("repairs"):
-            repair_rows.append({"repairs": record["repairs"], "status": record.get("status") if record.get("why") else None})
+            repair_rows.append(
+                {"repairs": record["repairs"], "status": record.get("status") if record.get("why") else None}
+            )
         if stratum is not None:
             strata.setdefault(stratum, {"rows": 0, "checked": 0})["rows"] += 1
         if not record.get("why"):
@@ -617,12 +710,26 @@ def report_from_samples(per_sample: list[dict[str, Any]], plan: dict[str, Any], 
         check_s += record.get("check_s") or 0.0
         kind = record["why"].split(":", 1)[0]
         why[kind] = why.get(kind, 0) + 1
-        checked.append({"index": sample["index"], "uid": sample["uid"],
-                        **{k: v for k, v in record.items() if k not in ("rank", "check_s")}})
-    report = _summarize(checked, template=template, max_mismatch=max_mismatch, total_rows=len(per_sample),
-                        repair_rows=repair_rows, dataset_repairs=dataset_repairs)
-    report["selection"] = {**plan, "checked_by_reason": dict(sorted(why.items())),
-                           "strata": dict(sorted(strata.items()))}
+        checked.append(
+            {
+                "index": sample["index"],
+                "uid": sample["uid"],
+                **{k: v for k, v in record.items() if k not in ("rank", "check_s")},
+            }
+        )
+    report = _summarize(
+        checked,
+        template=template,
+        max_mismatch=max_mismatch,
+        total_rows=len(per_sample),
+        repair_rows=repair_rows,
+        dataset_repairs=dataset_repairs,
+    )
+    report["selection"] = {
+        **plan,
+        "checked_by_reason": dict(sorted(why.items())),
+        "strata": dict(sorted(strata.items())),
+    }
     report["lf_options"] = dict(lf_options or {})
     report["tokenizer"] = tokenizer
     report["elapsed_s"] = elapsed_s  # the top-up after the pass

@@ -86,10 +86,18 @@ class RowLayout:
         columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
         formatting = entry.get("formatting", "alpaca")
         if formatting == "openai":  # LLaMA-Factory's defaults for openai are role/content tags
-            return cls(formatting, columns.get("messages") or "messages", tags.get("role_tag", "role"),
-                       tags.get("system_tag", "system"))
-        return cls(formatting, columns.get("messages") or "conversations", tags.get("role_tag", "from"),
-                   tags.get("system_tag", "system"))
+            return cls(
+                formatting,
+                columns.get("messages") or "messages",
+                tags.get("role_tag", "role"),
+                tags.get("system_tag", "system"),
+            )
+        return cls(
+            formatting,
+            columns.get("messages") or "conversations",
+            tags.get("role_tag", "from"),
+            tags.get("system_tag", "system"),
+        )
 
     def cut(self, row: dict[str, Any], pairs: int) -> dict[str, Any] | None:
         """The row with only its first ``pairs`` prompt/response pairs; None where turns do not map 1:1."""
@@ -100,11 +108,17 @@ class RowLayout:
         return {**row, self.messages: turns[: lead + 2 * pairs]}
 
 
-def _decide(row: dict[str, Any], index: int, sample: dict[str, Any], policy: str, cutoff_len: int,
-            layout: RowLayout) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+def _decide(
+    row: dict[str, Any], index: int, sample: dict[str, Any], policy: str, cutoff_len: int, layout: RowLayout
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """(kept row or None, reject or None, decision) for one sample."""
     uid = row.get("_uid") or f"row#{index}"
-    decision: dict[str, Any] = {"index": index, "uid": uid, "policy": policy, "total_tokens": sample.get("total_tokens")}
+    decision: dict[str, Any] = {
+        "index": index,
+        "uid": uid,
+        "policy": policy,
+        "total_tokens": sample.get("total_tokens"),
+    }
     if sample.get("lf_status", "ok") != "ok" or sample.get("total_tokens") is None:
         decision.update(action="not_counted", reason=sample.get("lf_status", "no_token_count"))
         return row, None, decision
@@ -113,32 +127,52 @@ def _decide(row: dict[str, Any], index: int, sample: dict[str, Any], policy: str
         decision["action"] = "kept"
         return row, None, decision
     if policy == "keep":
-        decision.update(action="kept_over_cutoff", tokens_lf_will_cut=sample.get("tokens_cut_by_lf", total - cutoff_len),
-                        supervised_tokens_lf_will_cut=sample.get("supervised_tokens_cut_by_lf"),
-                        loses_final_eos=sample.get("loses_final_eos"))
+        decision.update(
+            action="kept_over_cutoff",
+            tokens_lf_will_cut=sample.get("tokens_cut_by_lf", total - cutoff_len),
+            supervised_tokens_lf_will_cut=sample.get("supervised_tokens_cut_by_lf"),
+            loses_final_eos=sample.get("loses_final_eos"),
+        )
         return row, None, decision
     if policy == "drop":
         decision.update(action="dropped", tokens_removed=total)
-        return None, _reject(row, index, "over_cutoff_len", f"{total} tokens > training.cutoff_len {cutoff_len}"), decision
+        return (
+            None,
+            _reject(row, index, "over_cutoff_len", f"{total} tokens > training.cutoff_len {cutoff_len}"),
+            decision,
+        )
     pairs = sample.get("pair_lengths") or []
     fit, fit_tokens = turns_that_fit(pairs, cutoff_len)
     if fit == 0:
         decision.update(action="dropped", tokens_removed=total)
-        detail = (f"{total} tokens > training.cutoff_len {cutoff_len} and the first assistant turn alone needs "
-                  f"{sum(pairs[0]) if pairs else total} tokens")
+        detail = (
+            f"{total} tokens > training.cutoff_len {cutoff_len} and the first assistant turn alone needs "
+            f"{sum(pairs[0]) if pairs else total} tokens"
+        )
         return None, _reject(row, index, "first_turn_over_cutoff_len", detail), decision
     cut = layout.cut(row, fit)
     if cut is None:
         decision.update(action="dropped", tokens_removed=total)
-        detail = (f"{total} tokens > training.cutoff_len {cutoff_len}; truncate_turns cannot cut "
-                  f"formatting={layout.formatting!r} rows turn by turn, so the row is dropped")
+        detail = (
+            f"{total} tokens > training.cutoff_len {cutoff_len}; truncate_turns cannot cut "
+            f"formatting={layout.formatting!r} rows turn by turn, so the row is dropped"
+        )
         return None, _reject(row, index, "over_cutoff_len_uncuttable", detail), decision
     removed_turns = len(pairs) - fit
-    note = {"policy": "truncate_turns", "cutoff_len": cutoff_len, "tokens_before": total, "tokens_after": fit_tokens,
-            "assistant_turns_removed": removed_turns}
+    note = {
+        "policy": "truncate_turns",
+        "cutoff_len": cutoff_len,
+        "tokens_before": total,
+        "tokens_after": fit_tokens,
+        "assistant_turns_removed": removed_turns,
+    }
     truncated = _with_truncation_note(cut, note)
-    decision.update(action="truncated", tokens_after=fit_tokens, tokens_removed=total - fit_tokens,
-                    assistant_turns_removed=removed_turns)
+    decision.update(
+        action="truncated",
+        tokens_after=fit_tokens,
+        tokens_removed=total - fit_tokens,
+        assistant_turns_removed=removed_turns,
+    )
     return truncated, None, decision
 
 
@@ -177,10 +211,14 @@ def plan_overlength_policy(
     """
     layout = RowLayout.of(dataset_entry)
     if policy not in POLICIES:
-        raise ValueError(f"conversion.overlength: {policy!r} is not a policy; use one of {' | '.join(POLICIES)}")
+        raise ValueError(
+            f"conversion.overlength: {policy!r} is not a policy; use one of {' | '.join(POLICIES)}"
+        )
     if len(rows) != len(per_sample_tokens):
-        raise ValueError(f"apply_overlength_policy: {len(rows)} rows but {len(per_sample_tokens)} token records; "
-                         "pass the per_sample list token_stats returned for exactly these rows")
+        raise ValueError(
+            f"apply_overlength_policy: {len(rows)} rows but {len(per_sample_tokens)} token records; "
+            "pass the per_sample list token_stats returned for exactly these rows"
+        )
     plan = OverlengthPlan(keep=[], replacements={}, rejects=[], decisions=[])
     for index, (row, sample) in enumerate(zip(rows, per_sample_tokens, strict=True)):
         new_row, reject, decision = _decide(row, index, sample, policy, cutoff_len, layout)
@@ -193,10 +231,20 @@ def plan_overlength_policy(
         plan.decisions.append(decision)
     if tokenizer is not None and template is not None:
         indices = list(plan.replacements)
-        sink = None if ids_sink is None else (lambda position, ids, labels: ids_sink(indices[position], ids, labels))
-        samples = _verify_truncated(list(plan.replacements.values()), tokenizer, template=template,
-                                    cutoff_len=cutoff_len, lf_options=lf_options, dataset_entry=dataset_entry,
-                                    ids_sink=sink)
+        sink = (
+            None
+            if ids_sink is None
+            else (lambda position, ids, labels: ids_sink(indices[position], ids, labels))
+        )
+        samples = _verify_truncated(
+            list(plan.replacements.values()),
+            tokenizer,
+            template=template,
+            cutoff_len=cutoff_len,
+            lf_options=lf_options,
+            dataset_entry=dataset_entry,
+            ids_sink=sink,
+        )
         plan.truncated_samples = dict(zip(plan.replacements, samples, strict=True))
     return plan
 
@@ -211,20 +259,37 @@ def apply_overlength_policy(
     return kept, plan.rejects, plan.decisions
 
 
-def _verify_truncated(truncated: list[dict[str, Any]], tokenizer: Any, *, template: str, cutoff_len: int,
-                      lf_options: dict[str, Any] | None, dataset_entry: Mapping[str, Any] | None,
-                      ids_sink: Any = None) -> list[dict[str, Any]]:
+def _verify_truncated(
+    truncated: list[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    template: str,
+    cutoff_len: int,
+    lf_options: dict[str, Any] | None,
+    dataset_entry: Mapping[str, Any] | None,
+    ids_sink: Any = None,
+) -> list[dict[str, Any]]:
     """The truncated rows' token numbers; each must fit."""
     from sft.report.tokens import token_stats
 
     if not truncated:
         return []
-    per_sample, _ = token_stats(truncated, tokenizer, cutoff_len=cutoff_len, template=template, lf_options=lf_options,
-                                dataset_entry=dataset_entry, ids_sink=ids_sink, purpose="truncated_recount")
+    per_sample, _ = token_stats(
+        truncated,
+        tokenizer,
+        cutoff_len=cutoff_len,
+        template=template,
+        lf_options=lf_options,
+        dataset_entry=dataset_entry,
+        ids_sink=ids_sink,
+        purpose="truncated_recount",
+    )
     for sample in per_sample:
         if sample.get("total_tokens") is not None and sample["total_tokens"] > cutoff_len:
-            raise AssertionError(f"truncate_turns left {sample['uid']} at {sample['total_tokens']} tokens "
-                                 f"> cutoff_len {cutoff_len}: a token-counting bug, please report it")
+            raise AssertionError(
+                f"truncate_turns left {sample['uid']} at {sample['total_tokens']} tokens "
+                f"> cutoff_len {cutoff_len}: a token-counting bug, please report it"
+            )
     return per_sample
 
 
@@ -244,6 +309,8 @@ def overlength_summary(decisions: list[dict[str, Any]], *, policy: str, cutoff_l
         "tokens_removed": sum(d.get("tokens_removed", 0) for d in decisions),
         "assistant_turns_removed": sum(d.get("assistant_turns_removed", 0) for d in decisions),
         "tokens_lf_will_cut": sum(d.get("tokens_lf_will_cut", 0) or 0 for d in decisions),
-        "supervised_tokens_lf_will_cut": sum(d.get("supervised_tokens_lf_will_cut", 0) or 0 for d in decisions),
+        "supervised_tokens_lf_will_cut": sum(
+            d.get("supervised_tokens_lf_will_cut", 0) or 0 for d in decisions
+        ),
         "samples_losing_final_eos": sum(1 for d in decisions if d.get("loses_final_eos")),
     }

@@ -85,7 +85,11 @@ def per_repo_bar(top: list[dict[str, Any]], total_repos: int | None = None) -> F
 def dataset_plots(per_sample: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Figure]:
     """All dataset plots, keyed by file name (an ``AtomicFigureDataset`` with a folder path saves each)."""
     repos = stats.get("per_repo") or {}
-    cutoff = (stats.get("settings") or {}).get("cutoff_len") or (stats.get("statistics") or {}).get("cutoff_len") or 0
+    cutoff = (
+        (stats.get("settings") or {}).get("cutoff_len")
+        or (stats.get("statistics") or {}).get("cutoff_len")
+        or 0
+    )
     return {
         "token_lengths.png": token_length_histogram(per_sample, int(cutoff)),
         "turns_per_trajectory.png": turns_histogram(per_sample),

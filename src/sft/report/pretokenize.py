@@ -61,8 +61,9 @@ class IdsSpool:
         handle, name = tempfile.mkstemp(prefix=".ids-", suffix=".arrow", dir=directory)
         os.close(handle)
         self.path = Path(name)
-        self._schema = pa.schema([("index", pa.int64()), ("input_ids", pa.list_(pa.int64())),
-                                  ("labels", pa.list_(pa.int64()))])
+        self._schema = pa.schema(
+            [("index", pa.int64()), ("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64()))]
+        )
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
         self._rows: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -112,9 +113,16 @@ def _features() -> Any:
     ``input_ids`` as int32 and ``attention_mask`` as int8: its OptimizedTypedSequence for those column names)."""
     from datasets import Features, Sequence, Value
 
-    return Features({"input_ids": Sequence(Value("int32")), "attention_mask": Sequence(Value("int8")),
-                     "labels": Sequence(Value("int64")), "images": Value("null"), "videos": Value("null"),
-                     "audios": Value("null")})
+    return Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "attention_mask": Sequence(Value("int8")),
+            "labels": Sequence(Value("int64")),
+            "images": Value("null"),
+            "videos": Value("null"),
+            "audios": Value("null"),
+        }
+    )
 
 
 def write_tokenized(
@@ -153,8 +161,16 @@ def write_tokenized(
                     continue
                 if index in replacements:  # cut by the over-length policy: its re-counted ids
                     input_ids, labels = list(replacements[index][0]), list(replacements[index][1])
-                writer.write({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
-                              "images": None, "videos": None, "audios": None})
+                writer.write(
+                    {
+                        "input_ids": input_ids,
+                        "attention_mask": [1] * len(input_ids),
+                        "labels": labels,
+                        "images": None,
+                        "videos": None,
+                        "audios": None,
+                    }
+                )
                 rows += 1
                 tokens += len(input_ids)
                 next_index = next(pending, None)

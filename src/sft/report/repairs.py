@@ -55,76 +55,147 @@ class RepairRule(BaseModel):
         return f"model saw: {self.model_saw}; written: {self.written}; template fidelity {self.fidelity}: {self.why}"
 
 
-_ORDINARY = ("the repaired row is ordinary turns (text, calls, results) that LLaMA-Factory's template and the "
-             "chat template render alike")
+_ORDINARY = (
+    "the repaired row is ordinary turns (text, calls, results) that LLaMA-Factory's template and the "
+    "chat template render alike"
+)
 
 
 def _rule(kind: str, stage: Stage, model_saw: str, written: str, why: str = _ORDINARY) -> RepairRule:
     return RepairRule(kind=kind, stage=stage, model_saw=model_saw, written=written, fidelity="equal", why=why)
 
 
-REPAIRS: dict[str, RepairRule] = {rule.kind: rule for rule in (
-    # ------------------------------------------------------------------ extraction (sft.sources.harbor.atif)
-    _rule("merged_system_messages", "extraction",
-          "several leading system messages (OpenCode: provider prompt, then environment block; ATIF leading "
-          "system steps)", "one system prompt, the texts in order joined with '\\n' (also done in validation)",
-          "the row holds one system prompt, rendered as one system turn by both; two system turns of the "
-          "source are one turn in training (README)"),
-    _rule("paired_result_without_id", "extraction",
-          "ATIF observation results without source_call_id after the step's calls",
-          "each result paired with an unanswered call in call order (tool_call_id set)"),
-    _rule("empty_result_for_batched_call", "extraction",
-          "one result (the terminal screen) for a batch of several calls",
-          "the result answers the first call, the others get an empty result (LLaMA-Factory needs one per call)",
-          "an empty tool result renders as '<tool_response>\\n\\n</tool_response>' in both templates"),
-    _rule("empty_result_for_synthetic_call", "extraction",
-          "terminus-2's synthetic mark_task_complete call, whose step observation answered another call",
-          "an empty result for the synthetic call",
-          "an empty tool result renders as '<tool_response>\\n\\n</tool_response>' in both templates"),
-    _rule("mid_run_system_to_context", "extraction",
-          "a mid-run ATIF system step (OpenHands 'Retrieving content for: ...') shown to the model as context",
-          "user-side text (a user turn, or part of the next observation), never a second system message"),
-    _rule("context_into_observation", "extraction",
-          "user-side text right after a tool result",
-          "joined to that observation with a blank line ('\\n\\n')"),
-    _rule("merged_user_turns", "extraction", "two user-side turns in a row", "one user turn, joined with a blank line"),
-    _rule("merged_consecutive_agent_steps", "extraction",
-          "one response written as two agent steps (codex: the message, then its function_call)",
-          "one assistant turn: the text and the calls"),
-    _rule("dropped_copied_context", "extraction",
-          "copied main-history steps at the start of a summarisation sub-agent / continuation (is_copied_context)",
-          "with conversion.copied_context: drop the conversation starts after the last copied assistant turn "
-          "(counted in copied assistant turns); the same turns are never trained twice",
-          "the row starts at a user turn like any other row; what is left out is not in the row at all"),
-    _rule("stripped_harbor_decorations", "extraction",
-          "the tool result text without Harbor's '[metadata] {...}' suffix and '[stdout]' copies (ClaudeCode."
-          "_format_tool_result adds them to the ATIF file, not to what the model read)",
-          "the model-visible tool result (the raw result when the file has it)"),
-    # ------------------------------------------------------------------ validation (sft.rules.validate)
-    _rule("trimmed_aborted_final_turn", "validation",
-          "an aborted last request: an empty final assistant response",
-          "the trajectory up to its last complete assistant turn; the empty turn is counted in "
-          "dropped_model_turns.aborted_empty_response"),
-    _rule("lone_surrogates", "validation", "text with lone UTF-16 surrogates (not encodable as UTF-8)",
-          "each replaced with U+FFFD", "the row's text is valid UTF-8 and tokenized alike by both"),
-    _rule("filled_tool_call_ids", "validation", "tool calls / results without ids",
-          "ids call_NNNNNN, results matched to the turn's calls in order",
-          "neither template renders call ids; only the pairing (one result per call, in order) matters"),
-    _rule("reordered_tool_results", "validation", "parallel results in another order than the calls",
-          "results in call order (matched by id)",
-          "both templates render results in the order written; call order is the order both expect"),
-    _rule("empty_tool_output", "validation", "the scaffold placeholder '(empty)' (the model saw no output)",
-          "an empty tool result", "an empty tool result renders alike in both templates"),
-    _rule("dropped_tool_errors", "validation",
-          "failed tool calls and their error results (conversion.drop_tool_errors: true)",
-          "the turn without the failed calls; a turn left without calls is removed"),
-    _rule("trimmed_tail", "validation", "trailing tool results / user text after the last assistant turn",
-          "the row ends on its last assistant turn (a training row must end on one)"),
-    # ------------------------------------------------------------------ ready-made data (sft.engine.ready)
-    _rule("empty_tools_array", "ready_data", "tools '[]' (no tools)", "tools '' (no tools)",
-          "with '' neither renders a tools block; '[]' would make LLaMA-Factory render an empty '# Tools' block "
-          "the chat template omits (the mismatch this repair removes)"),
-)}
+REPAIRS: dict[str, RepairRule] = {
+    rule.kind: rule
+    for rule in (
+        # ------------------------------------------------------------------ extraction (sft.sources.harbor.atif)
+        _rule(
+            "merged_system_messages",
+            "extraction",
+            "several leading system messages (OpenCode: provider prompt, then environment block; ATIF leading "
+            "system steps)",
+            "one system prompt, the texts in order joined with '\\n' (also done in validation)",
+            "the row holds one system prompt, rendered as one system turn by both; two system turns of the "
+            "source are one turn in training (README)",
+        ),
+        _rule(
+            "paired_result_without_id",
+            "extraction",
+            "ATIF observation results without source_call_id after the step's calls",
+            "each result paired with an unanswered call in call order (tool_call_id set)",
+        ),
+        _rule(
+            "empty_result_for_batched_call",
+            "extraction",
+            "one result (the terminal screen) for a batch of several calls",
+            "the result answers the first call, the others get an empty result (LLaMA-Factory needs one per call)",
+            "an empty tool result renders as '<tool_response>\\n\\n</tool_response>' in both templates",
+        ),
+        _rule(
+            "empty_result_for_synthetic_call",
+            "extraction",
+            "terminus-2's synthetic mark_task_complete call, whose step observation answered another call",
+            "an empty result for the synthetic call",
+            "an empty tool result renders as '<tool_response>\\n\\n</tool_response>' in both templates",
+        ),
+        _rule(
+            "mid_run_system_to_context",
+            "extraction",
+            "a mid-run ATIF system step (OpenHands 'Retrieving content for: ...') shown to the model as context",
+            "user-side text (a user turn, or part of the next observation), never a second system message",
+        ),
+        _rule(
+            "context_into_observation",
+            "extraction",
+            "user-side text right after a tool result",
+            "joined to that observation with a blank line ('\\n\\n')",
+        ),
+        _rule(
+            "merged_user_turns",
+            "extraction",
+            "two user-side turns in a row",
+            "one user turn, joined with a blank line",
+        ),
+        _rule(
+            "merged_consecutive_agent_steps",
+            "extraction",
+            "one response written as two agent steps (codex: the message, then its function_call)",
+            "one assistant turn: the text and the calls",
+        ),
+        _rule(
+            "dropped_copied_context",
+            "extraction",
+            "copied main-history steps at the start of a summarisation sub-agent / continuation (is_copied_context)",
+            "with conversion.copied_context: drop the conversation starts after the last copied assistant turn "
+            "(counted in copied assistant turns); the same turns are never trained twice",
+            "the row starts at a user turn like any other row; what is left out is not in the row at all",
+        ),
+        _rule(
+            "stripped_harbor_decorations",
+            "extraction",
+            "the tool result text without Harbor's '[metadata] {...}' suffix and '[stdout]' copies (ClaudeCode."
+            "_format_tool_result adds them to the ATIF file, not to what the model read)",
+            "the model-visible tool result (the raw result when the file has it)",
+        ),
+        # ------------------------------------------------------------------ validation (sft.rules.validate)
+        _rule(
+            "trimmed_aborted_final_turn",
+            "validation",
+            "an aborted last request: an empty final assistant response",
+            "the trajectory up to its last complete assistant turn; the empty turn is counted in "
+            "dropped_model_turns.aborted_empty_response",
+        ),
+        _rule(
+            "lone_surrogates",
+            "validation",
+            "text with lone UTF-16 surrogates (not encodable as UTF-8)",
+            "each replaced with U+FFFD",
+            "the row's text is valid UTF-8 and tokenized alike by both",
+        ),
+        _rule(
+            "filled_tool_call_ids",
+            "validation",
+            "tool calls / results without ids",
+            "ids call_NNNNNN, results matched to the turn's calls in order",
+            "neither template renders call ids; only the pairing (one result per call, in order) matters",
+        ),
+        _rule(
+            "reordered_tool_results",
+            "validation",
+            "parallel results in another order than the calls",
+            "results in call order (matched by id)",
+            "both templates render results in the order written; call order is the order both expect",
+        ),
+        _rule(
+            "empty_tool_output",
+            "validation",
+            "the scaffold placeholder '(empty)' (the model saw no output)",
+            "an empty tool result",
+            "an empty tool result renders alike in both templates",
+        ),
+        _rule(
+            "dropped_tool_errors",
+            "validation",
+            "failed tool calls and their error results (conversion.drop_tool_errors: true)",
+            "the turn without the failed calls; a turn left without calls is removed",
+        ),
+        _rule(
+            "trimmed_tail",
+            "validation",
+            "trailing tool results / user text after the last assistant turn",
+            "the row ends on its last assistant turn (a training row must end on one)",
+        ),
+        # ------------------------------------------------------------------ ready-made data (sft.engine.ready)
+        _rule(
+            "empty_tools_array",
+            "ready_data",
+            "tools '[]' (no tools)",
+            "tools '' (no tools)",
+            "with '' neither renders a tools block; '[]' would make LLaMA-Factory render an empty '# Tools' block "
+            "the chat template omits (the mismatch this repair removes)",
+        ),
+    )
+}
 
 
 def kind_of(name: str) -> str:
@@ -141,14 +212,23 @@ def row_repairs(row: Mapping[str, Any]) -> dict[str, int]:
     return {kind_of(k): int(v) for k, v in sorted(counts.items()) if isinstance(v, int) and v > 0}
 
 
-def verify_by_design(repairs: Iterable[str], lf_ids: list[int], hf_ids: list[int], tokenizer: Any,
-                     registry: Mapping[str, RepairRule] | None = None) -> str | None:
+def verify_by_design(
+    repairs: Iterable[str],
+    lf_ids: list[int],
+    hf_ids: list[int],
+    tokenizer: Any,
+    registry: Mapping[str, RepairRule] | None = None,
+) -> str | None:
     """The first of a mismatching row's ``by_design`` repair kinds whose verifier recognises the difference."""
     rules = REPAIRS if registry is None else registry
     for kind in sorted(repairs):
         rule = rules.get(kind)
-        if rule is not None and rule.fidelity == "by_design" and rule.verify is not None \
-                and rule.verify(lf_ids, hf_ids, tokenizer):
+        if (
+            rule is not None
+            and rule.fidelity == "by_design"
+            and rule.verify is not None
+            and rule.verify(lf_ids, hf_ids, tokenizer)
+        ):
             return kind
     return None
 
@@ -160,15 +240,21 @@ def _bucket(status: str) -> str:
     return "mismatch"  # mismatch, chat-template render error, LLaMA-Factory drop / abort: all fail
 
 
-SECTION_RULE = ("Per repair kind present: rows carrying it, rows checked (every row with a rare repair kind is "
-                "checked, see selection), their statuses (equal / by_design / mismatch) and the registry's "
-                "explanation (sft.report.repairs.REPAIRS). A repaired row mismatching for its repair's documented "
-                "by-design reason is by_design:repair:<kind>; by_design:empty_think / history_reasoning are the template's "
-                "own differences on any row (see by_design), not the repair's; any mismatch fails like on any row.")
+SECTION_RULE = (
+    "Per repair kind present: rows carrying it, rows checked (every row with a rare repair kind is "
+    "checked, see selection), their statuses (equal / by_design / mismatch) and the registry's "
+    "explanation (sft.report.repairs.REPAIRS). A repaired row mismatching for its repair's documented "
+    "by-design reason is by_design:repair:<kind>; by_design:empty_think / history_reasoning are the template's "
+    "own differences on any row (see by_design), not the repair's; any mismatch fails like on any row."
+)
 
 
-def repairs_section(samples: Iterable[Mapping[str, Any]], *, dataset_counts: Mapping[str, int] | None = None,
-                    registry: Mapping[str, RepairRule] | None = None) -> dict[str, Any]:
+def repairs_section(
+    samples: Iterable[Mapping[str, Any]],
+    *,
+    dataset_counts: Mapping[str, int] | None = None,
+    registry: Mapping[str, RepairRule] | None = None,
+) -> dict[str, Any]:
     """The fidelity report's ``repairs`` section from per-row records (``repairs``, and ``status`` when checked).
 
     ``dataset_counts`` is the conversion report's ``repairs`` (kind -> count over the written rows): it names
@@ -197,10 +283,19 @@ def repairs_section(samples: Iterable[Mapping[str, Any]], *, dataset_counts: Map
         rule = rules.get(kind)
         item["registered"] = rule is not None
         if rule is not None:
-            item.update(stage=rule.stage, fidelity=rule.fidelity, model_saw=rule.model_saw, written=rule.written,
-                        explanation=rule.why)
+            item.update(
+                stage=rule.stage,
+                fidelity=rule.fidelity,
+                model_saw=rule.model_saw,
+                written=rule.written,
+                explanation=rule.why,
+            )
     unregistered = sorted(k for k, v in kinds.items() if not v["registered"])
     mismatching = sorted(k for k, v in kinds.items() if v["statuses"].get("mismatch"))
-    return {"rule": SECTION_RULE, "kinds": dict(sorted(kinds.items())), "unregistered": unregistered,
-            "mismatching": mismatching,
-            "all_explained": not unregistered and not mismatching}
+    return {
+        "rule": SECTION_RULE,
+        "kinds": dict(sorted(kinds.items())),
+        "unregistered": unregistered,
+        "mismatching": mismatching,
+        "all_explained": not unregistered and not mismatching,
+    }

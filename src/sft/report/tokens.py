@@ -147,7 +147,11 @@ def lf_template(tokenizer: Any, data_args: Any) -> Any:
 @contextlib.contextmanager
 def quiet_llamafactory(level: int = logging.ERROR) -> Iterator[None]:
     """Silence LLaMA-Factory's per-row warnings (we count the same events and report them once)."""
-    names = ("llamafactory.data.converter", "llamafactory.data.template", "llamafactory.data.processor.supervised")
+    names = (
+        "llamafactory.data.converter",
+        "llamafactory.data.template",
+        "llamafactory.data.processor.supervised",
+    )
     loggers = [logging.getLogger(name) for name in names]
     previous = [lg.level for lg in loggers]
     if all(old == level for old in previous):
@@ -211,8 +215,10 @@ def align_row(row: dict[str, Any], converter: Any) -> AlignedRow:
             example[column] = None  # a column the file does not have reads as null
     tools = example.get(attr.tools) if attr.tools else None
     if tools is not None and not isinstance(tools, str):
-        return AlignedRow(status="abort:tools_not_a_string",
-                          detail=f"tools is a {type(tools).__name__}; LLaMA-Factory needs a JSON string")
+        return AlignedRow(
+            status="abort:tools_not_a_string",
+            detail=f"tools is a {type(tools).__name__}; LLaMA-Factory needs a JSON string",
+        )
     try:
         with quiet_llamafactory():
             aligned = converter(example)
@@ -220,11 +226,15 @@ def align_row(row: dict[str, Any], converter: Any) -> AlignedRow:
         return AlignedRow(status="drop:malformed_row", detail=f"{type(exc).__name__}: {exc}")
     prompt, response = aligned["_prompt"], aligned["_response"]
     if not prompt and not response:
-        return AlignedRow(status="drop:invalid_role_order_or_count",
-                          detail="LLaMA-Factory's converter skips it ('Skipping this abnormal example')")
+        return AlignedRow(
+            status="drop:invalid_role_order_or_count",
+            detail="LLaMA-Factory's converter skips it ('Skipping this abnormal example')",
+        )
     if len(prompt) % 2 != 1 or len(response) != 1:
         return AlignedRow(status="drop:invalid_example", detail="the supervised processor drops it")
-    return AlignedRow(prompt=prompt, response=response, system=aligned["_system"] or "", tools=aligned["_tools"] or "")
+    return AlignedRow(
+        prompt=prompt, response=response, system=aligned["_system"] or "", tools=aligned["_tools"] or ""
+    )
 
 
 # --------------------------------------------------------------------------------------------- recording
@@ -259,14 +269,17 @@ class RenderedRow:
     pairs: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
 
-def render_row(aligned: AlignedRow, template: Any, recorder: RecordingTokenizer, data_args: Any) -> RenderedRow:
+def render_row(
+    aligned: AlignedRow, template: Any, recorder: RecordingTokenizer, data_args: Any
+) -> RenderedRow:
     """``Template.encode_multiturn`` with the recording tokenizer (LLaMA-Factory's code, no tokenizing)."""
     if aligned.status != "ok":
         return RenderedRow(aligned)
     discarding_history_cot = bool(data_args.mask_history) and not template.preserve_thinking
     try:
-        pairs = template.encode_multiturn(recorder, aligned.messages, aligned.system, aligned.tools,
-                                          discarding_history_cot)
+        pairs = template.encode_multiturn(
+            recorder, aligned.messages, aligned.system, aligned.tools, discarding_history_cot
+        )
     except RuntimeError as exc:  # FunctionFormatter / ToolFormatter: "Invalid JSON format in ..."
         aligned.status, aligned.detail = "abort:invalid_json", str(exc)[:300]
         return RenderedRow(aligned)
@@ -307,7 +320,9 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], need_ids: set[str]) -> En
                 if text in need_ids:
                     ids[text] = enc.ids
         else:  # a slow tokenizer: correct, only slower
-            for text, token_ids in zip(batch, tokenizer(batch, add_special_tokens=False)["input_ids"], strict=True):
+            for text, token_ids in zip(
+                batch, tokenizer(batch, add_special_tokens=False)["input_ids"], strict=True
+            ):
                 lengths[text] = len(token_ids)
                 if text in need_ids:
                     ids[text] = list(token_ids)
@@ -331,8 +346,12 @@ class SpecialIds:
             ids = tokenizer.encode(token, add_special_tokens=False)
             return ids[0] if len(ids) == 1 else None
 
-        return cls(single(THINK_OPEN_TOKEN), single(THINK_CLOSE_TOKEN), single(TOOL_RESPONSE_OPEN_TOKEN),
-                   single(TOOL_RESPONSE_CLOSE_TOKEN))
+        return cls(
+            single(THINK_OPEN_TOKEN),
+            single(THINK_CLOSE_TOKEN),
+            single(TOOL_RESPONSE_OPEN_TOKEN),
+            single(TOOL_RESPONSE_CLOSE_TOKEN),
+        )
 
 
 def reasoning_token_count(text: str, ids: list[int] | None, special: SpecialIds) -> int:
@@ -409,8 +428,9 @@ def conversation_counts(aligned: AlignedRow) -> dict[str, Any]:
             calls = parse_function_call(content)
             calls_per_turn.append(len(calls) if calls is not None else 0)
         elif message["role"] == "observation":
-            tool_errors += sum(part.lstrip().startswith(TOOL_ERROR_PREFIXES)
-                               for part in content.split(OBSERVATION_SEPARATOR))
+            tool_errors += sum(
+                part.lstrip().startswith(TOOL_ERROR_PREFIXES) for part in content.split(OBSERVATION_SEPARATOR)
+            )
     return {
         "turns": len(roles),
         "assistant_turns": sum(r in ("assistant", "function") for r in roles),
@@ -444,8 +464,13 @@ def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int
     return lf_infer_seqlen(source_len, target_len, cutoff_len)
 
 
-def simulate_truncation(pairs: list[tuple[int, int]], cutoff_len: int, *, mask_history: bool = False,
-                        train_on_prompt: bool = False) -> tuple[int, int]:
+def simulate_truncation(
+    pairs: list[tuple[int, int]],
+    cutoff_len: int,
+    *,
+    mask_history: bool = False,
+    train_on_prompt: bool = False,
+) -> tuple[int, int]:
     """(tokens kept, supervised tokens kept) after the supervised processor's cutoff loop."""
     order = pairs[::-1] if mask_history else pairs
     total = supervised = 0
@@ -470,22 +495,30 @@ class _Context:
     cutoff_len: int
     converter: Any = None
     fidelity: Any = None  # sft.report.fidelity.FidelityPlan: which rows to compare with the chat template
-    want_ids: bool = False  # hand LLaMA-Factory's (input_ids, labels) of every row to the caller (pretokenize)
+    want_ids: bool = (
+        False  # hand LLaMA-Factory's (input_ids, labels) of every row to the caller (pretokenize)
+    )
 
 
 def _marker_len(marker: int, texts: list[str], encoded: EncodedTexts) -> int:
     return encoded.lengths[texts[-marker - 1]] if marker < 0 else 1
 
 
-def _sample_tokens(rendered: RenderedRow, texts: list[str], encoded: EncodedTexts, ctx: _Context) -> dict[str, Any]:
+def _sample_tokens(
+    rendered: RenderedRow, texts: list[str], encoded: EncodedTexts, ctx: _Context
+) -> dict[str, Any]:
     """Exact per-sample numbers from the encoded element strings."""
     data_args = ctx.data_args
     messages = rendered.aligned.messages
     pair_lengths: list[tuple[int, int]] = []
     reasoning = tool_output = 0
     for turn, (src, tgt) in enumerate(rendered.pairs):
-        pair_lengths.append((sum(_marker_len(m, texts, encoded) for m in src),
-                             sum(_marker_len(m, texts, encoded) for m in tgt)))
+        pair_lengths.append(
+            (
+                sum(_marker_len(m, texts, encoded) for m in src),
+                sum(_marker_len(m, texts, encoded) for m in tgt),
+            )
+        )
         for marker in tgt:
             if marker < 0:
                 text = texts[-marker - 1]
@@ -495,7 +528,9 @@ def _sample_tokens(rendered: RenderedRow, texts: list[str], encoded: EncodedText
             for marker in src:
                 text = texts[-marker - 1] if marker < 0 else ""
                 if text and query["content"] in text:  # the observation slot, not the system / thought pieces
-                    tool_output += tool_output_token_count(encoded.ids.get(text), encoded.lengths[text], ctx.special)
+                    tool_output += tool_output_token_count(
+                        encoded.ids.get(text), encoded.lengths[text], ctx.special
+                    )
     eos_extra = 1 if ctx.template.efficient_eos else 0
     total = sum(s + t for s, t in pair_lengths) + eos_extra
     if data_args.train_on_prompt:
@@ -504,8 +539,12 @@ def _sample_tokens(rendered: RenderedRow, texts: list[str], encoded: EncodedText
         supervised = (pair_lengths[-1][1] if pair_lengths else 0) + eos_extra
     else:
         supervised = sum(t for _, t in pair_lengths) + eos_extra
-    kept, supervised_kept = simulate_truncation(pair_lengths, ctx.cutoff_len, mask_history=bool(data_args.mask_history),
-                                                train_on_prompt=bool(data_args.train_on_prompt))
+    kept, supervised_kept = simulate_truncation(
+        pair_lengths,
+        ctx.cutoff_len,
+        mask_history=bool(data_args.mask_history),
+        train_on_prompt=bool(data_args.train_on_prompt),
+    )
     kept += eos_extra
     supervised_kept += eos_extra
     last_target = pair_lengths[-1][1] if pair_lengths else 0
@@ -578,8 +617,16 @@ def token_stats(
     data_args = lf_data_args(template, options=lf_options)
     tpl = lf_template(tokenizer, data_args)
     converter = dataset_converter(data_args, dataset_entry)
-    ctx = _Context(tokenizer, tpl, data_args, SpecialIds.of(tokenizer), cutoff_len, converter, fidelity,
-                   ids_sink is not None)
+    ctx = _Context(
+        tokenizer,
+        tpl,
+        data_args,
+        SpecialIds.of(tokenizer),
+        cutoff_len,
+        converter,
+        fidelity,
+        ids_sink is not None,
+    )
     per_sample: list[dict[str, Any]] = []
     with quiet_llamafactory():  # once for the whole run, not per row (see quiet_llamafactory)
         for samples in _all_chunks(rows, ctx, chunk_rows, workers):
@@ -590,13 +637,15 @@ def token_stats(
             per_sample.extend(samples)
     elapsed = time.perf_counter() - started
     summary = summarize(per_sample, cutoff_len=cutoff_len)
-    summary.update({
-        "template": template,
-        "lf_options": dict(lf_options or {}),
-        "tokenizer": getattr(tokenizer, "name_or_path", ""),
-        "elapsed_s": round(elapsed, 3),
-        "tokens_per_s": round(summary["tokens"]["total"] / elapsed) if elapsed > 0 else None,
-    })
+    summary.update(
+        {
+            "template": template,
+            "lf_options": dict(lf_options or {}),
+            "tokenizer": getattr(tokenizer, "name_or_path", ""),
+            "elapsed_s": round(elapsed, 3),
+            "tokens_per_s": round(summary["tokens"]["total"] / elapsed) if elapsed > 0 else None,
+        }
+    )
     return per_sample, summary
 
 
@@ -627,7 +676,11 @@ def _render_chunk(chunk: Sequence[dict[str, Any]], chunk_start: int, ctx: _Conte
         item = render_row(aligned, ctx.template, recorder, ctx.data_args)
         rendered.append(item)
         need |= _needs_ids(item, recorder.texts)
-        check = ctx.fidelity.selects(row, item.aligned, chunk_start + offset) if ctx.fidelity is not None else None
+        check = (
+            ctx.fidelity.selects(row, item.aligned, chunk_start + offset)
+            if ctx.fidelity is not None
+            else None
+        )
         checks.append(check)
         if item.aligned.status == "ok" and (check is not None or ctx.want_ids):
             need.update(recorder.texts[first_text:])  # every id of this row is needed, not just its length
@@ -655,23 +708,33 @@ def _count_chunk(part: _RenderedChunk, encoded: EncodedTexts, ctx: _Context) -> 
                 if check is not None:
                     check_started = time.perf_counter()
                     result = ctx.fidelity.check(item.aligned, _full_ids(pair_ids, ctx), row)
-                    sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned), **result,
-                                          "check_s": time.perf_counter() - check_started}
+                    sample["fidelity"] = {
+                        "why": check,
+                        "stratum": ctx.fidelity.stratum(row, item.aligned),
+                        **result,
+                        "check_s": time.perf_counter() - check_started,
+                    }
                 if ctx.want_ids:
                     sample["_lf_ids"] = supervised_ids(pair_ids, ctx)
         else:
             sample["lf_detail"] = item.aligned.detail
             if check is not None:  # LLaMA-Factory drops / aborts on it: a failing fidelity row
-                sample["fidelity"] = {"why": check, "stratum": ctx.fidelity.stratum(row, item.aligned),
-                                      "status": item.aligned.status, "detail": item.aligned.detail,
-                                      **ctx.fidelity.row_facts(row)}
+                sample["fidelity"] = {
+                    "why": check,
+                    "stratum": ctx.fidelity.stratum(row, item.aligned),
+                    "status": item.aligned.status,
+                    "detail": item.aligned.detail,
+                    **ctx.fidelity.row_facts(row),
+                }
         if check is None and ctx.fidelity is not None:
             sample["fidelity"] = ctx.fidelity.unchecked(row, item.aligned, chunk_start + offset)
         samples.append(sample)
     return samples
 
 
-def _pair_ids(item: RenderedRow, texts: list[str], encoded: EncodedTexts) -> list[tuple[list[int], list[int]]]:
+def _pair_ids(
+    item: RenderedRow, texts: list[str], encoded: EncodedTexts
+) -> list[tuple[list[int], list[int]]]:
     """The row's (source ids, target ids) pairs, exactly what ``Template.encode_multiturn`` returns for it."""
 
     def ids_of(markers: list[int]) -> list[int]:
@@ -694,7 +757,9 @@ def _full_ids(pair_ids: list[tuple[list[int], list[int]]], ctx: _Context) -> lis
     return ids
 
 
-def supervised_ids(pair_ids: list[tuple[list[int], list[int]]], ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
+def supervised_ids(
+    pair_ids: list[tuple[list[int], list[int]]], ctx: _Context
+) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, labels) as LLaMA-Factory 0.9.5's ``SupervisedDatasetProcessor._encode_data_example`` builds
     them from the pairs (cutoff_len with its ``infer_seqlen``, mask_history, train_on_prompt, efficient_eos).
 
@@ -737,12 +802,15 @@ def _worker_count(num_workers: int | None) -> int:
     if num_workers is None:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"token_stats: num_workers={num_workers!r}; use an integer >= 1 (or None for one per CPU)")
+        raise ValueError(
+            f"token_stats: num_workers={num_workers!r}; use an integer >= 1 (or None for one per CPU)"
+        )
     return num_workers
 
 
-def _all_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int,
-                workers: int) -> Iterator[list[dict[str, Any]]]:
+def _all_chunks(
+    rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int, workers: int
+) -> Iterator[list[dict[str, Any]]]:
     """The chunks' samples in row order: in this process, or in forked workers when that can help."""
     if chunk_rows < 1:
         raise ValueError(f"token_stats: chunk_rows={chunk_rows!r}; use an integer >= 1")
@@ -763,7 +831,9 @@ def _all_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int,
     yield from _overlapped_chunks(rows, ctx, chunk_rows)
 
 
-def _overlapped_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
+def _overlapped_chunks(
+    rows: Sequence[dict[str, Any]], ctx: _Context, chunk_rows: int
+) -> Iterator[list[dict[str, Any]]]:
     """One process: chunk k is encoded on a thread (Rust, GIL released) while chunk k+1 is rendered."""
     size = min(chunk_rows, OVERLAP_CHUNK_ROWS)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-stats-encode") as encoder:
@@ -792,7 +862,9 @@ def _pool_chunk(chunk_start: int, chunk: list[dict[str, Any]] | list[bytes]) -> 
         return _chunk_samples(rows, chunk_start, _POOL_CONTEXT)
 
 
-def _chunk_payload(rows: Sequence[dict[str, Any]], start: int, size: int) -> list[dict[str, Any]] | list[bytes]:
+def _chunk_payload(
+    rows: Sequence[dict[str, Any]], start: int, size: int
+) -> list[dict[str, Any]] | list[bytes]:
     """What a worker gets for a chunk: spooled rows as bytes (the parent neither parses nor pickles dicts:
     with MB-sized agent rows that serial work starved the workers), other rows as they are."""
     if hasattr(rows, "row_bytes"):
@@ -813,8 +885,9 @@ def _env_default(name: str, value: str) -> Iterator[None]:
         os.environ.pop(name, None)
 
 
-def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
-                 workers: int) -> Iterator[list[dict[str, Any]]]:
+def _pool_chunks(
+    rows: Sequence[dict[str, Any]], ctx: _Context, size: int, workers: int
+) -> Iterator[list[dict[str, Any]]]:
     """Chunks counted by ``workers`` forked processes, yielded in submission order (bounded window)."""
     global _POOL_CONTEXT
     starts = list(range(0, len(rows), size))
@@ -845,8 +918,11 @@ def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
                 submit(pool, 1)
                 yield samples
     except BrokenProcessPool as exc:
-        logger.warning("token_stats: a worker died (%s); counting the remaining %d chunk(s) in this process",
-                       exc, len(starts) - done)
+        logger.warning(
+            "token_stats: a worker died (%s); counting the remaining %d chunk(s) in this process",
+            exc,
+            len(starts) - done,
+        )
         for start in starts[done:]:
             yield _chunk_samples(rows[start : start + size], start, ctx)
     finally:
@@ -856,15 +932,32 @@ def _pool_chunks(rows: Sequence[dict[str, Any]], ctx: _Context, size: int,
 def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
     """min / mean / p50 / p90 / p99 / max / sum (numpy linear percentiles); None fields when empty."""
     if not values:
-        return {"count": 0, "min": None, "mean": None, "p50": None, "p90": None, "p99": None, "max": None, "sum": 0}
+        return {
+            "count": 0,
+            "min": None,
+            "mean": None,
+            "p50": None,
+            "p90": None,
+            "p99": None,
+            "max": None,
+            "sum": 0,
+        }
     arr = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])
 
     def clean(x: float) -> float | int:
         return int(x) if float(x).is_integer() else round(float(x), 3)
 
-    return {"count": int(arr.size), "min": clean(arr.min()), "mean": round(float(arr.mean()), 3), "p50": clean(p50),
-            "p90": clean(p90), "p99": clean(p99), "max": clean(arr.max()), "sum": clean(arr.sum())}
+    return {
+        "count": int(arr.size),
+        "min": clean(arr.min()),
+        "mean": round(float(arr.mean()), 3),
+        "p50": clean(p50),
+        "p90": clean(p90),
+        "p99": clean(p99),
+        "max": clean(arr.max()),
+        "sum": clean(arr.sum()),
+    }
 
 
 def summarize(per_sample: list[dict[str, Any]], *, cutoff_len: int) -> dict[str, Any]:
@@ -893,7 +986,12 @@ def summarize(per_sample: list[dict[str, Any]], *, cutoff_len: int) -> dict[str,
             for metric in DISTRIBUTION_METRICS
         },
         "tool_calls_per_turn": distribution(calls_per_turn),
-        "tokens": {"total": total, "supervised": supervised, "reasoning": reasoning, "tool_output": tool_output},
+        "tokens": {
+            "total": total,
+            "supervised": supervised,
+            "reasoning": reasoning,
+            "tool_output": tool_output,
+        },
         "shares": {
             "supervised_of_total": share(supervised, total),
             "reasoning_of_total": share(reasoning, total),

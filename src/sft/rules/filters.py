@@ -43,7 +43,9 @@ def outcome_keep(
       unresolved or all trials (reasons ``not_resolved`` / ``resolved``).
     """
     if instance_status not in ("resolved", "unresolved", "all"):
-        raise ValueError(f"conversion.instance_status must be resolved | unresolved | all, got {instance_status!r}")
+        raise ValueError(
+            f"conversion.instance_status must be resolved | unresolved | all, got {instance_status!r}"
+        )
     if exception_type and not keep_exception_trials:
         return False, "exception"
     if reward is None or (isinstance(reward, float) and math.isnan(reward)):
@@ -105,7 +107,7 @@ class ExclusionList:
         if not file.is_file():
             raise FileNotFoundError(
                 f"conversion.exclude_repos_file: {file} does not exist. Create it (one owner/repo per line, "
-                "e.g. with scripts/generate_excluded_repos.py) or set exclude_repos_file: \"\" to disable"
+                'e.g. with scripts/generate_excluded_repos.py) or set exclude_repos_file: "" to disable'
             )
         data = file.read_bytes()
         return cls.from_text(data.decode("utf-8"), source=str(file), sha256=hashlib.sha256(data).hexdigest())
@@ -118,8 +120,10 @@ class ExclusionList:
             if not line or line.startswith("#"):
                 continue
             if not _REPO_LINE.match(line):
-                raise ValueError(f"{source}:{number}: {line!r} is not 'owner/repo' (one repository per line, "
-                                 "'#' starts a comment line)")
+                raise ValueError(
+                    f"{source}:{number}: {line!r} is not 'owner/repo' (one repository per line, "
+                    "'#' starts a comment line)"
+                )
             repos.append(line)
         digest = sha256 if sha256 is not None else hashlib.sha256(text.encode("utf-8")).hexdigest()
         return cls(source=source, repos=tuple(dict.fromkeys(repos)), sha256=digest)
@@ -213,9 +217,15 @@ def cap_per_instance(trajs: Iterable[RowT], k: int) -> tuple[list[RowT], list[Ro
     items = list(trajs)
     if k <= 0:
         return items, []
-    ranked = sorted(range(len(items)), key=lambda i: (
-        items[i].meta.instance_id, items[i].meta.agent_type != "main", items[i].meta.trial_name,
-        items[i].meta.trajectory_index))
+    ranked = sorted(
+        range(len(items)),
+        key=lambda i: (
+            items[i].meta.instance_id,
+            items[i].meta.agent_type != "main",
+            items[i].meta.trial_name,
+            items[i].meta.trajectory_index,
+        ),
+    )
     taken: dict[str, int] = defaultdict(int)
     keep: set[int] = set()
     for index in ranked:
@@ -251,7 +261,8 @@ def content_hash_of_dump(messages: list[dict[str, Any]], tools: list[dict[str, A
     data = orjson_if_same_as_json(payload, sort_keys=True, free_form=(arguments, tools))
     if data is None:
         data = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "surrogatepass")
+            "utf-8", "surrogatepass"
+        )
     return hashlib.sha256(data).hexdigest()
 
 
@@ -301,7 +312,8 @@ def _exact_json_types_without_floats(value: Any) -> bool:
 
 
 def dedup_exact(
-    items: Iterable[T], key: Callable[[T], str] = content_hash  # type: ignore[assignment]
+    items: Iterable[T],
+    key: Callable[[T], str] = content_hash,  # type: ignore[assignment]
 ) -> tuple[list[T], list[T]]:
     """Drop exact duplicates (same content hash), keeping the first occurrence; returns ``(kept, dropped)``.
 

@@ -27,10 +27,30 @@ from typing import Any
 # Defaults of every LLaMA-Factory template (data/template.py) and of DatasetAttr (data/parser.py).
 THOUGHT_WORDS = ("<think>\n", "\n</think>\n\n")
 TOOL_CALL_WORDS = ("<tool_call>", "</tool_call>")
-TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
-             "system_tag")
-COLUMN_NAMES = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
-                "audios", "chosen", "rejected", "kto_tag")
+TAG_NAMES = (
+    "role_tag",
+    "content_tag",
+    "user_tag",
+    "assistant_tag",
+    "observation_tag",
+    "function_tag",
+    "system_tag",
+)
+COLUMN_NAMES = (
+    "prompt",
+    "query",
+    "response",
+    "history",
+    "messages",
+    "system",
+    "tools",
+    "images",
+    "videos",
+    "audios",
+    "chosen",
+    "rejected",
+    "kto_tag",
+)
 DEFAULT_TAGS: dict[str, str] = {
     "role_tag": "from",
     "content_tag": "value",
@@ -108,7 +128,9 @@ def parse_function_call_value(content: str) -> list[tuple[Any, Any]]:
     try:
         calls = json.loads(json_part)
     except json.JSONDecodeError as error:
-        raise ValueError(f"invalid JSON ({error.msg} at char {error.pos}) in {_preview(json_part)}") from error
+        raise ValueError(
+            f"invalid JSON ({error.msg} at char {error.pos}) in {_preview(json_part)}"
+        ) from error
     if not isinstance(calls, list):
         calls = [calls]
     parsed: list[tuple[Any, Any]] = []
@@ -131,9 +153,14 @@ def check_function_call_value(content: str, where: str) -> list[str]:
     problems = []
     for name, arguments in calls:
         if not isinstance(arguments, dict):
-            problems.append(_v("warn", "non_object_arguments",
-                               f"{where}: call {name!r} has arguments of type {type(arguments).__name__} "
-                               f"({_preview(arguments)}); LLaMA-Factory renders them double-encoded"))
+            problems.append(
+                _v(
+                    "warn",
+                    "non_object_arguments",
+                    f"{where}: call {name!r} has arguments of type {type(arguments).__name__} "
+                    f"({_preview(arguments)}); LLaMA-Factory renders them double-encoded",
+                )
+            )
         if not isinstance(name, str) or not name:
             problems.append(_v("warn", "bad_function_name", f"{where}: call name is {_preview(name)}"))
     return problems
@@ -144,23 +171,41 @@ def check_tools_value(tools: Any, column: str) -> list[str]:
     if tools is None or tools == "":
         return []
     if not isinstance(tools, str):
-        return [_v("abort", "tools_not_string",
-                   f"column {column!r} is a {type(tools).__name__}, must be a JSON string (json.dumps the list)")]
+        return [
+            _v(
+                "abort",
+                "tools_not_string",
+                f"column {column!r} is a {type(tools).__name__}, must be a JSON string (json.dumps the list)",
+            )
+        ]
     try:
         parsed = json.loads(tools)
     except json.JSONDecodeError as error:
         return [_v("abort", "invalid_tools_json", f"column {column!r}: {error.msg} in {_preview(tools)}")]
     if isinstance(parsed, list) and not parsed:
-        return [_v("warn", "empty_tools_array", f"column {column!r} is '[]': write '' for no tools "
-                   "(an empty array still emits an empty system block)")]
+        return [
+            _v(
+                "warn",
+                "empty_tools_array",
+                f"column {column!r} is '[]': write '' for no tools "
+                "(an empty array still emits an empty system block)",
+            )
+        ]
     if not isinstance(parsed, list) or not all(isinstance(tool, dict) for tool in parsed):
-        return [_v("abort", "tools_not_object_array",
-                   f"column {column!r} must be a JSON array of tool objects, got {_preview(parsed)}")]
+        return [
+            _v(
+                "abort",
+                "tools_not_object_array",
+                f"column {column!r} must be a JSON array of tool objects, got {_preview(parsed)}",
+            )
+        ]
     problems = []
     for position, tool in enumerate(parsed):
         function = tool.get("function") if tool.get("type") == "function" else tool
         if not isinstance(function, dict) or not function.get("name"):
-            problems.append(_v("warn", "tool_without_name", f"column {column!r} tool {position}: {_preview(tool)}"))
+            problems.append(
+                _v("warn", "tool_without_name", f"column {column!r} tool {position}: {_preview(tool)}")
+            )
     return problems
 
 
@@ -172,14 +217,22 @@ def check_tools_value(tools: Any, column: str) -> list[str]:
 @dataclass
 class _Aligned:
     system: Any = ""
-    turns: list[tuple[str, Any]] = field(default_factory=list)  # (user|assistant|observation|function, content)
+    turns: list[tuple[str, Any]] = field(
+        default_factory=list
+    )  # (user|assistant|observation|function, content)
     problems: list[str] = field(default_factory=list)
     broken: bool = False
 
 
-def _split_system(messages: list[Any], row: Mapping[str, Any], cols: dict, tags: dict) -> tuple[Any, list[Any]]:
+def _split_system(
+    messages: list[Any], row: Mapping[str, Any], cols: dict, tags: dict
+) -> tuple[Any, list[Any]]:
     first = messages[0] if messages else None
-    if tags["system_tag"] and isinstance(first, Mapping) and first.get(tags["role_tag"]) == tags["system_tag"]:
+    if (
+        tags["system_tag"]
+        and isinstance(first, Mapping)
+        and first.get(tags["role_tag"]) == tags["system_tag"]
+    ):
         return first.get(tags["content_tag"]), messages[1:]
     return (row.get(cols["system"]) if cols["system"] else ""), messages
 
@@ -202,8 +255,13 @@ def _align_sharegpt(messages: list[Any], tags: dict) -> _Aligned:
         role = message.get(tags["role_tag"]) if isinstance(message, Mapping) else None
         if role is None or role not in accept[index % 2]:
             expected = " or ".join(repr(t) for t in accept[index % 2])
-            aligned.problems.append(_v("drop", "invalid_role_tag",
-                                       f"message {index} has role {role!r}, expected {expected} at that position"))
+            aligned.problems.append(
+                _v(
+                    "drop",
+                    "invalid_role_tag",
+                    f"message {index} has role {role!r}, expected {expected} at that position",
+                )
+            )
             aligned.broken = True
             break
         aligned.turns.append((mapping[role], message.get(tags["content_tag"])))
@@ -216,7 +274,9 @@ def _align_openai(messages: list[Any], tags: dict) -> _Aligned:
     responses: list[Any] = []
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            aligned.problems.append(_v("abort", "message_not_object", f"message {index}: {_preview(message)}"))
+            aligned.problems.append(
+                _v("abort", "message_not_object", f"message {index}: {_preview(message)}")
+            )
             aligned.broken = True
             return aligned
         role, content = message.get(tags["role_tag"]), message.get(tags["content_tag"])
@@ -225,8 +285,14 @@ def _align_openai(messages: list[Any], tags: dict) -> _Aligned:
             try:
                 content = json.dumps([call["function"] for call in tool_calls], ensure_ascii=False)
             except (TypeError, KeyError):
-                aligned.problems.append(_v("abort", "bad_tool_calls", f"message {index}: tool_calls entries need "
-                                           f"a 'function' object, got {_preview(tool_calls)}"))
+                aligned.problems.append(
+                    _v(
+                        "abort",
+                        "bad_tool_calls",
+                        f"message {index}: tool_calls entries need "
+                        f"a 'function' object, got {_preview(tool_calls)}",
+                    )
+                )
                 aligned.broken = True
                 return aligned
             role = tags["function_tag"]
@@ -238,16 +304,22 @@ def _align_openai(messages: list[Any], tags: dict) -> _Aligned:
             aligned.turns.append(("observation", joined))
             responses = []
         if role not in mapping:
-            aligned.problems.append(_v("abort", "unknown_role", f"message {index} has role {role!r}, "
-                                       f"not one of {sorted(str(k) for k in mapping if k)}"))
+            aligned.problems.append(
+                _v(
+                    "abort",
+                    "unknown_role",
+                    f"message {index} has role {role!r}, not one of {sorted(str(k) for k in mapping if k)}",
+                )
+            )
             aligned.broken = True
             return aligned
         aligned.turns.append((mapping[role], content))
     odd, even = ("user", "observation"), ("assistant", "function")
     for index, (role, _content) in enumerate(aligned.turns):
         if role not in (odd, even)[index % 2]:
-            aligned.problems.append(_v("drop", "invalid_role_tag",
-                                       f"turn {index} (after merging tool results) is {role!r}"))
+            aligned.problems.append(
+                _v("drop", "invalid_role_tag", f"turn {index} (after merging tool results) is {role!r}")
+            )
             aligned.broken = True
             break
     return aligned
@@ -263,8 +335,14 @@ def _content_problems(aligned: _Aligned) -> list[str]:
     for index, (role, content) in enumerate(aligned.turns):
         where = f"turn {index} ({role})"
         if not isinstance(content, str):
-            problems.append(_v("abort", "non_string_value", f"{where}: value is {type(content).__name__} "
-                               f"{_preview(content)}; every value must be a string"))
+            problems.append(
+                _v(
+                    "abort",
+                    "non_string_value",
+                    f"{where}: value is {type(content).__name__} "
+                    f"{_preview(content)}; every value must be a string",
+                )
+            )
         elif role == "function":
             problems.extend(check_function_call_value(content, where))
     return problems
@@ -287,8 +365,13 @@ def check_lf_row(
     if not isinstance(row, Mapping):
         return [_v("abort", "row_not_object", f"row is a {type(row).__name__}")]
     if not cols["messages"] or cols["messages"] not in row:
-        return [_v("abort", "no_messages_column",
-                   f"column {cols['messages']!r} is not in the row (keys: {sorted(row)}); set columns.messages")]
+        return [
+            _v(
+                "abort",
+                "no_messages_column",
+                f"column {cols['messages']!r} is not in the row (keys: {sorted(row)}); set columns.messages",
+            )
+        ]
     messages = row[cols["messages"]]
     if not isinstance(messages, list):
         return [_v("abort", "messages_not_list", f"column {cols['messages']!r} is {type(messages).__name__}")]
@@ -296,8 +379,14 @@ def check_lf_row(
     aligned = _align_openai(body, tag_map) if formatting == "openai" else _align_sharegpt(body, tag_map)
     problems = list(aligned.problems)
     if len(aligned.turns) % 2 != 0 and not aligned.broken:
-        problems.append(_v("drop", "odd_message_count", f"{len(aligned.turns)} turns after the system message: "
-                           "a sample must end on an assistant or function_call turn"))
+        problems.append(
+            _v(
+                "drop",
+                "odd_message_count",
+                f"{len(aligned.turns)} turns after the system message: "
+                "a sample must end on an assistant or function_call turn",
+            )
+        )
         aligned.broken = True
     if not aligned.turns and not aligned.broken:
         problems.append(_v("drop", "empty_conversation", "no turns besides the system message"))
@@ -318,8 +407,11 @@ def check_column_types(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         for key, value in row.items():
             if value is not None:
                 seen.setdefault(key, set()).add(type(value).__name__)
-    return [_v("abort", "mixed_column_types", f"column {key!r} holds {sorted(types)} across rows")
-            for key, types in sorted(seen.items()) if len(types) > 1]
+    return [
+        _v("abort", "mixed_column_types", f"column {key!r} holds {sorted(types)} across rows")
+        for key, types in sorted(seen.items())
+        if len(types) > 1
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -336,7 +428,11 @@ class FormatInfo:
     tags: dict[str, str] | None
 
     def dataset_info_entry(self, file_name: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"file_name": file_name, "formatting": self.formatting, "columns": dict(self.columns)}
+        entry: dict[str, Any] = {
+            "file_name": file_name,
+            "formatting": self.formatting,
+            "columns": dict(self.columns),
+        }
         if self.tags is not None:
             entry["tags"] = dict(self.tags)
         return entry
@@ -347,8 +443,10 @@ def _messages_column(rows: Sequence[Mapping[str, Any]]) -> str:
         if all(isinstance(row.get(candidate), list) for row in rows):
             return candidate
     keys = sorted({k for row in rows for k in row})
-    raise ValueError(f"no message list column: expected 'conversations' or 'messages' holding a list "
-                     f"in every row, found columns {keys}")
+    raise ValueError(
+        f"no message list column: expected 'conversations' or 'messages' holding a list "
+        f"in every row, found columns {keys}"
+    )
 
 
 def detect_format(rows: Sequence[Mapping[str, Any]], sample: int = 200) -> FormatInfo:
@@ -371,8 +469,14 @@ def detect_format(rows: Sequence[Mapping[str, Any]], sample: int = 200) -> Forma
     if {"role", "content"} <= keys:
         roles = {m.get("role") for m in messages}
         openai = "tool" in roles or any(m.get("tool_calls") for m in messages)
-        tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                "observation_tag": "tool" if openai or "tool" in roles else "observation",
-                "function_tag": "function_call", "system_tag": "system"}
+        tags = {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "observation_tag": "tool" if openai or "tool" in roles else "observation",
+            "function_tag": "function_call",
+            "system_tag": "system",
+        }
         return FormatInfo("openai" if openai else "sharegpt", columns, tags)
     raise ValueError(f"unrecognised message keys {sorted(keys)}: expected from/value or role/content")

@@ -144,7 +144,9 @@ def render_conversations(traj: Trajectory, *, keep_reasoning: bool) -> list[dict
         elif message.role == "assistant":
             reasoning = message.reasoning_content.strip("\n") if keep_reasoning else ""
             if message.tool_calls:
-                turns.append({"from": "function_call", "value": _render_function_call(message, reasoning, index)})
+                turns.append(
+                    {"from": "function_call", "value": _render_function_call(message, reasoning, index)}
+                )
             else:
                 turns.append({"from": "gpt", "value": _render_gpt(message, reasoning, index)})
     return turns  # trailing results cannot occur: the trajectory ends on an assistant turn

@@ -60,8 +60,19 @@ from sft.rules.validate import is_tool_error
 SCORE_VERSION = "sft-rule-v5"
 WEIGHTS = {"efficiency": 0.20, "style": 0.15, "tool_mastery": 0.25, "completion": 0.25, "precision": 0.15}
 
-_EDIT_TOOLS = {"edit", "multiedit", "write", "notebookedit", "patch", "apply_patch", "create_file",
-               "str_replace", "insert", "write_file", "edit_file"}
+_EDIT_TOOLS = {
+    "edit",
+    "multiedit",
+    "write",
+    "notebookedit",
+    "patch",
+    "apply_patch",
+    "create_file",
+    "str_replace",
+    "insert",
+    "write_file",
+    "edit_file",
+}
 _EDITOR_TOOLS = {"str_replace_editor", "file_editor", "editor"}
 _NOT_EDIT_TOOLS = {"todowrite", "todoread", "notebookread"}
 _DELETE_TOOLS = {"delete", "delete_file", "remove_file", "rm"}
@@ -83,7 +94,9 @@ _TEST_COMMAND = re.compile(
 )
 _REDIRECT = re.compile(r"(?:^|[^0-9&>])>>?\s*([^\s;&|<>()]+)")
 _TEE = re.compile(r"\btee\s+(?:-a\s+)?([^\s;&|<>()]+)")
-_SED_INPLACE = re.compile(r"\bsed\s+(?:-[a-zA-Z]*\s+)*-i\S*\s+.*?\s([^\s;&|<>()]+)\s*(?:$|[;&|])", re.MULTILINE)
+_SED_INPLACE = re.compile(
+    r"\bsed\s+(?:-[a-zA-Z]*\s+)*-i\S*\s+.*?\s([^\s;&|<>()]+)\s*(?:$|[;&|])", re.MULTILINE
+)
 _RM = re.compile(r"\b(?:git\s+)?rm\s+((?:-\S+\s+)*)([^;&|<>()\n]+)")
 _PATCH_HEADER = re.compile(r"^(?:\*\*\* (?:Update|Add) File: |\+\+\+ (?:b/)?)(\S+)", re.MULTILINE)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
@@ -170,7 +183,8 @@ def edited_paths(call: ToolCall) -> list[str]:
         path = _path_of(call)
         return [path] if path and command != "view" else []
     if name in _EDIT_TOOLS or (
-        name not in _NOT_EDIT_TOOLS and any(part in name for part in ("edit", "write", "patch", "create_file"))
+        name not in _NOT_EDIT_TOOLS
+        and any(part in name for part in ("edit", "write", "patch", "create_file"))
     ):
         path = _path_of(call)
         return [path] if path else (_patch_paths(call) or ["<unknown>"])
@@ -223,7 +237,7 @@ def error_retry_cycles(calls: list[_Call]) -> int:
     for index, item in enumerate(calls):
         if item.result is None or not is_tool_error(item.result):
             continue
-        following = next((c for c in calls[index + 1:] if c.call.name == item.call.name), None)
+        following = next((c for c in calls[index + 1 :] if c.call.name == item.call.name), None)
         if following is not None and following.turn > item.turn:
             cycles += 1
     return cycles
@@ -334,8 +348,9 @@ def submission_completeness(messages: list[Message], exception_type: str | None)
     final = next((m for m in reversed(messages) if m.role == "assistant"), None)
     if final is None:
         return 0.0
-    finished = (not final.tool_calls and bool(final.content.strip() or final.reasoning_content.strip())) or any(
-        c.name.lower() in _FINISH_TOOLS for c in final.tool_calls)
+    finished = (
+        not final.tool_calls and bool(final.content.strip() or final.reasoning_content.strip())
+    ) or any(c.name.lower() in _FINISH_TOOLS for c in final.tool_calls)
     if finished:
         return 0.5 if exception_type else 1.0
     return 0.0 if exception_type else 0.5

@@ -90,8 +90,11 @@ LOCAL_RULES: tuple[Rule, ...] = (
     Rule("anthropic", _B + r"sk-ant-[A-Za-z0-9_\-]{20,}", ("sk-ant-",)),
     Rule("openai", _B + r"sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}|[A-Za-z0-9]{32,})" + _E, ("sk-",)),
     Rule("huggingface", _B + r"hf_[A-Za-z0-9]{30,}" + _E, ("hf_",)),
-    Rule("github", _B + r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})" + _E,
-         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+    Rule(
+        "github",
+        _B + r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})" + _E,
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
     Rule("aws_access_key_id", r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])", ("AKIA", "ASIA")),
     Rule(
         "aws_secret_access_key",
@@ -133,22 +136,45 @@ class UpstreamPlugin:
 
 
 UPSTREAM_PLUGINS: tuple[UpstreamPlugin, ...] = (
-    UpstreamPlugin("aws", "AWSKeyDetector", ("aws_access_key_id", "aws_secret_access_key"),
-                   (("A3T", "ABIA", "ACCA", "AKIA", "ASIA"), ("aws", "AWS", "Aws")), (0, 1)),
-    UpstreamPlugin("azure_storage_key", "AzureStorageKeyDetector", ("azure_storage_key",), (("AccountKey=",),)),
+    UpstreamPlugin(
+        "aws",
+        "AWSKeyDetector",
+        ("aws_access_key_id", "aws_secret_access_key"),
+        (("A3T", "ABIA", "ACCA", "AKIA", "ASIA"), ("aws", "AWS", "Aws")),
+        (0, 1),
+    ),
+    UpstreamPlugin(
+        "azure_storage_key", "AzureStorageKeyDetector", ("azure_storage_key",), (("AccountKey=",),)
+    ),
     UpstreamPlugin("basic_auth", "BasicAuthDetector", ("url_password",), (("://",),), (1,)),
-    UpstreamPlugin("github_token", "GitHubTokenDetector", ("github",),
-                   (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),)),
-    UpstreamPlugin("gitlab_token", "GitLabTokenDetector", ("gitlab",),
-                   (("glpat-", "gldt-", "glft-", "glsoat-", "glrt-"), ("GR1348941",), ("glcbt-",),
-                    ("glimt-",), ("glptt-",), ("glagent-",), ("gloas-",))),
+    UpstreamPlugin(
+        "github_token", "GitHubTokenDetector", ("github",), (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),)
+    ),
+    UpstreamPlugin(
+        "gitlab_token",
+        "GitLabTokenDetector",
+        ("gitlab",),
+        (
+            ("glpat-", "gldt-", "glft-", "glsoat-", "glrt-"),
+            ("GR1348941",),
+            ("glcbt-",),
+            ("glimt-",),
+            ("glptt-",),
+            ("glagent-",),
+            ("gloas-",),
+        ),
+    ),
     # The upstream JWT pattern ends lazily (header.payload.); the tail takes the signature too.
     UpstreamPlugin("jwt", "JwtTokenDetector", ("jwt",), (("eyJ",),), tails=(r"[A-Za-z0-9_\-+/=]*",)),
     UpstreamPlugin("openai", "OpenAIDetector", ("openai",), (("T3BlbkFJ",),)),
     UpstreamPlugin("pypi_token", "PypiTokenDetector", ("pypi",), (("pypi-AgE",),)),
     UpstreamPlugin("sendgrid", "SendGridDetector", ("sendgrid",), (("SG.",),)),
-    UpstreamPlugin("slack", "SlackDetector", ("slack", "slack_webhook"),
-                   (("xox", "XOX", "Xox"), ("hooks.slack.com", "HOOKS.SLACK.COM"))),
+    UpstreamPlugin(
+        "slack",
+        "SlackDetector",
+        ("slack", "slack_webhook"),
+        (("xox", "XOX", "Xox"), ("hooks.slack.com", "HOOKS.SLACK.COM")),
+    ),
     UpstreamPlugin("stripe", "StripeDetector", ("stripe",), (("k_live_",),)),
     UpstreamPlugin("square_oauth", "SquareOAuthDetector", ("square",), (("sq0csp-",),)),
 )
@@ -180,9 +206,15 @@ def upstream_rules() -> tuple[Rule, ...]:
         for i, pattern in enumerate(patterns):
             group = _per_pattern(plugin.secret_groups, i, 0)
             tail = "" if group else _per_pattern(plugin.tails, i, _TOKEN_TAIL)
-            out.append(Rule(_per_pattern(plugin.names, i, ""), _scoped(pattern) + tail,
-                            _per_pattern(plugin.anchors, i, ()), group,
-                            f"detect-secrets {plugin.cls}[{i}]"))
+            out.append(
+                Rule(
+                    _per_pattern(plugin.names, i, ""),
+                    _scoped(pattern) + tail,
+                    _per_pattern(plugin.anchors, i, ()),
+                    group,
+                    f"detect-secrets {plugin.cls}[{i}]",
+                )
+            )
     return tuple(out)
 
 
@@ -275,8 +307,9 @@ class SecretScrubber:
     """Replace secrets with ``[REDACTED:<name>]``; ``counts`` accumulates hits per rule name."""
 
     def __init__(self, extra_values: list[str] | None = None) -> None:
-        values = sorted({v for v in (extra_values or []) if v and len(v) >= MIN_EXTRA_VALUE_LENGTH},
-                        key=len, reverse=True)
+        values = sorted(
+            {v for v in (extra_values or []) if v and len(v) >= MIN_EXTRA_VALUE_LENGTH}, key=len, reverse=True
+        )
         self._index = _index(tuple(values))
         self.counts: dict[str, int] = {}
 
@@ -301,8 +334,11 @@ class SecretScrubber:
             outer, rule = compiled.rule_of(match)
             self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
             secret = outer + rule.secret_group
-            return (match.string[match.start():match.start(secret)] + f"[REDACTED:{rule.name}]"
-                    + match.string[match.end(secret):match.end()])
+            return (
+                match.string[match.start() : match.start(secret)]
+                + f"[REDACTED:{rule.name}]"
+                + match.string[match.end(secret) : match.end()]
+            )
 
         return compiled.regex.sub(replace, text)
 
@@ -330,7 +366,7 @@ class SecretScrubber:
         prefix = f"{key}: "
         scrubbed = self.scrub(prefix + item)
         if scrubbed.startswith(prefix):
-            return scrubbed[len(prefix):]
+            return scrubbed[len(prefix) :]
         return self.scrub(item)  # the key itself held a secret; it is scrubbed on its own above
 
 
@@ -366,13 +402,17 @@ def _scrub_message(message: Message, scrubber: SecretScrubber) -> Message:
     """The message itself when none of its strings has an anchor, else a scrubbed copy."""
     if not scrubber.might_contain_any(_message_strings(message)):
         return message
-    calls = [call.model_copy(update={"arguments": scrubber.scrub_value(call.arguments)})
-             for call in message.tool_calls]
-    return message.model_copy(update={
-        "content": scrubber.scrub(message.content),
-        "reasoning_content": scrubber.scrub(message.reasoning_content),
-        "tool_calls": calls,
-    })
+    calls = [
+        call.model_copy(update={"arguments": scrubber.scrub_value(call.arguments)})
+        for call in message.tool_calls
+    ]
+    return message.model_copy(
+        update={
+            "content": scrubber.scrub(message.content),
+            "reasoning_content": scrubber.scrub(message.reasoning_content),
+            "tool_calls": calls,
+        }
+    )
 
 
 def scrub_trajectory(traj: Trajectory, scrubber: SecretScrubber) -> Trajectory:
@@ -393,4 +433,6 @@ def scrub_trajectory(traj: Trajectory, scrubber: SecretScrubber) -> Trajectory:
         return traj
     messages = [_scrub_message(message, scrubber) for message in traj.messages]
     meta = traj.meta.model_copy(update={"extra": scrubber.scrub_value(traj.meta.extra)})
-    return traj.model_copy(update={"messages": messages, "tools": scrubber.scrub_value(traj.tools), "meta": meta})
+    return traj.model_copy(
+        update={"messages": messages, "tools": scrubber.scrub_value(traj.tools), "meta": meta}
+    )

@@ -119,15 +119,21 @@ def _sanitize_surrogates(traj: Trajectory) -> int:
         if not _message_has_surrogates(message):
             continue
         calls = [
-            call.model_copy(update={"name": _clean_value(call.name, counter),
-                                    "arguments": _clean_value(call.arguments, counter)})
+            call.model_copy(
+                update={
+                    "name": _clean_value(call.name, counter),
+                    "arguments": _clean_value(call.arguments, counter),
+                }
+            )
             for call in message.tool_calls
         ]
-        messages[index] = message.model_copy(update={
-            "content": _clean_value(message.content, counter),
-            "reasoning_content": _clean_value(message.reasoning_content, counter),
-            "tool_calls": calls,
-        })
+        messages[index] = message.model_copy(
+            update={
+                "content": _clean_value(message.content, counter),
+                "reasoning_content": _clean_value(message.reasoning_content, counter),
+                "tool_calls": calls,
+            }
+        )
     traj.tools = _clean_value(traj.tools, counter)
     return counter[0]
 
@@ -348,8 +354,10 @@ def _check_tool_block(message: Message, block: list[Message], index: int, is_las
     if not message.tool_calls:
         if not block:
             return []
-        return [f"orphan_tool_result: message {index + 1} answers {result_ids[0]!r} but the assistant turn "
-                f"at message {index} made no call"]
+        return [
+            f"orphan_tool_result: message {index + 1} answers {result_ids[0]!r} but the assistant turn "
+            f"at message {index} made no call"
+        ]
     if not block and is_last_turn:
         return []  # the trailing results were trimmed: the sample ends on the call
     if result_ids == call_ids:
@@ -357,8 +365,10 @@ def _check_tool_block(message: Message, block: list[Message], index: int, is_las
     missing = [i for i in call_ids if i not in result_ids]
     extra = [i for i in result_ids if i not in call_ids]
     if extra:
-        return [f"orphan_tool_result: results {extra} after message {index} match no call of that turn "
-                f"(calls {call_ids})"]
+        return [
+            f"orphan_tool_result: results {extra} after message {index} match no call of that turn "
+            f"(calls {call_ids})"
+        ]
     if missing:
         return [f"unanswered_tool_call: calls {missing} of message {index} have no result"]
     return [f"tool_result_order: results after message {index} are {result_ids}, calls were {call_ids}"]
@@ -388,8 +398,10 @@ def _check_structure(messages: list[Message]) -> list[str]:
             problems.append(f"user_after_tool: message {index} is a user turn right after a tool result")
         elif message.role == "assistant":
             if previous is not None and previous.role == "assistant":
-                problems.append(f"consecutive_assistant: messages {index - 1} and {index} are both assistant "
-                                "turns without a tool result or user turn between them")
+                problems.append(
+                    f"consecutive_assistant: messages {index - 1} and {index} are both assistant "
+                    "turns without a tool result or user turn between them"
+                )
             if not (message.content.strip() or message.reasoning_content.strip() or message.tool_calls):
                 problems.append(f"empty_assistant_turn: message {index} has no content, reasoning or call")
             for call in message.tool_calls:
@@ -399,8 +411,10 @@ def _check_structure(messages: list[Message]) -> list[str]:
             index += 1 + len(block)
             continue
         elif message.role == "tool":
-            problems.append(f"orphan_tool_result: message {index} (tool_call_id {message.tool_call_id!r}) "
-                            "does not follow an assistant turn with calls")
+            problems.append(
+                f"orphan_tool_result: message {index} (tool_call_id {message.tool_call_id!r}) "
+                "does not follow an assistant turn with calls"
+            )
         index += 1
     if messages[-1].role != "assistant":
         problems.append(f"no_final_assistant: the last message is {messages[-1].role}")
@@ -415,8 +429,10 @@ def _check_trainable(messages: list[Message]) -> list[str]:
         return []
     if cut is None:
         return ["no_trainable_turn: the conversation has no trainable assistant turn"]
-    return [f"no_trainable_prefix: message {cut} is the first assistant turn and it is not trainable "
-            "(copied context / deterministic dispatch); LLaMA-Factory would train it, so nothing is left"]
+    return [
+        f"no_trainable_prefix: message {cut} is the first assistant turn and it is not trainable "
+        "(copied context / deterministic dispatch); LLaMA-Factory would train it, so nothing is left"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,9 +461,11 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     if count:
         counted["merged_system_messages"] = count
         # the count first, as every repair note: sft.core.turns.repair_counts sums the notes by kind
-        notes.append(f"repair_merged_system_messages: {count} extra system message(s): {where}: messages 0-{count} "
-                     "were all system messages; "
-                     f"joined in order with {SYSTEM_JOIN!r} into one system prompt")
+        notes.append(
+            f"repair_merged_system_messages: {count} extra system message(s): {where}: messages 0-{count} "
+            "were all system messages; "
+            f"joined in order with {SYSTEM_JOIN!r} into one system prompt"
+        )
     repairs = (
         ("repair_lone_surrogates", _sanitize_surrogates, "lone UTF-16 surrogates replaced with U+FFFD"),
         ("repair_filled_tool_call_ids", _fill_tool_call_ids, "tool calls without id got call_NNNNNN ids"),
@@ -468,8 +486,10 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     if _trim_aborted_final_turn(fixed):
         counted["trimmed_aborted_final_turn"] = 1
         dropped["aborted_empty_response"] = 1
-        notes.append(f"repair_trimmed_aborted_final_turn: {where}: message {last}, the final assistant turn, is "
-                     "empty (the last request was aborted); trimmed back to the last complete turn")
+        notes.append(
+            f"repair_trimmed_aborted_final_turn: {where}: message {last}, the final assistant turn, is "
+            "empty (the last request was aborted); trimmed back to the last complete turn"
+        )
     count = _trim_tail(fixed)
     if count:
         counted["trimmed_tail"] = count

@@ -392,7 +392,9 @@ def multinode_checks(infra: InfrastructureConfig, env: Mapping[str, str]) -> Fea
     return report
 
 
-def _single_node_checks(env_rank: str | None, slurm_nodes: str | None, report: FeatureReport) -> FeatureReport:
+def _single_node_checks(
+    env_rank: str | None, slurm_nodes: str | None, report: FeatureReport
+) -> FeatureReport:
     """n_nodes 1: the environment must not say this node is part of a multi-node job."""
     hints = []
     if env_rank not in (None, "0"):

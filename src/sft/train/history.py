@@ -45,7 +45,9 @@ def read_index(root: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise HistoryError(f"{path}: not valid YAML ({exc}); fix or move the file before the next run") from exc
+        raise HistoryError(
+            f"{path}: not valid YAML ({exc}); fix or move the file before the next run"
+        ) from exc
     runs = data.get("runs") if isinstance(data, dict) else None
     if runs is None:
         return []
@@ -89,7 +91,9 @@ def _validate_runs(runs: list[dict[str, Any]], path: Path) -> None:
         if entry["id"] in seen:
             raise HistoryError(f"{path}: duplicate run id {entry['id']}")
         if entry["status"] not in STATUSES:
-            raise HistoryError(f"{path}: run {entry['id']} has status {entry['status']!r}; expected {STATUSES}")
+            raise HistoryError(
+                f"{path}: run {entry['id']} has status {entry['status']!r}; expected {STATUSES}"
+            )
         seen.add(entry["id"])
 
 

@@ -124,7 +124,9 @@ def find_llamafactory_cli(env_dir: Path | None) -> tuple[Path, str]:
         return Path(env_dir).resolve() / "bin" / "llamafactory-cli", f"training env {Path(env_dir).resolve()}"
     fallback = Path(sys.executable).parent / "llamafactory-cli"
     if fallback.is_file():
-        reason = f"{env_dir} has no bin/llamafactory-cli" if env_dir is not None else "no training env configured"
+        reason = (
+            f"{env_dir} has no bin/llamafactory-cli" if env_dir is not None else "no training env configured"
+        )
         return fallback, f"current environment {fallback.parent.parent} ({reason})"
     raise LaunchError(
         f"llamafactory-cli not found in {env_dir}/bin nor beside {sys.executable}. "
@@ -161,14 +163,20 @@ def distributed_env(
     rank = _first_set(node_rank, base.get("NODE_RANK"), base.get("SLURM_NODEID"))
     addr = _first_set(master_addr, base.get("MASTER_ADDR"))
     port = _first_set(master_port, base.get("MASTER_PORT"))
-    missing = [name for name, value in (("NODE_RANK", rank), ("MASTER_ADDR", addr), ("MASTER_PORT", port)) if not value]
+    missing = [
+        name
+        for name, value in (("NODE_RANK", rank), ("MASTER_ADDR", addr), ("MASTER_PORT", port))
+        if not value
+    ]
     if missing:
         raise LaunchError(
             f"infrastructure.n_nodes is {n_nodes} but {', '.join(missing)} is not set. Fix: set "
             "infrastructure.node_rank / master_addr / master_port, or export NODE_RANK (or run under Slurm), "
             "MASTER_ADDR and MASTER_PORT on every node"
         )
-    env.update({"NNODES": str(n_nodes), "NODE_RANK": str(rank), "MASTER_ADDR": str(addr), "MASTER_PORT": str(port)})
+    env.update(
+        {"NNODES": str(n_nodes), "NODE_RANK": str(rank), "MASTER_ADDR": str(addr), "MASTER_PORT": str(port)}
+    )
     return env
 
 
@@ -263,7 +271,9 @@ class TrainerLogTail(threading.Thread):
         self.interval = interval
         self.stop_event = threading.Event()
         self.on_tick: Callable[[], None] | None = None
-        self._seen_steps = {int(r.get("current_steps", -1)) for r in read_trainer_log(path)} if path else set()
+        self._seen_steps = (
+            {int(r.get("current_steps", -1)) for r in read_trainer_log(path)} if path else set()
+        )
         self._identity = self._stat_identity()
         self.last: Progress | None = None
 
@@ -503,7 +513,9 @@ def launch_training(
         tee.write("\n".join(header) + "\n")
         logger.info("llamafactory-cli from the %s; log: %s", where, log_path)
         # Snapshot trainer_log.jsonl before the start, so records written from now on are all reported.
-        tail = TrainerLogTail(output_dir / "trainer_log.jsonl" if output_dir is not None else None, on_progress)
+        tail = TrainerLogTail(
+            output_dir / "trainer_log.jsonl" if output_dir is not None else None, on_progress
+        )
         try:
             proc = subprocess.Popen(
                 command,
@@ -521,7 +533,11 @@ def launch_training(
         status = status_from_exit(exit_code, signalled)
         tee.write(f"[sft] {completed_at} llamafactory-cli exited with {exit_code}: {status}\n")
     return LaunchResult(
-        exit_code=exit_code, status=status, log_path=log_path, started_at=started_at, completed_at=completed_at
+        exit_code=exit_code,
+        status=status,
+        log_path=log_path,
+        started_at=started_at,
+        completed_at=completed_at,
     )
 
 

@@ -97,7 +97,9 @@ def _did_you_mean(key: str, names: set[str]) -> str:
     close = difflib.get_close_matches(key, sorted(names), n=3, cutoff=0.6)
     if close:
         return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return " See LLaMA-Factory's hparams (model/data/training/finetuning/generating arguments) for valid names."
+    return (
+        " See LLaMA-Factory's hparams (model/data/training/finetuning/generating arguments) for valid names."
+    )
 
 
 def check_training_options(options: Mapping[str, Any], *, python: Path | None = None) -> list[str]:

@@ -88,7 +88,11 @@ def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
 
 def latest_complete_checkpoint(output_dir: Path, max_step: int | None = None) -> Path | None:
     """The complete checkpoint with the highest step (at most ``max_step`` when given), or None."""
-    candidates = [(step, path) for step, path in complete_checkpoints(output_dir) if max_step is None or step <= max_step]
+    candidates = [
+        (step, path)
+        for step, path in complete_checkpoints(output_dir)
+        if max_step is None or step <= max_step
+    ]
     return candidates[-1][1] if candidates else None
 
 
@@ -146,8 +150,12 @@ def fix_saved_model_configs(output_dir: Path) -> list[Path]:
             config["max_position_embeddings"] = int(value)
             atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
             fixed.append(path)
-            logger.info("%s: max_position_embeddings %s -> %d (LLaMA-Factory's rope patch saves a float)",
-                        path, value, int(value))
+            logger.info(
+                "%s: max_position_embeddings %s -> %d (LLaMA-Factory's rope patch saves a float)",
+                path,
+                value,
+                int(value),
+            )
     return fixed
 
 

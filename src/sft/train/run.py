@@ -111,8 +111,12 @@ def launch_gate(
     report = feature_checks(args, cfg.infrastructure, probe, on_cpu=on_cpu)
     report.findings += multinode_checks(cfg.infrastructure, env).findings
     for finding in report.findings:
-        logger.log(logging.WARNING if finding.level in ("WARN", "FAIL") else logging.INFO,
-                   "[%s] %s", finding.level, finding.message)
+        logger.log(
+            logging.WARNING if finding.level in ("WARN", "FAIL") else logging.INFO,
+            "[%s] %s",
+            finding.level,
+            finding.message,
+        )
     if report.failures:
         raise LaunchGateError(
             "the training profile cannot start here (the same checks as scripts/dryrun.sh):\n  - "
@@ -210,11 +214,14 @@ def run_training(
         )
 
     try:
-        trainer_env = _trainer_env(inp, wandb_env(inp, root, credentials, run_id=wandb_run_id), credentials.hf_token)
+        trainer_env = _trainer_env(
+            inp, wandb_env(inp, root, credentials, run_id=wandb_run_id), credentials.hf_token
+        )
         on_cpu = not cuda_available()
         if on_cpu and inp.infrastructure.n_gpus_per_node > 1:
             logger.warning(
-                "no GPU here: n_gpus_per_node %d starts that many CPU ranks", inp.infrastructure.n_gpus_per_node
+                "no GPU here: n_gpus_per_node %d starts that many CPU ranks",
+                inp.infrastructure.n_gpus_per_node,
             )
         args = build_training_args(inp, root=root, dataset_dir=dataset_dir, run_name=run_name, on_cpu=on_cpu)
         gate = launch_gate(args, inp, env=env, env_dir=env_dir, on_cpu=on_cpu)
@@ -253,7 +260,9 @@ def run_training(
         summary["run_id"] = record("failed", None, f"refused before launch: {exc}", None)
         raise TrainingError(f"training refused before launch: {exc}", summary) from exc
 
-    return _finish(cfg, result, summary, record, config_path=Path(config_path), root=root, env=env, notes=notes)
+    return _finish(
+        cfg, result, summary, record, config_path=Path(config_path), root=root, env=env, notes=notes
+    )
 
 
 def _finish(
@@ -284,7 +293,9 @@ def _finish(
             logger.warning("no wandb run dir for id %s under %s/artifacts/wandb", wandb_run_id, root)
 
     if result.status != "completed":
-        summary["run_id"] = record(result.status, result.exit_code, notes or f"training {result.status}", None)
+        summary["run_id"] = record(
+            result.status, result.exit_code, notes or f"training {result.status}", None
+        )
         raise TrainingError(
             f"training {result.status} (exit code {result.exit_code}); runtime_info.output left untouched. "
             f"Log: {result.log_path}\n{_log_tail(result.log_path)}",

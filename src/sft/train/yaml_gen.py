@@ -37,7 +37,9 @@ ALLOW_OVERWRITE_ENV = "SFT_ALLOW_OVERWRITE_OUTPUT"
 LOCK_NAME = ".sft-train.lock"
 # Files sft itself may leave in an output dir; they do not make it "non-empty".
 _IGNORED_ENTRIES = {LOCK_NAME}
-_NODE_LOCK_RE = re.compile(r"^\.sft-train\.node\d+\.lock$")  # multi-node: one lock per node (launch.lock_name)
+_NODE_LOCK_RE = re.compile(
+    r"^\.sft-train\.node\d+\.lock$"
+)  # multi-node: one lock per node (launch.lock_name)
 
 
 class TrainingConfigError(ValueError):
@@ -197,7 +199,9 @@ def output_dir_entries(output_dir: Path) -> list[str]:
     if not output_dir.is_dir():
         return []
     return sorted(
-        p.name for p in output_dir.iterdir() if p.name not in _IGNORED_ENTRIES and not _NODE_LOCK_RE.match(p.name)
+        p.name
+        for p in output_dir.iterdir()
+        if p.name not in _IGNORED_ENTRIES and not _NODE_LOCK_RE.match(p.name)
     )
 
 
@@ -206,7 +210,9 @@ def overwrite_allowed(training_cfg: TrainingConfig, env: Mapping[str, str]) -> b
     return bool(training_cfg.overwrite_output_dir) and env.get(ALLOW_OVERWRITE_ENV, "") == "1"
 
 
-def check_output_dir(output_dir: Path, training_cfg: TrainingConfig, env: Mapping[str, str] | None = None) -> None:
+def check_output_dir(
+    output_dir: Path, training_cfg: TrainingConfig, env: Mapping[str, str] | None = None
+) -> None:
     """Refuse a non-empty ``output_dir`` unless a resume or an explicit overwrite is requested."""
     env = os.environ if env is None else env
     entries = output_dir_entries(Path(output_dir))
@@ -345,14 +351,18 @@ def _pretokenized(cfg: RuntimeInput, dataset_dir: Path) -> Path | None:
     from sft.report.pretokenize import matching_tokenized_path, tokenized_path
     from sft.report.tokens import lf_data_options
 
-    key = {"template": cfg.training.template, "cutoff_len": cfg.training.cutoff_len,
-           "lf_options": lf_data_options(cfg.training.extra_options)}
+    key = {
+        "template": cfg.training.template,
+        "cutoff_len": cfg.training.cutoff_len,
+        "lf_options": lf_data_options(cfg.training.extra_options),
+    }
     found = matching_tokenized_path(dataset_dir, cfg.conversion.data_name, key)
     if found is None:
         raise TrainingConfigError(
             f"conversion.pretokenize: true, but {tokenized_path(dataset_dir, cfg.conversion.data_name)} is missing or "
             f"was made for other settings than template={cfg.training.template!r}, cutoff_len={cfg.training.cutoff_len}. "
-            "Fix: run `kedro run --pipeline=convert` again (it writes it), or set conversion.pretokenize: false")
+            "Fix: run `kedro run --pipeline=convert` again (it writes it), or set conversion.pretokenize: false"
+        )
     return found
 
 
@@ -360,7 +370,9 @@ def _adapt_for_cpu(args: dict[str, Any]) -> None:
     """Settings a CPU-only machine needs (docs/llamafactory-rules.md §13.1), each said in a log line."""
     if args.get("bf16") and not args.get("use_cpu"):
         args["use_cpu"] = True
-        logger.info("CPU-only machine with bf16: true -> use_cpu: true (LLaMA-Factory refuses bf16 on CPU otherwise)")
+        logger.info(
+            "CPU-only machine with bf16: true -> use_cpu: true (LLaMA-Factory refuses bf16 on CPU otherwise)"
+        )
     if args.get("use_unsloth_gc"):
         args["use_unsloth_gc"] = False
         logger.warning("CPU-only machine: use_unsloth_gc disabled (its offload moves tensors to 'cuda')")
@@ -371,4 +383,6 @@ def _adapt_for_cpu(args: dict[str, Any]) -> None:
 
 def dump_training_yaml(args: Mapping[str, Any]) -> str:
     """YAML text in the mapping's own order (no key sorting), as LLaMA-Factory reads it."""
-    return yaml.safe_dump(dict(args), sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
+    return yaml.safe_dump(
+        dict(args), sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096
+    )

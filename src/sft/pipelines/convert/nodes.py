@@ -19,7 +19,9 @@ from sft.sources.handle import SourceHandle
 logger = logging.getLogger(__name__)
 
 
-def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, project_root: str) -> ConversionResult:
+def build_dataset(
+    trajectory_source: SourceHandle, settings: RuntimeInput, project_root: str
+) -> ConversionResult:
     """Harbor job -> converted rows; a ready-made dataset -> checked (and optionally normalised) rows."""
     root = Path(project_root)
     creds = run_credentials()
@@ -33,8 +35,14 @@ def build_dataset(trajectory_source: SourceHandle, settings: RuntimeInput, proje
 
 def split_conversion_result(
     result: ConversionResult,
-) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]], list[dict[str, Any]], dict[str, Any], dict[str, Any],
-           list[dict[str, Any]]]:
+) -> tuple[
+    Sequence[dict[str, Any]],
+    Sequence[dict[str, Any]],
+    list[dict[str, Any]],
+    dict[str, Any],
+    dict[str, Any],
+    list[dict[str, Any]],
+]:
     """Fan the result out into the catalog outputs (LF rows, IM rows, rejects, funnel, manifest, and the token
     counts of the rows for the report)."""
     manifest = {
@@ -51,7 +59,11 @@ def split_conversion_result(
     )
     if result.funnel.get("model_turns"):  # a Harbor job: the share of the model's turns the rows keep (final:
         # after the over-length policy)
-        logger.info("%s", "\n".join([summary_line(result.funnel["model_turns"]),
-                                      *agent_lines(result.funnel["model_turns"])]))
+        logger.info(
+            "%s",
+            "\n".join(
+                [summary_line(result.funnel["model_turns"]), *agent_lines(result.funnel["model_turns"])]
+            ),
+        )
     token_samples = handover_token_samples(result, manifest["rows_sha256"])
     return result.lf_rows, result.im_rows, result.rejects, result.funnel, manifest, token_samples

@@ -28,8 +28,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 split_conversion_result,
                 inputs="conversion_result_sized",
-                outputs=["lf_dataset", "im_dataset", "conversion_rejects", "conversion_report", "lf_manifest",
-                         "conversion_token_samples"],
+                outputs=[
+                    "lf_dataset",
+                    "im_dataset",
+                    "conversion_rejects",
+                    "conversion_report",
+                    "lf_manifest",
+                    "conversion_token_samples",
+                ],
                 name="write_dataset_node",
                 tags=["convert"],
             ),

@@ -16,16 +16,26 @@ def register_dataset(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The entry for this dataset, and a record of what changed (new / unchanged / updated old -> new)."""
     key = settings.dataset_key
-    entry = lf_manifest.get("registration", {}).get("entry") or dataset_info_entry(f"{settings.conversion.data_name}.json")
+    entry = lf_manifest.get("registration", {}).get("entry") or dataset_info_entry(
+        f"{settings.conversion.data_name}.json"
+    )
     old = dataset_info.get(key)
     if old == entry:
         change = "unchanged"
         logger.info("dataset_info.json: entry '%s' is up to date", key)
     elif old is None:
         change = "new"
-        logger.info("dataset_info.json: registered '%s' -> %s", key, entry.get("file_name") or entry.get("hf_hub_url"))
+        logger.info(
+            "dataset_info.json: registered '%s' -> %s", key, entry.get("file_name") or entry.get("hf_hub_url")
+        )
     else:
         change = "updated"
         logger.warning("dataset_info.json: entry '%s' changed: %s -> %s", key, old, entry)
-    record = {"dataset_key": key, "change": change, "entry": entry, "previous": old, "rows": lf_manifest.get("rows")}
+    record = {
+        "dataset_key": key,
+        "change": change,
+        "entry": entry,
+        "previous": old,
+        "rows": lf_manifest.get("rows"),
+    }
     return {key: entry}, record

@@ -54,7 +54,9 @@ def _tokenizer_path(settings: RuntimeInput, project_root: str | None) -> str:
 
 
 def _load_model_tokenizer(settings: RuntimeInput, project_root: str | None) -> TokenizerLoad:
-    loaded = load_tokenizer(_tokenizer_path(settings, project_root), trust_remote_code=settings.model.trust_remote_code)
+    loaded = load_tokenizer(
+        _tokenizer_path(settings, project_root), trust_remote_code=settings.model.trust_remote_code
+    )
     if not loaded.ok:
         logger.warning("WARN %s", loaded.error)
     return loaded
@@ -83,8 +85,12 @@ def _register_changed_copy(report: dict[str, Any], settings: RuntimeInput, proje
     copy = str(lf_copy_path(settings, Path(project_root)))
     entry = {k: v for k, v in (registration.get("entry") or {}).items() if k not in _HUB_KEYS}
     entry["file_name"] = copy
-    registration.update(entry=entry, registered="filtered_copy", file=copy,
-                        note=f"registered the copy {copy}: the over-length policy changed rows")
+    registration.update(
+        entry=entry,
+        registered="filtered_copy",
+        file=copy,
+        note=f"registered the copy {copy}: the over-length policy changed rows",
+    )
     report["registration"] = registration
 
 
@@ -137,8 +143,14 @@ def lf_dataset_dir(settings: RuntimeInput, project_root: str) -> Path:
         return Path(project_root) / "artifacts" / "data" / "lf_data"
 
 
-def _fidelity_topup(rows: Sequence[dict[str, Any]], per_sample: list[dict[str, Any]], plan: FidelityPlan,
-                    loaded: TokenizerLoad, settings: RuntimeInput, entry: dict[str, Any] | None) -> None:
+def _fidelity_topup(
+    rows: Sequence[dict[str, Any]],
+    per_sample: list[dict[str, Any]],
+    plan: FidelityPlan,
+    loaded: TokenizerLoad,
+    settings: RuntimeInput,
+    entry: dict[str, Any] | None,
+) -> None:
     """Check, after the pass, the rare-structure rows and one row of every stratum the seeded sample missed
     (a few rows: rare by definition)."""
     chosen = topup_indices(per_sample)
@@ -147,15 +159,24 @@ def _fidelity_topup(rows: Sequence[dict[str, Any]], per_sample: list[dict[str, A
         by_reason.setdefault(reason, []).append(index)
     for reason, indices in by_reason.items():
         forced = dataclasses.replace(plan, force=reason)
-        extra, _ = token_stats([rows[i] for i in indices], loaded.tokenizer, cutoff_len=settings.training.cutoff_len,
-                               template=settings.training.template, lf_options=_lf_options(settings),
-                               dataset_entry=entry, fidelity=forced, num_workers=_pass_workers(settings),
-                               purpose="fidelity_topup")
+        extra, _ = token_stats(
+            [rows[i] for i in indices],
+            loaded.tokenizer,
+            cutoff_len=settings.training.cutoff_len,
+            template=settings.training.template,
+            lf_options=_lf_options(settings),
+            dataset_entry=entry,
+            fidelity=forced,
+            num_workers=_pass_workers(settings),
+            purpose="fidelity_topup",
+        )
         for index, sample in zip(indices, extra, strict=True):
             per_sample[index]["fidelity"] = dict(sample["fidelity"])
 
 
-def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeInput, project_root: str) -> ConversionResult:
+def apply_length_policy(
+    conversion_result: ConversionResult, settings: RuntimeInput, project_root: str
+) -> ConversionResult:
     """conversion.overlength applied to the converted rows before they are written (drop / truncate_turns / keep).
 
     Dropped rows leave the LF rows, the IM rows and the kept trajectories and get a reject line (stage
@@ -173,36 +194,69 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     report = dict(conversion_result.funnel)
     loaded = _load_model_tokenizer(settings, project_root)
     if not loaded.ok:
-        report["overlength"] = {"policy": policy, "cutoff_len": cutoff, "applied": False, "reason": loaded.error}
-        logger.warning("WARN over-length policy %r NOT applied (no tokenizer): LLaMA-Factory will silently truncate "
-                       "rows over cutoff_len %s", policy, cutoff)
+        report["overlength"] = {
+            "policy": policy,
+            "cutoff_len": cutoff,
+            "applied": False,
+            "reason": loaded.error,
+        }
+        logger.warning(
+            "WARN over-length policy %r NOT applied (no tokenizer): LLaMA-Factory will silently truncate "
+            "rows over cutoff_len %s",
+            policy,
+            cutoff,
+        )
         return dataclasses.replace(conversion_result, funnel=report)
     rows = conversion_result.lf_rows
     template = settings.training.template
     entry = _dataset_entry(report)
     conv = settings.conversion
-    plan_fid = fidelity_plan(loaded.tokenizer, len(rows), seed=conv.seed, sample_rate=conv.fidelity_sample_rate)
+    plan_fid = fidelity_plan(
+        loaded.tokenizer, len(rows), seed=conv.seed, sample_rate=conv.fidelity_sample_rate
+    )
     ids_spool = _ids_spool(settings, project_root)
-    per_sample, first_summary = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff, template=template,
-                                            lf_options=_lf_options(settings), dataset_entry=entry,
-                                            num_workers=_pass_workers(settings), fidelity=plan_fid,
-                                            ids_sink=ids_spool.add if ids_spool else None)
+    per_sample, first_summary = token_stats(
+        rows,
+        loaded.tokenizer,
+        cutoff_len=cutoff,
+        template=template,
+        lf_options=_lf_options(settings),
+        dataset_entry=entry,
+        num_workers=_pass_workers(settings),
+        fidelity=plan_fid,
+        ids_sink=ids_spool.add if ids_spool else None,
+    )
     fidelity_report = None
     if plan_fid is not None:
         fidelity_started = time.perf_counter()
         if plan_fid.rate < 1.0:
             _fidelity_topup(rows, per_sample, plan_fid, loaded, settings, entry)
         fidelity_report = report_from_samples(
-            per_sample, plan_fid.describe(), template=template, max_mismatch=conv.max_template_mismatch,
-            lf_options=_lf_options(settings), tokenizer=getattr(loaded.tokenizer, "name_or_path", ""),
-            elapsed_s=round(time.perf_counter() - fidelity_started, 3), dataset_repairs=report.get("repairs"))
+            per_sample,
+            plan_fid.describe(),
+            template=template,
+            max_mismatch=conv.max_template_mismatch,
+            lf_options=_lf_options(settings),
+            tokenizer=getattr(loaded.tokenizer, "name_or_path", ""),
+            elapsed_s=round(time.perf_counter() - fidelity_started, 3),
+            dataset_repairs=report.get("repairs"),
+        )
         for sample in per_sample:
             sample.pop("fidelity", None)
     truncated_ids: dict[int, tuple[Any, Any]] = {}
     plan = plan_overlength_policy(
-        rows, per_sample, policy=policy, cutoff_len=cutoff, tokenizer=loaded.tokenizer, template=template,
-        lf_options=_lf_options(settings), dataset_entry=entry,
-        ids_sink=(lambda index, ids, labels: truncated_ids.__setitem__(index, (ids, labels))) if ids_spool else None)
+        rows,
+        per_sample,
+        policy=policy,
+        cutoff_len=cutoff,
+        tokenizer=loaded.tokenizer,
+        template=template,
+        lf_options=_lf_options(settings),
+        dataset_entry=entry,
+        ids_sink=(lambda index, ids, labels: truncated_ids.__setitem__(index, (ids, labels)))
+        if ids_spool
+        else None,
+    )
     new_rejects, decisions = plan.rejects, plan.decisions
     kept_rows = select_rows(rows, plan.keep, plan.replacements)  # spooled rows stay on disk
     dropped = {d["uid"] for d in decisions if d["action"] == "dropped"}
@@ -225,27 +279,52 @@ def apply_length_policy(conversion_result: ConversionResult, settings: RuntimeIn
     )
     # "model_turns" and "repairs" without the dropped rows and the cut turns (sft.core.turns)
     report.update(apply_overlength(conversion_result.turn_ledger, decisions, new_rejects) or {})
-    logger.info("over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
-                policy, cutoff, summary["over_cutoff"], summary["dropped"], summary["truncated"],
-                summary["kept_over_cutoff"])
+    logger.info(
+        "over-length policy %s at cutoff_len %s: %s over, %s dropped, %s truncated, %s left to LLaMA-Factory",
+        policy,
+        cutoff,
+        summary["over_cutoff"],
+        summary["dropped"],
+        summary["truncated"],
+        summary["kept_over_cutoff"],
+    )
     key = token_count_key(settings, project_root, entry)
     if ids_spool is not None:
         report["pretokenized"] = write_tokenized(
-            ids_spool, plan.keep, truncated_ids, tokenized_path(lf_dataset_dir(settings, project_root), conv.data_name),
-            pretokenized_key(settings, project_root, entry), max_samples=settings.training.max_samples)
-        logger.info("pretokenize: %s row(s), %s token(s) -> %s", report["pretokenized"]["rows"],
-                    report["pretokenized"]["tokens"], report["pretokenized"]["path"])
+            ids_spool,
+            plan.keep,
+            truncated_ids,
+            tokenized_path(lf_dataset_dir(settings, project_root), conv.data_name),
+            pretokenized_key(settings, project_root, entry),
+            max_samples=settings.training.max_samples,
+        )
+        logger.info(
+            "pretokenize: %s row(s), %s token(s) -> %s",
+            report["pretokenized"]["rows"],
+            report["pretokenized"]["tokens"],
+            report["pretokenized"]["path"],
+        )
     written_samples = []  # the numbers of exactly the rows written, for the report (no second tokenization)
     for position, index in enumerate(plan.keep):
         sample = dict(plan.truncated_samples.get(index) or per_sample[index])
         sample.pop("fidelity", None)
         sample["index"] = position
         written_samples.append(sample)
-    token_samples = {"key": key, "samples": written_samples,
-                     "summary_fields": {k: first_summary[k] for k in _SUMMARY_RUN_FIELDS},
-                     "fidelity_report": fidelity_report}
-    return dataclasses.replace(conversion_result, lf_rows=kept_rows, im_rows=im_rows, rejects=rejects, funnel=report,
-                               kept=kept, token_samples=token_samples)
+    token_samples = {
+        "key": key,
+        "samples": written_samples,
+        "summary_fields": {k: first_summary[k] for k in _SUMMARY_RUN_FIELDS},
+        "fidelity_report": fidelity_report,
+    }
+    return dataclasses.replace(
+        conversion_result,
+        lf_rows=kept_rows,
+        im_rows=im_rows,
+        rejects=rejects,
+        funnel=report,
+        kept=kept,
+        token_samples=token_samples,
+    )
 
 
 def _ids_spool(settings: RuntimeInput, project_root: str) -> IdsSpool | None:
@@ -254,23 +333,33 @@ def _ids_spool(settings: RuntimeInput, project_root: str) -> IdsSpool | None:
         return None
     reason = unsupported_reason(settings.training)
     if reason is not None:
-        raise ValueError(f"conversion.pretokenize: true cannot be used with {reason}. Fix: set conversion.pretokenize: "
-                         "false (LLaMA-Factory then tokenizes on the training node) or change that setting")
+        raise ValueError(
+            f"conversion.pretokenize: true cannot be used with {reason}. Fix: set conversion.pretokenize: "
+            "false (LLaMA-Factory then tokenizes on the training node) or change that setting"
+        )
     return IdsSpool(lf_dataset_dir(settings, project_root))
 
 
-def pretokenized_key(settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+def pretokenized_key(
+    settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None
+) -> dict[str, Any]:
     """What a pre-tokenized dataset depends on; train/yaml_gen only uses one whose key matches the run."""
-    return {"template": settings.training.template, "cutoff_len": settings.training.cutoff_len,
-            "lf_options": _lf_options(settings), "tokenizer": _tokenizer_path(settings, project_root),
-            "dataset_entry": entry}
+    return {
+        "template": settings.training.template,
+        "cutoff_len": settings.training.cutoff_len,
+        "lf_options": _lf_options(settings),
+        "tokenizer": _tokenizer_path(settings, project_root),
+        "dataset_entry": entry,
+    }
 
 
 # The token_stats summary fields that describe the counting run rather than the samples.
 _SUMMARY_RUN_FIELDS = ("template", "lf_options", "tokenizer", "elapsed_s", "tokens_per_s")
 
 
-def token_count_key(settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+def token_count_key(
+    settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None
+) -> dict[str, Any]:
     """Everything token counts depend on besides the rows: if any differs, counts are not reused."""
     path = _tokenizer_path(settings, project_root)
     files = {}
@@ -279,8 +368,14 @@ def token_count_key(settings: RuntimeInput, project_root: str | None, entry: dic
         if candidate.is_file():
             stat = candidate.stat()
             files[name] = [stat.st_size, stat.st_mtime_ns]
-    return {"tokenizer": path, "tokenizer_files": files, "template": settings.training.template,
-            "cutoff_len": settings.training.cutoff_len, "lf_options": _lf_options(settings), "dataset_entry": entry}
+    return {
+        "tokenizer": path,
+        "tokenizer_files": files,
+        "template": settings.training.template,
+        "cutoff_len": settings.training.cutoff_len,
+        "lf_options": _lf_options(settings),
+        "dataset_entry": entry,
+    }
 
 
 def handover_token_samples(result: ConversionResult, rows_sha256: str) -> list[dict[str, Any]]:
@@ -289,8 +384,13 @@ def handover_token_samples(result: ConversionResult, rows_sha256: str) -> list[d
     if result.token_samples is None:
         return [{"key": None, "note": "no token counts (no tokenizer, or the over-length node did not run)"}]
     handover = result.token_samples
-    header = {"key": handover["key"], "rows_sha256": rows_sha256, "samples": len(handover["samples"]),
-              "summary_fields": handover["summary_fields"], "fidelity_report": handover.get("fidelity_report")}
+    header = {
+        "key": handover["key"],
+        "rows_sha256": rows_sha256,
+        "samples": len(handover["samples"]),
+        "summary_fields": handover["summary_fields"],
+        "fidelity_report": handover.get("fidelity_report"),
+    }
     return [header, *handover["samples"]]
 
 
@@ -328,8 +428,9 @@ def lf_file(settings: RuntimeInput, project_root: str) -> Path:
     return lf_dataset_dir(settings, project_root) / f"{settings.conversion.data_name}.json"
 
 
-def _reusable_handover(handover: list[dict[str, Any]] | None, key: dict[str, Any],
-                       path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+def _reusable_handover(
+    handover: list[dict[str, Any]] | None, key: dict[str, Any], path: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """(header, per-sample numbers) of the convert side when they describe exactly the rows in the file (its
     bytes hash to the hand-over's ``rows_sha256``), counted the same way; else None."""
     if not handover or not handover[0].get("key") or not _same(handover[0]["key"], key):
@@ -360,8 +461,10 @@ def stream_lf_rows(path: Path, project_root: str) -> Sequence[dict[str, Any]]:
 
 
 def compute_token_statistics(
-    conversion_token_samples: list[dict[str, Any]], conversion_report: dict[str, Any], settings: RuntimeInput,
-    project_root: str
+    conversion_token_samples: list[dict[str, Any]],
+    conversion_report: dict[str, Any],
+    settings: RuntimeInput,
+    project_root: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer.
 
@@ -372,29 +475,57 @@ def compute_token_statistics(
     cutoff = settings.training.cutoff_len
     entry = _dataset_entry(conversion_report)
     path = lf_file(settings, project_root)
-    reused = _reusable_handover(conversion_token_samples, token_count_key(settings, project_root, entry), path)
+    reused = _reusable_handover(
+        conversion_token_samples, token_count_key(settings, project_root, entry), path
+    )
     if reused is not None:
         header, per_sample = reused
-        summary = {**summarize(per_sample, cutoff_len=cutoff), **header["summary_fields"],
-                   "counted_by": "apply_length_policy_node"}
-        logger.info("token statistics: %s samples, %s tokens (counted during conversion, reused)", summary["samples"],
-                    summary["tokens"]["total"])
+        summary = {
+            **summarize(per_sample, cutoff_len=cutoff),
+            **header["summary_fields"],
+            "counted_by": "apply_length_policy_node",
+        }
+        logger.info(
+            "token statistics: %s samples, %s tokens (counted during conversion, reused)",
+            summary["samples"],
+            summary["tokens"]["total"],
+        )
         return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
     rows = stream_lf_rows(path, project_root)
     loaded = _load_model_tokenizer(settings, project_root)
     if not loaded.ok:
-        return counts_only_stats(rows, cutoff_len=cutoff, reason=loaded.error,
-                                 template=settings.training.template, dataset_entry=entry)
-    per_sample, summary = token_stats(rows, loaded.tokenizer, cutoff_len=cutoff,
-                                      template=settings.training.template, lf_options=_lf_options(settings),
-                                      dataset_entry=entry, num_workers=_pass_workers(settings))
-    logger.info("token statistics: %s samples, %s tokens in %.1f s (%s tokens/s)", summary["samples"],
-                summary["tokens"]["total"], summary["elapsed_s"], summary["tokens_per_s"])
+        return counts_only_stats(
+            rows,
+            cutoff_len=cutoff,
+            reason=loaded.error,
+            template=settings.training.template,
+            dataset_entry=entry,
+        )
+    per_sample, summary = token_stats(
+        rows,
+        loaded.tokenizer,
+        cutoff_len=cutoff,
+        template=settings.training.template,
+        lf_options=_lf_options(settings),
+        dataset_entry=entry,
+        num_workers=_pass_workers(settings),
+    )
+    logger.info(
+        "token statistics: %s samples, %s tokens in %.1f s (%s tokens/s)",
+        summary["samples"],
+        summary["tokens"]["total"],
+        summary["elapsed_s"],
+        summary["tokens_per_s"],
+    )
     return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
 
 
-def check_fidelity(conversion_token_samples: list[dict[str, Any]], conversion_report: dict[str, Any],
-                   settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+def check_fidelity(
+    conversion_token_samples: list[dict[str, Any]],
+    conversion_report: dict[str, Any],
+    settings: RuntimeInput,
+    project_root: str,
+) -> dict[str, Any]:
     """The template fidelity report (never raises; ``enforce_data_checks`` decides).
 
     Made by the convert side's token pass (handed over); computed here, on rows streamed from the file, only
@@ -404,35 +535,52 @@ def check_fidelity(conversion_token_samples: list[dict[str, Any]], conversion_re
     threshold = settings.conversion.max_template_mismatch
     entry = _dataset_entry(conversion_report)
     path = lf_file(settings, project_root)
-    reused = _reusable_handover(conversion_token_samples, token_count_key(settings, project_root, entry), path)
+    reused = _reusable_handover(
+        conversion_token_samples, token_count_key(settings, project_root, entry), path
+    )
     if reused is not None and reused[0].get("fidelity_report"):
         report = dict(reused[0]["fidelity_report"])
         report["max_template_mismatch"] = threshold
         return report
     if reused is not None:  # the pass had a tokenizer but no plan: the tokenizer has no chat template
-        return skipped_report(f"{_tokenizer_path(settings, project_root)}: the tokenizer has no chat_template to "
-                              "compare with (a base model?); nothing to check", template=template,
-                              max_mismatch=threshold)
+        return skipped_report(
+            f"{_tokenizer_path(settings, project_root)}: the tokenizer has no chat_template to "
+            "compare with (a base model?); nothing to check",
+            template=template,
+            max_mismatch=threshold,
+        )
     loaded = _load_model_tokenizer(settings, project_root)
     if not loaded.ok:
         return skipped_report(loaded.error, template=template, max_mismatch=threshold)
-    return check_template_fidelity(stream_lf_rows(path, project_root), _tokenizer_path(settings, project_root),
-                                   template=template,
-                                   lf_options=_lf_options(settings), dataset_entry=entry, max_mismatch=threshold,
-                                   trust_remote_code=settings.model.trust_remote_code,
-                                   dataset_repairs=conversion_report.get("repairs"))
+    return check_template_fidelity(
+        stream_lf_rows(path, project_root),
+        _tokenizer_path(settings, project_root),
+        template=template,
+        lf_options=_lf_options(settings),
+        dataset_entry=entry,
+        max_mismatch=threshold,
+        trust_remote_code=settings.model.trust_remote_code,
+        dataset_repairs=conversion_report.get("repairs"),
+    )
 
 
-def enforce_data_checks(template_fidelity_report: dict[str, Any], dataset_token_summary: dict[str, Any],
-                        settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+def enforce_data_checks(
+    template_fidelity_report: dict[str, Any],
+    dataset_token_summary: dict[str, Any],
+    settings: RuntimeInput,
+    project_root: str,
+) -> dict[str, Any]:
     """Fail before training when the fidelity check fails (the message names the report file).
 
     Returns the record the train pipeline can depend on, so that training waits for (and only follows)
     passed checks.
     """
     report_path = str(_report_dir(settings, project_root) / FIDELITY_REPORT_FILE)
-    enforce_fidelity(template_fidelity_report, report_path=report_path,
-                     max_mismatch=settings.conversion.max_template_mismatch)
+    enforce_fidelity(
+        template_fidelity_report,
+        report_path=report_path,
+        max_mismatch=settings.conversion.max_template_mismatch,
+    )
     over = dataset_token_summary.get("over_cutoff") or {}
     return {
         "passed": True,
@@ -456,9 +604,15 @@ def build_dataset_stats(
     project_root: str,
 ) -> dict[str, Any]:
     """The machine-readable ``<data_name>.stats.json``."""
-    stats = build_stats(per_sample=dataset_sample_stats, token_summary=dataset_token_summary,
-                        settings=settings, conversion_report=conversion_report, rejects=conversion_rejects,
-                        fidelity_report=template_fidelity_report, project_root=project_root)
+    stats = build_stats(
+        per_sample=dataset_sample_stats,
+        token_summary=dataset_token_summary,
+        settings=settings,
+        conversion_report=conversion_report,
+        rejects=conversion_rejects,
+        fidelity_report=template_fidelity_report,
+        project_root=project_root,
+    )
     for line in dryrun_lines(stats):
         (logger.warning if line.startswith("WARN") else logger.info)("%s", line)
     return stats
@@ -469,6 +623,8 @@ def render_dataset_card(dataset_stats: dict[str, Any]) -> str:
     return render_card(dataset_stats)
 
 
-def plot_dataset(dataset_sample_stats: list[dict[str, Any]], dataset_stats: dict[str, Any]) -> dict[str, Figure]:
+def plot_dataset(
+    dataset_sample_stats: list[dict[str, Any]], dataset_stats: dict[str, Any]
+) -> dict[str, Figure]:
     """Token lengths vs cutoff, turns, tool calls per turn, rows per repository."""
     return dataset_plots(dataset_sample_stats, dataset_stats)

@@ -28,7 +28,9 @@ def train_model(
     cfg = load_selected_config().model_copy(deep=True)
     cfg.runtime_info.input = settings
     root = Path(project_root)
-    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data")
+    return run_training(
+        cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data"
+    )
 
 
 def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> dict[str, Any]:
@@ -44,7 +46,9 @@ def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> di
             "Slurm (SLURM_JOB_ID), so this node waits for this run's dataset and not an older one"
         )
     dataset_dir = Path(project_root) / "artifacts" / "data" / "lf_data"
-    return wait_for_dataset(dataset_dir, settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s)
+    return wait_for_dataset(
+        dataset_dir, settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s
+    )
 
 
 def train_model_follower(
@@ -57,7 +61,9 @@ def train_model_follower(
     cfg = load_selected_config().model_copy(deep=True)
     cfg.runtime_info.input = settings
     root = Path(project_root)
-    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data")
+    return run_training(
+        cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data"
+    )
 
 
 def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:

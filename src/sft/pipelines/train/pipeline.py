@@ -18,7 +18,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             settings_node(),
             Node(
                 train_model,
-                inputs=["dataset_registration", "data_check", "run_settings", "params:config_path", "params:project_root"],
+                inputs=[
+                    "dataset_registration",
+                    "data_check",
+                    "run_settings",
+                    "params:config_path",
+                    "params:project_root",
+                ],
                 outputs="training_run",
                 name="train_model_node",
                 tags=["train"],
@@ -58,7 +64,12 @@ def create_follower_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_model_follower,
-                inputs=["follower_dataset_ready", "run_settings", "params:config_path", "params:project_root"],
+                inputs=[
+                    "follower_dataset_ready",
+                    "run_settings",
+                    "params:config_path",
+                    "params:project_root",
+                ],
                 outputs="follower_training_run",
                 name="train_model_follower_node",
                 tags=["train"],

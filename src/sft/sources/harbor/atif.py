@@ -210,7 +210,9 @@ def _pair_results_without_id(
         return [], [text for _, text, _ in without_id]
     if len(without_id) == len(unanswered):
         ctx.repairs["paired_result_without_id"] += len(without_id)
-        return [(cid, order, text, err) for cid, (order, text, err) in zip(unanswered, without_id, strict=True)], []
+        return [
+            (cid, order, text, err) for cid, (order, text, err) in zip(unanswered, without_id, strict=True)
+        ], []
     if len(without_id) == 1:
         order, text, err = without_id[0]
         ctx.repairs["paired_result_without_id"] += 1
@@ -273,7 +275,9 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
                 paired.append((position, len(results), "", False))
                 ctx.repairs["empty_result_for_synthetic_call"] += 1
     ctx.agent_steps += 1
-    left = [calls[p].id or f"#{p} ({calls[p].name})" for p in range(len(calls)) if p not in {q[0] for q in paired}]
+    left = [
+        calls[p].id or f"#{p} ({calls[p].name})" for p in range(len(calls)) if p not in {q[0] for q in paired}
+    ]
     if left:
         ctx.unanswered.append((ctx.agent_steps, step.get("step_id"), left))
     tool_messages: list[tuple[int, int, Message]] = []
@@ -396,7 +400,9 @@ def _drop_copied_prefix(steps: list[dict[str, Any]], ctx: _StepContext) -> list[
     last_agent = max((i for i in range(run) if steps[i].get("source") == "agent"), default=-1)
     if last_agent < 0:
         return steps
-    ctx.repairs["dropped_copied_context"] += sum(1 for s in steps[: last_agent + 1] if s.get("source") == "agent")
+    ctx.repairs["dropped_copied_context"] += sum(
+        1 for s in steps[: last_agent + 1] if s.get("source") == "agent"
+    )
     # The leading system step (the agent's system prompt) is not copied context: keep it.
     head = [steps[0]] if steps[0].get("source") == "system" and not steps[0].get("is_copied_context") else []
     return head + steps[last_agent + 1 :]
@@ -430,7 +436,9 @@ def _join(first: str, second: str) -> str:
 
 def _plain_agent_step(step: dict[str, Any]) -> bool:
     """An agent step that holds neither calls nor an observation (not even a malformed one)."""
-    return step.get("source") == "agent" and step.get("tool_calls") in (None, []) and not step.get("observation")
+    return (
+        step.get("source") == "agent" and step.get("tool_calls") in (None, []) and not step.get("observation")
+    )
 
 
 def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
@@ -474,10 +482,12 @@ def _sample_messages(sample: _Sample, ctx: _StepContext) -> list[Message]:
             ):
                 # One model response written as two agent steps (codex: the message item, then the
                 # function_call item of the same response): one assistant turn.
-                messages[-1] = message.model_copy(update={
-                    "content": _join(previous.content, message.content),
-                    "reasoning_content": _join(previous.reasoning_content, message.reasoning_content),
-                })
+                messages[-1] = message.model_copy(
+                    update={
+                        "content": _join(previous.content, message.content),
+                        "reasoning_content": _join(previous.reasoning_content, message.reasoning_content),
+                    }
+                )
                 ctx.repairs["merged_consecutive_agent_steps"] += 1
                 continue
             messages.append(message)
@@ -695,7 +705,11 @@ def _sidechain_conversations(
                 model_name=_doc_model(doc),
                 extra=_conversation_extra(
                     ctx,
-                    {"atif_files": [path.name], "sidechain": True, "schema_version": doc.get("schema_version")},
+                    {
+                        "atif_files": [path.name],
+                        "sidechain": True,
+                        "schema_version": doc.get("schema_version"),
+                    },
                 ),
                 reject=ctx.reject,
             )

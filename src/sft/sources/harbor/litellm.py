@@ -742,7 +742,9 @@ def canonical_view(message: Message) -> tuple[Any, ...]:
     """The same rule on a canonical message: what the comparison of output rows looks at (no reasoning,
     no billing lines in the system prompt, tool calls by name and arguments)."""
     content = system_view(message.content) if message.role == "system" else message.content
-    calls = tuple((c.name, orjson.dumps(c.arguments, option=orjson.OPT_SORT_KEYS)) for c in message.tool_calls)
+    calls = tuple(
+        (c.name, orjson.dumps(c.arguments, option=orjson.OPT_SORT_KEYS)) for c in message.tool_calls
+    )
     return (message.role, content, calls, message.tool_call_id if message.role == "tool" else None)
 
 
@@ -1134,7 +1136,9 @@ def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> M
     elif content is not None:
         texts.append(content if isinstance(content, str) else content_text(content, problems))
     tool_calls_raw = message.get("tool_calls")
-    for call in tool_calls_raw if isinstance(tool_calls_raw, list) else []:  # a damaged log may hold any value
+    for call in (
+        tool_calls_raw if isinstance(tool_calls_raw, list) else []
+    ):  # a damaged log may hold any value
         if isinstance(call, dict):
             tool_calls.append(_openai_tool_call(call))
     reasoning_text = _reasoning_of(message) or "\n".join(reasoning)

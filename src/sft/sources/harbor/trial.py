@@ -167,8 +167,10 @@ def _from_atif(
         if trajectory_source == "atif":
             detail = f"{atif_path} does not exist (required by trajectory_source 'atif')"
         elif log_path.is_file() and not adapter.supports_litellm:
-            detail = (f"{atif_path} does not exist and agent {adapter.name!r} has no proxy-log adapter for "
-                      f"{log_path.name}; Harbor writes {ATIF_MAIN} after the run (the run may have been killed)")
+            detail = (
+                f"{atif_path} does not exist and agent {adapter.name!r} has no proxy-log adapter for "
+                f"{log_path.name}; Harbor writes {ATIF_MAIN} after the run (the run may have been killed)"
+            )
         else:
             detail = f"{agent_dir}: neither {LITELLM_LOG} nor {ATIF_MAIN} exists"
         raise _TrialRejected("parse", "no_trajectory_source", detail)
@@ -184,7 +186,9 @@ def _from_atif(
             rebuilt_atif=options.rebuilt_atif,
         )
     except AtifError as exc:
-        raise _TrialRejected("parse", "invalid_atif", f"{exc}; a valid ATIF trajectory.json is needed") from exc
+        raise _TrialRejected(
+            "parse", "invalid_atif", f"{exc}; a valid ATIF trajectory.json is needed"
+        ) from exc
 
 
 class AtifReadOptions(BaseModel):
@@ -268,8 +272,11 @@ def _run(
                 detail=refusal.detail,
             )
         )
-        refused.append(RefusedConversation(uid, adapter.name, refusal.agent_type, f"parse:{refusal.reason}",
-                                           refusal.messages))
+        refused.append(
+            RefusedConversation(
+                uid, adapter.name, refusal.agent_type, f"parse:{refusal.reason}", refusal.messages
+            )
+        )
     skipped: list[Trajectory] = []
     if not options.include_subagents:
         kept = [t for t in trajectories if t.meta.agent_type == "main"]

@@ -20,7 +20,9 @@ from sft.sources.scaffolds.terminus2 import Terminus2Adapter
 ADAPTERS: dict[str, type[ScaffoldAdapter]] = {
     cls.name: cls for cls in (ClaudeCodeAdapter, OpenCodeAdapter, OpenHandsSdkAdapter, Terminus2Adapter)
 }
-assert set(ADAPTERS) == set(PROXY_LOG_SCAFFOLDS), "sft.config.harbor_agents.PROXY_LOG_SCAFFOLDS is out of date"
+assert set(ADAPTERS) == set(PROXY_LOG_SCAFFOLDS), (
+    "sft.config.harbor_agents.PROXY_LOG_SCAFFOLDS is out of date"
+)
 
 
 class UnknownScaffoldError(KeyError):

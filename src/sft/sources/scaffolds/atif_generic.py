@@ -32,7 +32,11 @@ class AtifAgentAdapter(ScaffoldAdapter):
 
     def accepts_agent_name(self, agent_name: str) -> bool:  # type: ignore[override]
         """result.json's agent must be this one (``atif`` accepts any); ATIF's own agent.name is free."""
-        return self.name == GENERIC_ATIF_SCAFFOLD or agent_name == self.name or agent_name.startswith(self.name + "-")
+        return (
+            self.name == GENERIC_ATIF_SCAFFOLD
+            or agent_name == self.name
+            or agent_name.startswith(self.name + "-")
+        )
 
     def check_atif_agent(self, atif_agent: str, agent_dir: Path) -> None:
         """ATIF's agent.name may differ from Harbor's agent name (e.g. a version suffix): any is accepted."""
@@ -40,4 +44,6 @@ class AtifAgentAdapter(ScaffoldAdapter):
     def trajectories_from_log(
         self, records: list[dict[str, Any]], info: TrialInfo, source_file: str, report: AdapterReport
     ) -> list[Trajectory]:
-        raise NotImplementedError(f"agent {self.name!r} has no proxy-log adapter; its ATIF file is read instead")
+        raise NotImplementedError(
+            f"agent {self.name!r} has no proxy-log adapter; its ATIF file is read instead"
+        )

@@ -87,8 +87,9 @@ def _recover_reasoning(
     hashes for every j <= p. Most turns carry their reasoning, and the ones that do not come early.
     The messages are the same objects, so filling them fills ``built``.
     """
-    missing = {position: message for position, message in built.assistant_at.items()
-               if not message.reasoning_content}
+    missing = {
+        position: message for position, message in built.assistant_at.items() if not message.reasoning_content
+    }
     if not missing:
         return 0
     needed = dataclasses.replace(built, assistant_at=missing)
@@ -190,8 +191,15 @@ class ScaffoldAdapter(ABC):
                 label += f"#segment-{conv.extra['segment']}"
             turns = sum(1 for m in conv.messages if m.role == "assistant" and m.trainable)
             if conv.reject is not None:
-                report.rejects.append(Refusal(label, conv.reject[0], f"{conv.reject[1]} ({turns} model turns)",
-                                              conv.agent_type, conv.messages))
+                report.rejects.append(
+                    Refusal(
+                        label,
+                        conv.reject[0],
+                        f"{conv.reject[1]} ({turns} model turns)",
+                        conv.agent_type,
+                        conv.messages,
+                    )
+                )
                 report.counters["atif_conversations_rejected"] += 1
                 report.counters["atif_rejected_model_turns"] += turns
                 continue
@@ -201,15 +209,17 @@ class ScaffoldAdapter(ABC):
                     report.counters["rebuilt_atif_dropped_turns"] += turns
                     report.counters["atif_conversations_rejected"] += 1
                     report.counters["atif_rejected_model_turns"] += turns
-                    report.rejects.append(Refusal(
-                        label,
-                        "rebuilt_atif",
-                        f"{conv.source_file}: the assistant text is rebuilt by Harbor ('Analysis:/Plan:' plus "
-                        f"synthetic tool calls), not what the model emitted ({turns} model turns); "
-                        f"{hooks.rebuilt_fix or 'set conversion.rebuilt_atif: keep to train on it anyway'}",
-                        conv.agent_type,
-                        conv.messages,
-                    ))
+                    report.rejects.append(
+                        Refusal(
+                            label,
+                            "rebuilt_atif",
+                            f"{conv.source_file}: the assistant text is rebuilt by Harbor ('Analysis:/Plan:' plus "
+                            f"synthetic tool calls), not what the model emitted ({turns} model turns); "
+                            f"{hooks.rebuilt_fix or 'set conversion.rebuilt_atif: keep to train on it anyway'}",
+                            conv.agent_type,
+                            conv.messages,
+                        )
+                    )
                     continue
                 conv.extra["atif_content_rebuilt"] = True
             trajectories.append(self.trajectory_from_atif(conv, info, job_dir))
@@ -246,7 +256,9 @@ class ScaffoldAdapter(ABC):
         if sources.get("raw_tool_result"):
             caveats.append(f"{sources['raw_tool_result']} tool results from raw_tool_result")
         if sources.get("stripped"):
-            caveats.append(f"{sources['stripped']} tool results stripped of Harbor's [stdout]/[metadata] decorations")
+            caveats.append(
+                f"{sources['stripped']} tool results stripped of Harbor's [stdout]/[metadata] decorations"
+            )
         if extra.get("atif_content_rebuilt"):
             caveats.append(
                 "assistant text rebuilt from parsed JSON (Analysis/Plan) with synthetic tool calls; "

@@ -33,8 +33,12 @@ from sft.sources.harbor.atif import StrippedText
 ERROR_TAIL = "[error] tool reported failure"
 # The chunk markers of _format_tool_result, in the order it appends them.
 _MARKERS = ("[stdout]\n", "[stderr]\n", "[exit_code] ", "[interrupted] ", "[is_image] ", "[metadata] ")
-_BLOCK_START = re.compile(r"\n\n(?=\[(?:stdout\]\n|stderr\]\n|exit_code\] |interrupted\] |is_image\] |metadata\] \{))")
-_LINE_MARKER = re.compile(r"^\[(?:stdout\]$|stderr\]$|exit_code\] |interrupted\] |is_image\] |metadata\] )", re.M)
+_BLOCK_START = re.compile(
+    r"\n\n(?=\[(?:stdout\]\n|stderr\]\n|exit_code\] |interrupted\] |is_image\] |metadata\] \{))"
+)
+_LINE_MARKER = re.compile(
+    r"^\[(?:stdout\]$|stderr\]$|exit_code\] |interrupted\] |is_image\] |metadata\] )", re.M
+)
 
 
 def _chunks(block: str) -> list[tuple[str, str]] | None:
@@ -60,7 +64,7 @@ def _chunks(block: str) -> list[tuple[str, str]] | None:
         elif rank <= last_rank:
             return None
         last_rank = rank
-        chunks.append((marker, piece[len(marker):]))
+        chunks.append((marker, piece[len(marker) :]))
     return chunks
 
 
@@ -106,7 +110,7 @@ def strip_harbor_decorations(text: str) -> StrippedText | None:
         cut = 0  # no content at all, only Harbor's metadata line
     else:
         for match in _BLOCK_START.finditer(body):
-            if _is_duplicate_block(body[: match.start()], body[match.end():]):
+            if _is_duplicate_block(body[: match.start()], body[match.end() :]):
                 cut = match.start()
                 break
     if cut is not None:
