@@ -388,13 +388,16 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{(k.get('error') or '')[-200:]!r} |" + " |" * (11 + len(NODES)))
             continue
         nodes = k.get("nodes", {})
+        engine_s = nodes.get("build_dataset_node", {}).get("total_s")
+        engine_ratio = e.get("engine_speedup_vs_naive") or (
+            round(n["wall_s"] / engine_s, 2) if engine_s and n.get("wall_s") else None)
         tok, ceil, fid = k.get("tokens") or {}, e.get("ceiling") or {}, k.get("fidelity") or {}
         ratio = round(tok["tokens_per_s"] / ceil["tokens_per_s"], 2) if tok.get("tokens_per_s") and \
             ceil.get("tokens_per_s") else None
         cold = e.get("cache_cold") or {}
         cells = [name, e["job"]["log_mb"], k.get("rows_written"), f"{n.get('wall_s')} ({n.get('cpu_s')})",
                  f"{k['wall_s']} ({k['cpu_s']})", f"**{e.get('speedup_vs_naive')}x**",
-                 f"{e.get('engine_speedup_vs_naive')}x",
+                 f"{engine_ratio}x",
                  f"{k['peak_rss_mb']} ({k.get('peak_pss_mb')})",
                  *[nodes.get(node, {}).get("total_s", "-") for node in NODES],
                  f"{tok.get('tokens_per_s'):,}" if tok.get("tokens_per_s") else "-",
@@ -429,6 +432,29 @@ def write_md(path: Path, block: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def merge(args: argparse.Namespace) -> int:
+    """One table from several runs (e.g. the 5,000-trial jobs run best of 1 apart from the best-of-2 sizes)."""
+    runs = [json.loads(Path(f).read_text()) for f in args.merge.split(",") if f.strip()]
+    merged = {**runs[-1], "jobs": {}, "reruns": {}, "repeat": "N (per run, listed below)",
+              "started": " / ".join(r["started"] for r in runs),
+              "total_min": round(sum(r.get("total_min") or 0 for r in runs), 1),
+              "machine": {**runs[-1]["machine"], "load_avg": " / ".join(str(r["machine"]["load_avg"]) for r in runs)},
+              "command": "python -m benchmarks.bench_pipeline --sizes 100,1000,5000 --shapes mixed,long,cc "
+                         "--repeat 2 --rerun mixed:1000 --write-md (everything in one run)"}
+    for run in runs:
+        merged["jobs"].update(run["jobs"])
+        merged["reruns"].update(run.get("reruns", {}))
+    block = markdown(merged)
+    notes = [f"- `{r['command']}` (best of {r['repeat']}; run {r['started']}, {r.get('total_min')} min, load average "
+             f"at start {r['machine']['load_avg']}): {', '.join([*r['jobs'], *r.get('reruns', {})])}" for r in runs]
+    block = block.replace(MD_END, "Runs merged into this table (`python -m benchmarks.bench_pipeline --merge "
+                          + args.merge + "`):\n\n" + "\n".join(notes) + "\n\n" + MD_END)
+    print(block)
+    if args.write_md:
+        write_md(REPO / "BENCHMARKS.md", block)
+    return 0
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100,1000", help="comma list of trial counts")
@@ -443,11 +469,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/sft-bench-pipeline"))
     p.add_argument("--keep-jobs", action="store_true")
     p.add_argument("--write-md", action="store_true", help="put the table at the top of BENCHMARKS.md")
+    p.add_argument("--merge", default="", help="comma list of results.json files: render their jobs (later files "
+                   "win) as one table instead of running anything")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        return merge(args)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
