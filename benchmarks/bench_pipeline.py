@@ -14,7 +14,12 @@ speed and, in the same run, the raw batch-encode ceiling of the same tokenizer o
 
 Shapes: ``mixed`` = the generator's default (all four scaffolds round-robin, up to 60 turns); ``long`` = one
 scaffold (openhands-sdk), up to 60 turns, tool outputs padded to ~``--long-mb-per-trial`` MB of proxy log
-per trial.
+per trial; ``cc`` = one scaffold (claude-code), up to 60 turns, the same padding, Task sub-agents (half the
+trials), failed requests and their retries (10 %), both proxy-log shapes in equal parts (Anthropic; the
+proxy's OpenAI translation with per-request header churn: billing part, string-vs-parts, reminders).
+
+``--rerun mixed:1000`` adds the incremental case: ``kedro run`` with the cache on over the first 90.9 % of a
+job, then again after the other 9.1 % (10 % new trials) appear, against a clean run (cache off) of the whole.
 
     python -m benchmarks.bench_pipeline --sizes 100,1000 --shapes mixed,long --repeat 2 --write-md
 
@@ -49,7 +54,9 @@ MD_END = "<!-- bench-pipeline:end -->"
 SHAPES = {
     "mixed": {"scaffolds": ("claude-code", "open-code", "openhands-sdk", "terminus2"), "max_turns": 60},
     "long": {"scaffolds": ("openhands-sdk",), "max_turns": 60},
+    "cc": {"scaffolds": ("claude-code",), "max_turns": 60, "openai_proxy_every": 2},
 }
+PADDED = ("long", "cc")  # shapes whose tool outputs are padded to --long-mb-per-trial
 NODES = (
     "build_dataset_node",
     "apply_length_policy_node",
@@ -74,7 +81,7 @@ def make_job(
     spec = SHAPES[shape]
     payload = (
         payload_for_target(int(long_mb_per_trial * trials * 2**20), trials, spec["max_turns"])
-        if shape == "long"
+        if shape in PADDED
         else 0
     )
     job = work / f"job-{shape}-{trials}"
@@ -90,6 +97,7 @@ def make_job(
             scaffolds=spec["scaffolds"],
             payload_bytes=payload,
             with_truth=False,
+            openai_proxy_every=spec.get("openai_proxy_every", 8),
         )
         marker.write_text(json.dumps(params))
     log_bytes = sum(p.stat().st_size for p in job.glob("*/agent/*.jsonl"))
@@ -225,7 +233,13 @@ def run_kedro(
     work: Path, job: Path, tag: str, *, cache: bool, cutoff_len: int, timeout_s: float
 ) -> dict[str, Any]:
     project, config = make_project(work, job, tag, cache=cache, cutoff_len=cutoff_len)
+    return run_kedro_in(project, config, timeout_s)
+
+
+def run_kedro_in(project: Path, config: Path, timeout_s: float) -> dict[str, Any]:
+    """``kedro run --pipeline=convert`` in an existing scratch project (a re-run keeps its cache)."""
     timings = project / "node_timings.jsonl"
+    timings.unlink(missing_ok=True)
     env = _env(
         {"SFT_CONFIG": str(config), "SFT_PROJECT_ROOT": str(project), "SFT_NODE_TIMINGS": str(timings)}
     )
@@ -332,7 +346,16 @@ def bench_job(args: argparse.Namespace, shape: str, trials: int) -> dict[str, An
     print(f"[{shape} {trials}] job {info['log_mb']} MB of proxy log", flush=True)
     naive, ours, cold = [], [], []
     for attempt in range(args.repeat):  # interleaved: all three see the same machine load
-        naive.append(run_naive(job, work, args.timeout_s))
+        if info["log_mb"] > args.naive_max_log_mb:  # it holds every row: 9.5 GB of RAM on 1.3 GB of cc logs
+            naive.append(
+                {
+                    "ok": False,
+                    "error": f"skipped above --naive-max-log-mb {args.naive_max_log_mb:g} (it "
+                    "holds every row in memory: 9.5 GB at cc 1000)",
+                }
+            )
+        else:
+            naive.append(run_naive(job, work, args.timeout_s))
         ours.append(
             run_kedro(
                 work,
@@ -369,6 +392,9 @@ def bench_job(args: argparse.Namespace, shape: str, trials: int) -> dict[str, An
     }
     if entry["kedro"].get("ok") and entry["naive"].get("ok"):
         entry["speedup_vs_naive"] = round(entry["naive"]["wall_s"] / entry["kedro"]["wall_s"], 2)
+        engine = entry["kedro"].get("nodes", {}).get("build_dataset_node", {}).get("total_s")
+        if engine:  # the engine step alone (node function + its dataset I/O) against the whole naive run
+            entry["engine_speedup_vs_naive"] = round(entry["naive"]["wall_s"] / engine, 2)
         entry["ceiling"] = encode_ceiling(
             Path(entry["kedro"]["lf_json"]), REPO / "artifacts" / "demo" / "tiny-qwen3", args.repeat
         )
@@ -382,6 +408,86 @@ def bench_job(args: argparse.Namespace, shape: str, trials: int) -> dict[str, An
             entry["cache_cold"]["ratio_to_cache_off"] = round(top["wall_s"] / entry["kedro"]["wall_s"], 2)
     for tag in ("off", "cold"):
         shutil.rmtree(work / f"proj-{shape}-{trials}-{tag}", ignore_errors=True)
+    if not args.keep_jobs:
+        shutil.rmtree(job, ignore_errors=True)
+    return entry
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bench_rerun(args: argparse.Namespace, shape: str, trials: int) -> dict[str, Any]:
+    """A re-run with 10 % new trials, end to end: a job of ``trials * 1.1`` trials; ``kedro run`` with the
+    cache on over ``trials`` of them (the rest moved aside), the rest moved back, ``kedro run`` again in the
+    same project (the timed re-run), against a clean run (cache off) of the whole job. Interleaved, best of N.
+    The re-run's LLaMA-Factory file must equal the clean run's byte for byte."""
+    work = args.work_dir
+    total = trials + trials // 10
+    job, info = make_job(work, shape, total, args.long_mb_per_trial, args.seed)
+    new = sorted(d for d in job.iterdir() if d.is_dir())[trials:]  # any 10 %: the last names in sort order
+    aside = work / f"aside-{shape}-{total}"
+    print(f"[rerun {shape} {trials} + {len(new)}] job {info['log_mb']} MB of proxy log", flush=True)
+    clean, first, rerun = [], [], []
+    for attempt in range(args.repeat):
+        clean.append(
+            run_kedro(
+                work,
+                job,
+                f"{shape}-{total}-clean",
+                cache=False,
+                cutoff_len=args.cutoff_len,
+                timeout_s=args.timeout_s,
+            )
+        )
+        clean[-1]["lf_sha256"] = _sha256(Path(clean[-1]["lf_json"]))
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(parents=True)
+        for trial in new:
+            trial.rename(aside / trial.name)
+        try:
+            project, config = make_project(
+                work, job, f"{shape}-{total}-rerun", cache=True, cutoff_len=args.cutoff_len
+            )
+            first.append(run_kedro_in(project, config, args.timeout_s))
+        finally:
+            for trial in new:
+                (aside / trial.name).rename(trial)
+        rerun.append(run_kedro_in(project, config, args.timeout_s))
+        rerun[-1]["lf_sha256"] = _sha256(Path(rerun[-1]["lf_json"]))
+        print(
+            f"  try {attempt + 1}: clean {clean[-1].get('wall_s')} s, first (cache on, {trials} trials) "
+            f"{first[-1].get('wall_s')} s, re-run (+{len(new)}) {rerun[-1].get('wall_s')} s",
+            flush=True,
+        )
+    for tag in ("clean", "rerun"):
+        shutil.rmtree(work / f"proj-{shape}-{total}-{tag}", ignore_errors=True)
+    top_clean, top_rerun = best(clean), best(rerun)
+    entry: dict[str, Any] = {
+        "job": info,
+        "base_trials": trials,
+        "new_trials": len(new),
+        "clean": {
+            k: top_clean.get(k) for k in ("ok", "wall_s", "cpu_s", "peak_rss_mb", "nodes", "rows_written")
+        },
+        "first": {k: best(first).get(k) for k in ("ok", "wall_s", "cpu_s", "cache")},
+        "rerun": {k: top_rerun.get(k) for k in ("ok", "wall_s", "cpu_s", "peak_rss_mb", "nodes", "cache")},
+        "clean_all_s": [r.get("wall_s") for r in clean],
+        "first_all_s": [r.get("wall_s") for r in first],
+        "rerun_all_s": [r.get("wall_s") for r in rerun],
+        "identical_output": bool(top_rerun.get("lf_sha256"))
+        and all(r.get("lf_sha256") == top_clean.get("lf_sha256") for r in (*clean, *rerun)),
+    }
+    if top_clean.get("ok") and top_rerun.get("ok"):
+        entry["ratio_to_clean"] = round(top_rerun["wall_s"] / top_clean["wall_s"], 2)
     if not args.keep_jobs:
         shutil.rmtree(job, ignore_errors=True)
     return entry
@@ -412,21 +518,25 @@ def markdown(results: dict[str, Any]) -> str:
         f"Reproduce: `{results['command']}`",
         "",
         "| job | proxy log MB | rows | naive s (CPU s) | `kedro run --pipeline=convert` s (CPU s) | naive / kedro "
-        "| peak RSS MB (tree; PSS) | "
+        "| naive / build_dataset (engine alone) | peak RSS MB (tree; PSS) | "
         + " | ".join(n.replace("_node", "") + " s" for n in NODES)
         + " | token pass tokens/s | raw encode tokens/s | pass / ceiling | fidelity rows checked (check s) "
         "| cache on, cold s (x cache off) |",
-        "|" + "---|" * (12 + len(NODES)),
+        "|" + "---|" * (13 + len(NODES)),
     ]
     for name, e in results["jobs"].items():
         k, n = e["kedro"], e["naive"]
         if not k.get("ok"):
             lines.append(
                 f"| {name} | {e['job']['log_mb']} | - | {n.get('wall_s')} | FAILED: "
-                f"{(k.get('error') or '')[-200:]!r} |" + " |" * (10 + len(NODES))
+                f"{(k.get('error') or '')[-200:]!r} |" + " |" * (11 + len(NODES))
             )
             continue
         nodes = k.get("nodes", {})
+        engine_s = nodes.get("build_dataset_node", {}).get("total_s")
+        engine_ratio = e.get("engine_speedup_vs_naive") or (
+            round(n["wall_s"] / engine_s, 2) if engine_s and n.get("wall_s") else None
+        )
         tok, ceil, fid = k.get("tokens") or {}, e.get("ceiling") or {}, k.get("fidelity") or {}
         ratio = (
             round(tok["tokens_per_s"] / ceil["tokens_per_s"], 2)
@@ -434,22 +544,44 @@ def markdown(results: dict[str, Any]) -> str:
             else None
         )
         cold = e.get("cache_cold") or {}
+        naive_cell = (
+            f"{n.get('wall_s')} ({n.get('cpu_s')})" if n.get("ok") else f"not run: {n.get('error', '-')}"
+        )
+        if not n.get("ok"):
+            engine_ratio = None
         cells = [
             name,
             e["job"]["log_mb"],
             k.get("rows_written"),
-            f"{n.get('wall_s')} ({n.get('cpu_s')})",
+            naive_cell,
             f"{k['wall_s']} ({k['cpu_s']})",
-            f"**{e.get('speedup_vs_naive')}x**",
+            f"**{e.get('speedup_vs_naive')}x**" if e.get("speedup_vs_naive") else "-",
+            f"{engine_ratio}x" if engine_ratio else "-",
             f"{k['peak_rss_mb']} ({k.get('peak_pss_mb')})",
             *[nodes.get(node, {}).get("total_s", "-") for node in NODES],
             f"{tok.get('tokens_per_s'):,}" if tok.get("tokens_per_s") else "-",
             f"{ceil.get('tokens_per_s'):,}" if ceil.get("tokens_per_s") else "-",
-            ratio,
+            ratio or "-",
             f"{fid.get('checked')} of {fid.get('rows')} ({fid.get('mode')}; {fid.get('check_s')})",
             f"{cold.get('wall_s')} ({cold.get('ratio_to_cache_off')}x)" if cold else "-",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    for name, e in results.get("reruns", {}).items():
+        c, r = e["clean"], e["rerun"]
+        lines += [
+            "",
+            f"Re-run with 10 % new trials ({name}: {e['base_trials']} trials converted with the cache on, "
+            f"then {e['new_trials']} new ones added; {e['job']['log_mb']} MB of proxy log in all): "
+            f"re-run **{r.get('wall_s')} s** (CPU {r.get('cpu_s')} s; build_dataset "
+            f"{(r.get('nodes') or {}).get('build_dataset_node', {}).get('total_s')} s, "
+            f"apply_length_policy {(r.get('nodes') or {}).get('apply_length_policy_node', {}).get('total_s')}"
+            f" s; cache {r.get('cache')}) vs a clean run (cache off) **{c.get('wall_s')} s** (build_dataset "
+            f"{(c.get('nodes') or {}).get('build_dataset_node', {}).get('total_s')} s, apply_length_policy "
+            f"{(c.get('nodes') or {}).get('apply_length_policy_node', {}).get('total_s')} s) = "
+            f"**{round(100 * e['ratio_to_clean']) if e.get('ratio_to_clean') else '-'} %** of a clean run; "
+            f"LLaMA-Factory file identical to the clean run's: **{e['identical_output']}** (all tries: "
+            f"clean {e['clean_all_s']}, first {e['first_all_s']}, re-run {e['rerun_all_s']} s).",
+        ]
     lines += ["", MD_END]
     return "\n".join(lines)
 
@@ -464,6 +596,47 @@ def write_md(path: Path, block: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def merge(args: argparse.Namespace) -> int:
+    """One table from several runs (e.g. the 5,000-trial jobs run best of 1 apart from the best-of-2 sizes)."""
+    runs = [json.loads(Path(f).read_text()) for f in args.merge.split(",") if f.strip()]
+    merged = {
+        **runs[-1],
+        "jobs": {},
+        "reruns": {},
+        "repeat": "N (per run, listed below)",
+        "started": " / ".join(r["started"] for r in runs),
+        "total_min": round(sum(r.get("total_min") or 0 for r in runs), 1),
+        "machine": {
+            **runs[-1]["machine"],
+            "load_avg": " / ".join(str(r["machine"]["load_avg"]) for r in runs),
+        },
+        "command": "python -m benchmarks.bench_pipeline --sizes 100,1000,5000 --shapes mixed,long,cc "
+        "--repeat 2 --rerun mixed:1000 --write-md (everything in one run)",
+    }
+    for run in runs:
+        merged["jobs"].update(run["jobs"])
+        merged["reruns"].update(run.get("reruns", {}))
+    block = markdown(merged)
+    notes = [
+        f"- `{r['command']}` (best of {r['repeat']}; run {r['started']}, {r.get('total_min')} min, load average "
+        f"at start {r['machine']['load_avg']}): {', '.join([*r['jobs'], *r.get('reruns', {})])}"
+        for r in runs
+    ]
+    block = block.replace(
+        MD_END,
+        "Runs merged into this table (`python -m benchmarks.bench_pipeline --merge "
+        + args.merge
+        + "`):\n\n"
+        + "\n".join(notes)
+        + "\n\n"
+        + MD_END,
+    )
+    print(block)
+    if args.write_md:
+        write_md(REPO / "BENCHMARKS.md", block)
+    return 0
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100,1000", help="comma list of trial counts")
@@ -474,14 +647,29 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout-s", type=float, default=600)
     p.add_argument("--no-cache-cold", dest="cache_cold", action="store_false")
+    p.add_argument(
+        "--naive-max-log-mb",
+        type=float,
+        default=3000,
+        help="skip the naive converter above this much proxy log (its memory grows with the rows)",
+    )
+    p.add_argument("--rerun", default="", help="comma list of SHAPE:TRIALS for the 10 %% new trials re-run")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/sft-bench-pipeline"))
     p.add_argument("--keep-jobs", action="store_true")
     p.add_argument("--write-md", action="store_true", help="put the table at the top of BENCHMARKS.md")
+    p.add_argument(
+        "--merge",
+        default="",
+        help="comma list of results.json files: render their jobs (later files "
+        "win) as one table instead of running anything",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        return merge(args)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -496,6 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         for shape in (s.strip() for s in args.shapes.split(",") if s.strip()):
             results["jobs"][f"{shape} {size}"] = bench_job(args, shape, size)
             (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
+    for spec in (s.strip() for s in args.rerun.split(",") if s.strip()):
+        shape, _, size = spec.partition(":")
+        results.setdefault("reruns", {})[spec] = bench_rerun(args, shape, int(size))
+        (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
     results["total_min"] = round((time.perf_counter() - started) / 60, 1)
     (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
     block = markdown(results)

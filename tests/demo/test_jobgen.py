@@ -555,3 +555,34 @@ def test_make_demo_job_script_writes_a_padded_random_job(tmp_path: Path, project
     evals = _load(out / "result.json")["stats"]["evals"]
     assert sorted(evals) == ["opencode__GLM-5-FP8__swe-demo", "terminus-2__GLM-5-FP8__swe-demo"]
     assert "4 trials" in proc.stdout
+
+
+def test_claude_code_job_with_both_proxy_shapes(tmp_path: Path) -> None:
+    """The benchmarks' cc shape: ``openai_proxy_every=2`` logs every other claude-code trial in the proxy's
+    OpenAI translation (billing part in the system prompt, reminder parts), the rest in the Anthropic shape."""
+    job = generate_job(
+        tmp_path / "cc", n_trials=8, seed=3, max_turns=6, scaffolds=("claude-code",), openai_proxy_every=2
+    )
+    shapes = [t.plan.proxy_shape for t in job.trials]
+    assert shapes == ["", "openai"] * 4
+    assert [
+        t.plan.proxy_shape
+        for t in generate_job(
+            tmp_path / "d", n_trials=8, seed=3, max_turns=6, scaffolds=("claude-code",)
+        ).trials
+    ] == [""] * 4 + ["openai"] + [""] * 3
+    for info in job.trials:
+        if not info.has_litellm:
+            continue
+        bodies = [ln["request_body"] for ln in _log_lines(job, info.trial_name) if ln["success"]]
+        if info.plan.proxy_shape == "openai":
+            assert all("system" not in b and b["messages"][0]["role"] == "system" for b in bodies)
+            assert all(
+                b["messages"][0]["content"][0]["text"].startswith("x-anthropic-billing-header")
+                for b in bodies
+            )
+            assert any(json.dumps(CLAUDE_REMINDER)[1:-1] in json.dumps(b) for b in bodies)
+        else:
+            assert all("system" in b for b in bodies)
+    with pytest.raises(ValueError, match="openai_proxy_every"):
+        generate_job(tmp_path / "bad", openai_proxy_every=0)

@@ -2026,8 +2026,14 @@ def _write_job(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _random_plans(n_trials: int, seed: int, max_turns: int, scaffolds: Sequence[str]) -> list[TrialPlan]:
-    """Varied plans: each feature appears at a fixed rate, so big jobs hold every case many times."""
+def _random_plans(
+    n_trials: int, seed: int, max_turns: int, scaffolds: Sequence[str], openai_proxy_every: int = 8
+) -> list[TrialPlan]:
+    """Varied plans: each feature appears at a fixed rate, so big jobs hold every case many times.
+
+    ``openai_proxy_every``: one claude-code trial in that many (by index) is logged in the proxy's OpenAI
+    translation (header churn, billing part, reminders), the rest in the Anthropic shape.
+    """
     rng = _rng("plans", seed)
     plans = []
     min_turns = min(max_turns, 4)
@@ -2054,7 +2060,7 @@ def _random_plans(n_trials: int, seed: int, max_turns: int, scaffolds: Sequence[
                 atif_only=scaffold == "open-code" and i % 23 == 19,
                 proxy_shape=(
                     "openai"
-                    if scaffold == "claude-code" and i % 8 == 4
+                    if scaffold == "claude-code" and i % openai_proxy_every == openai_proxy_every // 2
                     else "anthropic"
                     if scaffold == "open-code" and i % 12 == 9
                     else ""
@@ -2078,24 +2084,29 @@ def generate_job(
     scaffolds: Sequence[str] = SCAFFOLDS,
     payload_bytes: int = 0,
     with_truth: bool = True,
+    openai_proxy_every: int = 8,
 ) -> GeneratedJob:
     """Write one job dir with ``n_trials`` trials (scaffolds assigned round-robin) and return its truth.
 
     ``with_truth=False`` keeps memory flat for multi-GB benchmark jobs (truth holds every message).
+    ``openai_proxy_every``: one claude-code trial in that many is in the proxy's OpenAI shape (the default 8
+    keeps the outputs of existing seeds as they were; ``scaffolds=("claude-code",), openai_proxy_every=2``
+    is a claude-code job with both proxy-log shapes in equal parts, as the benchmarks' ``cc`` shape).
     """
     unknown = [s for s in scaffolds if s not in SCAFFOLDS]
     if unknown or not scaffolds:
         raise ValueError(
             f"generate_job: scaffolds={list(scaffolds)!r} invalid; choose from {list(SCAFFOLDS)}"
         )
-    if n_trials < 1 or not 2 <= max_turns <= 200 or payload_bytes < 0:
+    if n_trials < 1 or not 2 <= max_turns <= 200 or payload_bytes < 0 or openai_proxy_every < 1:
         raise ValueError(
-            f"generate_job: n_trials={n_trials}, max_turns={max_turns}, payload_bytes={payload_bytes}: "
-            "need n_trials >= 1, 2 <= max_turns <= 200, payload_bytes >= 0"
+            f"generate_job: n_trials={n_trials}, max_turns={max_turns}, payload_bytes={payload_bytes}, "
+            f"openai_proxy_every={openai_proxy_every}: need n_trials >= 1, 2 <= max_turns <= 200, "
+            "payload_bytes >= 0, openai_proxy_every >= 1"
         )
     return _write_job(
         Path(out_dir),
-        _random_plans(n_trials, seed, max_turns, scaffolds),
+        _random_plans(n_trials, seed, max_turns, scaffolds, openai_proxy_every),
         seed=seed,
         payload_bytes=payload_bytes,
         with_truth=with_truth,
