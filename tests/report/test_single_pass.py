@@ -191,3 +191,21 @@ def test_the_pass_and_the_report_never_hold_the_rows(
         tracemalloc.stop()
     assert summary["counted_by"] == "apply_length_policy_node" and fidelity["passed"] is True
     assert report_peak < size / 10, (report_peak, size)
+
+
+def test_rare_structures_are_checked_up_to_the_cap_lowest_rank_first() -> None:
+    """A structure under RARE_SHARE of the rows is checked on up to RARE_CAP rows (the lowest-ranked, counting
+    rows the sample already checked), so a job where many rows carry some rare structure stays cheap."""
+    from sft.report.fidelity import RARE_CAP, topup_indices
+
+    plain = [{"fidelity": {"stratum": "main|cc|turns<=8|-", "rank": 0.5, "why": None}} for _ in range(9000)]
+    sub = [
+        {"fidelity": {"stratum": "subagent|cc|turns<=8|subagent", "rank": n / 300, "why": None}}
+        for n in range(300)
+    ]
+    sub[299]["fidelity"]["why"] = "sample"  # one already checked in the pass: counts towards the cap
+    chosen = topup_indices(plain + sub)
+    rare = sorted(p for p, why in chosen.items() if why == "rare:subagent")
+    assert len(rare) == RARE_CAP - 1
+    assert rare == [9000 + n for n in range(RARE_CAP - 1)]  # lowest rank first
+    assert "stratum_cover" in chosen.values()  # the plain stratum still gets its one row

@@ -509,14 +509,17 @@ def enforce_fidelity(report: dict[str, Any], *, report_path: str, max_mismatch: 
 # --------------------------------------------------------------------------------------------- from the token pass
 
 FIDELITY_MIN_ROWS = 50  # up to this many rows every row is checked; above, at least this many are sampled
-RARE_SHARE = 0.05  # a structure in fewer than this share of the rows is rare: every row with it is checked
+RARE_SHARE = 0.05  # a structure in fewer than this share of the rows is rare: its rows are checked ...
+RARE_CAP = 50  # ... up to this many per structure (the lowest-ranked, i.e. a seeded choice): a structure's
+# rendering is a property of the template, so 50 rows of it show a mismatch as well as 500 would, and a job
+# where many rows carry some rare structure (sub-agents, repair kinds) does not make the check scale with it
 _TURN_BUCKETS = (8, 32, 128)  # strata: agent type x scaffold x conversation length x structures
 SELECTION_RULE = (
     "Every row is compared when the dataset has at most {min_rows} rows or conversion.fidelity_sample_rate is 1. "
     "Otherwise, in the single token pass: a seeded sample (sha256 of conversion.seed and the row uid < rate, "
     "rate = max(fidelity_sample_rate, {min_rows} / rows)) and every row LLaMA-Factory drops or aborts on; after "
-    "it, every row with a rare structure (a repair kind, parallel tool calls, sub-agent, reasoning: any of them in less "
-    "than {rare:.0%} of the rows) and the lowest-ranked row of every stratum (agent type x scaffold x turn bucket "
+    "it, the rows with a rare structure (a repair kind, parallel tool calls, sub-agent, reasoning: any of them in less "
+    "than {rare:.0%} of the rows; up to {cap} rows of each, the lowest-ranked) and the lowest-ranked row of every stratum (agent type x scaffold x turn bucket "
     "x structures) the sample missed. Why a sample is enough: the check tests a structural property of the "
     "template (how LLaMA-Factory and the chat template render a kind of turn), shared by every row of the same "
     "structure, so rare structures are checked in full and every combination of structures at least once."
@@ -624,7 +627,8 @@ class FidelityPlan:
             "seed": self.seed,
             "min_rows": self.min_rows,
             "rare_share": RARE_SHARE,
-            "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE),
+            "rare_cap": RARE_CAP,
+            "rule": SELECTION_RULE.format(min_rows=self.min_rows, rare=RARE_SHARE, cap=RARE_CAP),
         }
 
 
@@ -646,31 +650,41 @@ def _structures_of(stratum: str) -> list[str]:
     return [] if tail == "-" else tail.split("+")
 
 
-def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
-    """Rows to check after the pass, with the reason: every unchecked row with a rare structure
-    (``rare:<structure>``), then the lowest-ranked row of every stratum still without a checked row
-    (``stratum_cover``)."""
-    records = [(position, s["fidelity"]) for position, s in enumerate(per_sample) if s.get("fidelity")]
+def _rare_structure_counts(records: list[tuple[int, dict[str, Any]]], rows: int) -> dict[str, int]:
+    """The rare structures (under ``RARE_SHARE`` of ``rows``), each with the rows the pass already checked."""
     counts: dict[str, int] = {}
     for _, record in records:
         for structure in _structures_of(record["stratum"]):
             counts[structure] = counts.get(structure, 0) + 1
-    rare = {k for k, n in counts.items() if n < RARE_SHARE * len(per_sample)}
+    taken = {k: 0 for k, n in counts.items() if n < RARE_SHARE * rows}
+    for _, record in records:
+        for structure in _structures_of(record["stratum"]) if record.get("why") else ():
+            if structure in taken:
+                taken[structure] += 1
+    return taken
+
+
+def topup_indices(per_sample: list[dict[str, Any]]) -> dict[int, str]:
+    """Rows to check after the pass, with the reason: the unchecked rows with a rare structure, up to
+    ``RARE_CAP`` per structure counting the rows already checked, lowest rank first (``rare:<structure>``), then
+    the lowest-ranked row of every stratum still without a checked row (``stratum_cover``)."""
+    records = [(position, s["fidelity"]) for position, s in enumerate(per_sample) if s.get("fidelity")]
+    taken = _rare_structure_counts(records, len(per_sample))
     chosen: dict[int, str] = {}
-    covered: set[str] = set()
+    covered = {record["stratum"] for _, record in records if record.get("why")}
     best: dict[str, tuple[float, int]] = {}
-    for position, record in records:
+    for position, record in sorted(records, key=lambda item: item[1].get("rank", 0.0)):
         if record.get("why"):
-            covered.add(record["stratum"])
             continue
-        hit = [s for s in _structures_of(record["stratum"]) if s in rare]
+        structures = _structures_of(record["stratum"])
+        hit = [s for s in structures if s in taken and taken[s] < RARE_CAP]
         if hit:
             chosen[position] = "rare:" + ",".join(hit)
             covered.add(record["stratum"])
-            continue
-        current = best.get(record["stratum"])
-        if current is None or record["rank"] < current[0]:
-            best[record["stratum"]] = (record["rank"], position)
+            for structure in (s for s in structures if s in taken):
+                taken[structure] += 1
+        elif record["stratum"] not in best:  # sorted by rank: the first one seen is the lowest-ranked
+            best[record["stratum"]] = (record.get("rank", 0.0), position)
     for stratum, (_, position) in best.items():
         if stratum not in covered:
             chosen[position] = "stratum_cover"
