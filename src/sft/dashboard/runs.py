@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 import yaml
 
+from sft.config.paths import TRAINING_CONFIG_DIR
 from sft.dashboard.safety import ProjectFiles
 
 logger = logging.getLogger(__name__)
@@ -649,7 +650,7 @@ class RunStore:
         candidates: list[Path] = []
         if entry and entry.archive_dir:
             candidates.append(entry.archive_dir / "training.yaml")
-        candidates.append(self.files.artifacts / "training_config" / f"{run.name}.yaml")
+        candidates.append(self.files.root / TRAINING_CONFIG_DIR / f"{run.name}.yaml")
         return next((p for p in candidates if p.is_file() and self.files.contained(p)), None)
 
     def config_path(self, run: RunFolder) -> tuple[Path | None, str]:

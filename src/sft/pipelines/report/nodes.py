@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from matplotlib.figure import Figure
 
+from sft.config.paths import lf_data_dir, report_dir
 from sft.config.schema import RuntimeInput
 from sft.core.results import ConversionResult, TrajectoryView
 from sft.core.spool import Spool, SpooledRows, select_rows, spool_row
@@ -102,7 +103,7 @@ def _report_dir(settings: RuntimeInput, project_root: str) -> Path:
 
         return Path(derived_values(load_selected_config(), Path(project_root))["paths"]["report_dir"])
     except Exception:  # no config file selected (a test calling the node directly)
-        return Path(project_root) / "data" / "08_reporting" / settings.conversion.data_name
+        return report_dir(project_root, settings.conversion.data_name)
 
 
 # --------------------------------------------------------------------------------------------- convert side
@@ -140,7 +141,7 @@ def lf_dataset_dir(settings: RuntimeInput, project_root: str) -> Path:
 
         return Path(derived_values(load_selected_config(), Path(project_root))["paths"]["lf_json"]).parent
     except Exception:  # no config file selected (a test calling the node directly)
-        return Path(project_root) / "artifacts" / "data" / "lf_data"
+        return lf_data_dir(project_root)
 
 
 def _fidelity_topup(
