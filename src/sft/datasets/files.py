@@ -1,6 +1,6 @@
-"""Atomic file datasets for the catalog (JSON, JSON Lines, YAML, text).
+"""Atomic file datasets for the catalog (JSON, JSON Lines, text).
 
-kedro-datasets' own JSON/YAML datasets write in place; a crash mid-write leaves half a file. These write
+kedro-datasets' own JSON/text datasets write in place; a crash mid-write leaves half a file. These write
 through ``sft.core.io_utils.atomic_writer`` instead, and keep the kedro-datasets constructor shape
 (``filepath``, ``metadata``).
 """
@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
-import yaml
 from kedro.io import AbstractDataset, DatasetError
 
 from sft.core.io_utils import atomic_writer
@@ -76,18 +75,6 @@ class AtomicJSONLinesDataset(_FileDataset):
                 fh.write(b"\n")
 
 
-class AtomicYAMLDataset(_FileDataset):
-    """One YAML document, key order kept, written atomically."""
-
-    def load(self) -> Any:
-        self._check_exists()
-        return yaml.safe_load(self._filepath.read_text(encoding="utf-8"))
-
-    def save(self, data: Any) -> None:
-        with atomic_writer(self._filepath, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(data, fh, sort_keys=False, allow_unicode=True)
-
-
 class AtomicTextDataset(_FileDataset):
     def load(self) -> str:
         self._check_exists()
@@ -96,16 +83,3 @@ class AtomicTextDataset(_FileDataset):
     def save(self, data: str) -> None:
         with atomic_writer(self._filepath, "w", encoding="utf-8") as fh:
             fh.write(data)
-
-
-class PathDataset(_FileDataset):
-    """Load-only: the absolute path of a file another dataset writes (transcoding ``name@path``)."""
-
-    def load(self) -> Path:
-        self._check_exists()
-        return self._filepath.resolve()
-
-    def save(self, data: Any) -> None:
-        raise DatasetError(
-            f"{self._filepath}: PathDataset is read-only; save through the other transcoded entry"
-        )
