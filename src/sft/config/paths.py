@@ -16,6 +16,9 @@ MODEL_OUTPUT_DIR = Path("data") / "07_model_output"  # training_run.json per run
 REPORTING_DIR = Path("data") / "08_reporting"  # per dataset / per run reports
 TRAINING_CONFIG_DIR = Path("artifacts") / "training_config"  # the generated LLaMA-Factory YAML per run
 MODEL_DIR = Path("artifacts") / "model"  # training output_dir for relative names
+RUN_INDEX = Path("artifacts") / "index.yaml"  # the training run history
+ARCHIVES_DIR = Path("artifacts") / "archives"  # run_NNN/ of failed / interrupted runs
+LOGS_DIR = Path("artifacts") / "logs"  # the training console logs
 
 
 def lf_data_dir(root: Path | str) -> Path:
