@@ -255,7 +255,7 @@ def test_overlength_policy_turns_are_accounted(
 ) -> None:
     """The length node drops or cuts rows after conversion: the turns it removes are lost with its reason and
     the output is still exactly the assistant turns of the rows written."""
-    from sft.pipelines.report.nodes import apply_length_policy
+    from sft.pipelines.convert.nodes import apply_length_policy
 
     result = _convert(generated, tmp_path, instance_status="all")
     before = result.funnel["model_turns"]

@@ -10,7 +10,7 @@ import pytest
 
 from sft.core.canonical import Message, Trajectory, TrajectoryMeta
 from sft.core.results import ConversionResult
-from sft.pipelines.report.nodes import apply_length_policy
+from sft.pipelines.convert.nodes import apply_length_policy
 from sft.report.overlength import apply_overlength_policy, overlength_summary, turns_that_fit
 from sft.report.tokens import token_stats
 from tests.report.conftest import agent_row, role_content_entry, role_content_row, settings_for
@@ -201,7 +201,8 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
     (checked against the file's bytes, never parsing it); an edited file or other settings are counted again."""
     from sft.datasets.llamafactory import write_json_array
     from sft.pipelines.convert.nodes import split_conversion_result
-    from sft.pipelines.report.nodes import compute_token_statistics, lf_file
+    from sft.pipelines.report.nodes import compute_token_statistics
+    from sft.pipelines.token_pass import lf_file
 
     rows, _, cutoff = crafted
     trajs = [_trajectory(r["_uid"]) for r in rows]

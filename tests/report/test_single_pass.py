@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from sft.core.results import ConversionResult
-from sft.pipelines.convert.nodes import split_conversion_result
-from sft.pipelines.report.nodes import apply_length_policy, check_fidelity, lf_file
+from sft.pipelines.convert.nodes import apply_length_policy, split_conversion_result
+from sft.pipelines.report.nodes import check_fidelity
+from sft.pipelines.token_pass import lf_file
 from sft.report import fidelity as fidelity_module
 from sft.report import tokens as tokens_module
 from sft.report.fidelity import TemplateFidelityError, enforce_fidelity

@@ -14,6 +14,14 @@ from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 
 from sft.config.loader import config_path, load_selected_config, project_root, resolve_path
+from sft.config.paths import (
+    IM_DATA_DIR,
+    MODEL_OUTPUT_DIR,
+    REPORTING_DIR,
+    TRAINING_CONFIG_DIR,
+    lf_data_dir,
+    report_dir,
+)
 from sft.config.schema import SftConfig
 
 
@@ -21,7 +29,7 @@ def derived_values(cfg: SftConfig, root: Path) -> dict[str, Any]:
     """Values computed from the config that the catalog and the nodes share."""
     inp = cfg.input
     data_name = inp.conversion.data_name
-    lf_dir = root / "artifacts" / "data" / "lf_data"
+    lf_dir = lf_data_dir(root)
     return {
         "config_path": str(config_path(root)),
         "project_root": str(root),
@@ -35,11 +43,11 @@ def derived_values(cfg: SftConfig, root: Path) -> dict[str, Any]:
             "lf_json": str(lf_dir / f"{data_name}.json"),
             "lf_parquet": str(lf_dir / f"{data_name}.parquet"),
             "dataset_info": str(lf_dir / "dataset_info.json"),
-            "im_jsonl": str(root / "artifacts" / "data" / "im_data" / f"{data_name}.jsonl"),
-            "report_dir": str(root / "data" / "08_reporting" / data_name),
-            "training_yaml": str(
-                root / "artifacts" / "training_config" / f"{Path(inp.training.output_dir).name}.yaml"
-            ),
+            "im_jsonl": str(root / IM_DATA_DIR / f"{data_name}.jsonl"),
+            "report_dir": str(report_dir(root, data_name)),
+            "reporting_dir": str(root / REPORTING_DIR),
+            "model_output_dir": str(root / MODEL_OUTPUT_DIR),
+            "training_yaml": str(root / TRAINING_CONFIG_DIR / f"{Path(inp.training.output_dir).name}.yaml"),
         },
     }
 

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import yaml
 
+from sft.config.paths import lf_data_dir, report_dir
 from sft.core.turns import kept_share, summary_line
 from sft.dashboard.safety import ForbiddenPath, ProjectFiles
 from sft.report.tokens import row_identity
@@ -296,7 +297,7 @@ class DatasetStore:
 
     @property
     def lf_dir(self) -> Path:
-        return self.files.artifacts / "data" / "lf_data"
+        return lf_data_dir(self.files.root)
 
     def dataset_info(self, directory: Path | None = None) -> dict[str, Any]:
         path = (directory or self.lf_dir) / "dataset_info.json"
@@ -393,7 +394,7 @@ class DatasetStore:
     def token_histogram(self, name: str, stats: Mapping[str, Any] | None) -> dict[str, Any]:
         """Exact token lengths from the report's ``sample_stats.jsonl``, else an estimate from characters."""
         cutoff = ((stats or {}).get("settings") or {}).get("cutoff_len")
-        sample_stats = self.files.data / "08_reporting" / name / "sample_stats.jsonl"
+        sample_stats = report_dir(self.files.root, name) / "sample_stats.jsonl"
         values: list[float] = []
         if sample_stats.is_file() and self.files.contained(sample_stats):
             for line in sample_stats.read_bytes().splitlines():

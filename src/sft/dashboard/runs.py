@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 import yaml
 
+from sft.config.paths import LOGS_DIR, MODEL_DIR, RUN_INDEX, TRAINING_CONFIG_DIR
 from sft.dashboard.safety import ProjectFiles
 
 logger = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ class IndexEntry:
 
 def read_index_entries(files: ProjectFiles) -> tuple[list[IndexEntry], list[str]]:
     """``artifacts/index.yaml`` runs (order kept) and the problems found, never raising on a bad file."""
-    path = files.artifacts / "index.yaml"
+    path = files.root / RUN_INDEX
     if not path.is_file():
         return [], []
     try:
@@ -444,7 +445,7 @@ class RunStore:
 
     @property
     def model_root(self) -> Path:
-        return self.files.artifacts / "model"
+        return self.files.root / MODEL_DIR
 
     def discover(self) -> tuple[dict[str, RunFolder], list[str]]:
         """Model folders with a trainer log/state, plus index runs whose folder is missing."""
@@ -471,7 +472,7 @@ class RunStore:
     def _index_entries(self) -> tuple[list[IndexEntry], list[str]]:
         """``read_index_entries``, re-read only when index.yaml changes (archives are written once)."""
         try:
-            stat = (self.files.artifacts / "index.yaml").stat()
+            stat = (self.files.root / RUN_INDEX).stat()
             key: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             key = None
@@ -649,7 +650,7 @@ class RunStore:
         candidates: list[Path] = []
         if entry and entry.archive_dir:
             candidates.append(entry.archive_dir / "training.yaml")
-        candidates.append(self.files.artifacts / "training_config" / f"{run.name}.yaml")
+        candidates.append(self.files.root / TRAINING_CONFIG_DIR / f"{run.name}.yaml")
         return next((p for p in candidates if p.is_file() and self.files.contained(p)), None)
 
     def config_path(self, run: RunFolder) -> tuple[Path | None, str]:
@@ -668,7 +669,7 @@ class RunStore:
         entry = run.latest_entry
         if entry and entry.training_log and entry.training_log.is_file():
             return entry.training_log
-        logs_dir = self.files.artifacts / "logs"
+        logs_dir = self.files.root / LOGS_DIR
         names = {run.name, *(e.run_name for e in run.entries if e.run_name)}
         found: list[Path] = []
         for name in names:

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from tqdm.auto import tqdm
 
+from sft.config.paths import INTERMEDIATE_DIR
 from sft.config.schema import RuntimeInput
 from sft.core.canonical import Reject, Trajectory
 from sft.core.io_utils import atomic_write_bytes
@@ -840,7 +841,7 @@ class _Candidate:
 
 def conversion_cache_dir(root: Path) -> Path:
     """The per-trial conversion cache (``*.trial`` entries) and its stat index (``trial_index_dir``)."""
-    return root / "data" / "02_intermediate" / "conversion_cache"
+    return root / INTERMEDIATE_DIR / "conversion_cache"
 
 
 def trial_index_dir(cache_dir: Path) -> Path:
@@ -851,7 +852,7 @@ def trial_index_dir(cache_dir: Path) -> Path:
 def spool_dir(root: Path) -> Path:
     """Where the conversion's scratch file lives: next to the other intermediate data, not in /tmp
     (often a small RAM disk on login nodes)."""
-    return root / "data" / "02_intermediate"
+    return root / INTERMEDIATE_DIR
 
 
 def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) -> dict[str, Any]:

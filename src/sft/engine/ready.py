@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from sft.config.credentials import Credentials
+from sft.config.paths import lf_json_path
 from sft.config.schema import RuntimeInput
 from sft.core.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta, is_repair, issue_code
 from sft.core.results import ConversionResult
@@ -963,7 +964,7 @@ def _keep_rows_as_is(rows: Sequence[dict[str, Any]], indices: list[int], state: 
 
 def lf_copy_path(settings: RuntimeInput, root: Path) -> Path:
     """Where the catalog writes the returned rows (``paths.lf_json`` in sft.config.kedro_bridge)."""
-    return root / "artifacts" / "data" / "lf_data" / f"{settings.conversion.data_name}.json"
+    return lf_json_path(root, settings.conversion.data_name)
 
 
 def _registration(

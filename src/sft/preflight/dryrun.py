@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sft.config.credentials import resolve_credentials
 from sft.config.loader import ConfigError, config_path, load_config, project_root, resolve_path
+from sft.config.paths import MODEL_DIR, TRAINING_CONFIG_DIR, lf_data_dir
 from sft.config.schema import SftConfig
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -145,7 +146,7 @@ def check_exclusions(cfg: SftConfig, root: Path, out: Checklist) -> None:
 
 
 def check_registration(cfg: SftConfig, root: Path, out: Checklist) -> None:
-    lf_dir = root / "artifacts" / "data" / "lf_data"
+    lf_dir = lf_data_dir(root)
     info = lf_dir / "dataset_info.json"
     key = cfg.input.dataset_key
     lf_file = lf_dir / f"{cfg.input.conversion.data_name}.json"
@@ -224,8 +225,8 @@ def check_deepspeed(cfg: SftConfig, root: Path, out: Checklist) -> int | None:
 def check_output_dir(cfg: SftConfig, root: Path, out: Checklist) -> None:
     tr = cfg.input.training
     p = Path(tr.output_dir)
-    out_dir = p if p.is_absolute() else root / "artifacts" / "model" / p.name
-    yaml_path = root / "artifacts" / "training_config" / f"{out_dir.name}.yaml"
+    out_dir = p if p.is_absolute() else root / MODEL_DIR / p.name
+    yaml_path = root / TRAINING_CONFIG_DIR / f"{out_dir.name}.yaml"
     nonempty = out_dir.is_dir() and any(out_dir.iterdir())
     if not nonempty:
         out.add("OK", f"output_dir {out_dir} is new/empty; training YAML -> {yaml_path.relative_to(root)}")
@@ -368,7 +369,7 @@ def check_features(cfg: SftConfig, root: Path, out: Checklist, env: dict[str, st
         args = build_training_args(
             inp,
             root=root,
-            dataset_dir=root / "artifacts" / "data" / "lf_data",
+            dataset_dir=lf_data_dir(root),
             run_name=inp.run_name,
             on_cpu=on_cpu,
         )

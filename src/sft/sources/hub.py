@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sft.config.paths import HF_DATA_DIR
 from sft.core.io_utils import atomic_writer
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def download_hub_file(repo_id: str, file_name: str, root: Path, *, token: str | 
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     rel = _safe_relative(file_name)
-    target = root / "artifacts" / "data" / "hf_data" / repo_folder(repo_id) / Path(*rel.parts)
+    target = root / HF_DATA_DIR / repo_folder(repo_id) / Path(*rel.parts)
     offline = hub_offline()
     try:
         cached = hf_hub_download(

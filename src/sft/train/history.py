@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from sft.config.credentials import redact_mapping, redact_text
+from sft.config.paths import ARCHIVES_DIR, RUN_INDEX
 from sft.core.io_utils import atomic_write_text, file_lock
 from sft.core.versions import package_versions as versions_of
 
@@ -34,7 +35,7 @@ class HistoryError(RuntimeError):
 
 
 def index_path(root: Path) -> Path:
-    return Path(root).resolve() / "artifacts" / "index.yaml"
+    return Path(root).resolve() / RUN_INDEX
 
 
 def read_index(root: Path) -> list[dict[str, Any]]:
@@ -136,7 +137,7 @@ def record_run(
     path = index_path(root)
     with file_lock(path):
         runs = read_index(root)
-        archives = root / "artifacts" / "archives"
+        archives = root / ARCHIVES_DIR
         # An archive left by a crash between mkdir and the index write also counts as taken.
         taken = [{"id": p.name} for p in archives.glob("run_*")] if archives.is_dir() else []
         run_id = next_run_id([*runs, *taken])

@@ -53,6 +53,7 @@ from typing import Any, Literal, TextIO
 import yaml
 
 from sft.config.credentials import redact_text
+from sft.config.paths import LOGS_DIR
 from sft.train.results import read_trainer_log
 from sft.train.yaml_gen import LOCK_NAME, OutputDirError
 
@@ -104,7 +105,7 @@ def utc_now() -> str:
 def log_file_path(root: Path, run_name: str, when: datetime | None = None) -> Path:
     """``artifacts/logs/<run>_<YYYYmmdd_HHMMSS>.log`` with a UTC stamp."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%d_%H%M%S")
-    return Path(root).resolve() / "artifacts" / "logs" / f"{run_name}_{stamp}.log"
+    return Path(root).resolve() / LOGS_DIR / f"{run_name}_{stamp}.log"
 
 
 def status_from_exit(exit_code: int, signalled: bool) -> Status:

@@ -3,8 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from sft.pipelines.common import settings_node
-from sft.pipelines.convert.nodes import build_dataset, split_conversion_result
-from sft.pipelines.report.nodes import apply_length_policy
+from sft.pipelines.convert.nodes import apply_length_policy, build_dataset, split_conversion_result
 
 
 def create_pipeline(**kwargs) -> Pipeline:

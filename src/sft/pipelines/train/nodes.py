@@ -8,6 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from sft.config.loader import load_selected_config
+from sft.config.paths import lf_data_dir
 from sft.config.schema import RuntimeInput
 
 
@@ -28,9 +29,7 @@ def train_model(
     cfg = load_selected_config().model_copy(deep=True)
     cfg.runtime_info.input = settings
     root = Path(project_root)
-    return run_training(
-        cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data"
-    )
+    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=lf_data_dir(root))
 
 
 def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> di
             "multi-node follower without a run id: export SFT_RUN_ID (the same value on every node) or run under "
             "Slurm (SLURM_JOB_ID), so this node waits for this run's dataset and not an older one"
         )
-    dataset_dir = Path(project_root) / "artifacts" / "data" / "lf_data"
+    dataset_dir = lf_data_dir(project_root)
     return wait_for_dataset(
         dataset_dir, settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s
     )
@@ -61,9 +60,7 @@ def train_model_follower(
     cfg = load_selected_config().model_copy(deep=True)
     cfg.runtime_info.input = settings
     root = Path(project_root)
-    return run_training(
-        cfg, config_path=Path(config_path), root=root, dataset_dir=root / "artifacts" / "data" / "lf_data"
-    )
+    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=lf_data_dir(root))
 
 
 def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:
