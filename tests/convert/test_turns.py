@@ -7,13 +7,13 @@ import pytest
 from sft.core.canonical import Message, ToolCall, Trajectory, TrajectoryMeta
 from sft.core.turns import (
     RefusedConversation,
+    TrajectoryTurns,
     TrialTurns,
     TurnLedger,
     account_extraction,
     after_validation,
     apply_overlength,
     check_invariant,
-    repair_counts,
     summary_line,
     turn_keys,
 )
@@ -232,13 +232,17 @@ def test_invariant_violation_is_reported() -> None:
     TrialTurns.model_validate({"source": {"a/main": 1}})  # the cached dict form round-trips
 
 
-def test_repair_notes_become_kinds_with_counts() -> None:
-    notes = [
-        "repair_filled_tool_call_ids: 3 (tool calls without id got call_NNNNNN ids)",
-        "repair_trimmed_tail: 1 trailing tool/user message(s) removed",
-        "empty_assistant_turn: message 3",
-    ]
-    assert repair_counts(notes) == {"filled_tool_call_ids": 3, "trimmed_tail": 1}
+def test_repairs_become_kinds_with_counts() -> None:
+    """Extraction's repairs (on the trajectory) and validation's (filled ids, trimmed tail) add up by kind."""
+    call_without_id = Message(role="assistant", tool_calls=[ToolCall(name="bash", arguments={})])
+    result = Message(role="tool", content="ok")
+    traj = _traj([U, call_without_id, result, A3, U])
+    traj.meta.extra["repairs"] = {"stripped_harbor_decorations": 2}
+    record = TrajectoryTurns(uid=traj.uid, agent="x/main", keys=["k1", "k2"])
+    repaired, notes = repair_and_validate(traj, drop_tool_errors=False)
+    assert repaired is not None
+    after_validation(record, traj, repaired, notes)
+    assert record.repairs == {"filled_tool_call_ids": 1, "stripped_harbor_decorations": 2, "trimmed_tail": 1}
     # validation's own counted repairs: the note and meta.extra["repairs"] say the same count
     three = _traj(
         [
@@ -251,7 +255,8 @@ def test_repair_notes_become_kinds_with_counts() -> None:
     )
     repaired, notes = repair_and_validate(three, drop_tool_errors=False)
     assert repaired is not None
-    assert repair_counts(notes) == repaired.meta.extra["repairs"] == {"merged_system_messages": 2}
+    assert notes[0].startswith("repair_merged_system_messages: 2 ")
+    assert repaired.meta.extra["repairs"] == {"merged_system_messages": 2}
 
 
 def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason() -> None:
@@ -262,6 +267,7 @@ def test_a_validation_repair_that_records_dropped_model_turns_names_the_reason()
     ]
     after = _traj([U, A1], extra_marker=1)
     after.meta.extra["dropped_model_turns"] = {"aborted_final_turn": 1}
+    after.meta.extra["repairs"] = {"trimmed_tail": 1}  # as repair_and_validate records it beside its note
     after_validation(record, before, after, ["repair_trimmed_tail: 1 trailing tool/user message(s) removed"])
     assert len(record.keys) == 1 and list(record.lost.values()) == ["repair:aborted_final_turn"]
     assert record.repairs == {"trimmed_tail": 1}

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from sft.core.canonical import Message, Trajectory, first_untrainable_assistant, is_repair, issue_code
+from sft.core.canonical import Message, Trajectory, first_untrainable_assistant, issue_code
 from sft.core.text import replace_lone_surrogates
 
 # Counters the extraction adds (``TrialExtraction.counters``): model turns found in the source files.
@@ -279,18 +279,6 @@ def account_rejected_trial(counters: Mapping[str, int], scaffold: str, stage: st
     )
 
 
-def repair_counts(notes: Iterable[str]) -> dict[str, int]:
-    """``repair_and_validate`` notes ``"repair_<kind>: <count> ..."`` -> kind -> count (1 without a number)."""
-    counts: Counter[str] = Counter()
-    for note in notes:
-        if not is_repair(note):
-            continue
-        kind = issue_code(note).removeprefix("repair_")
-        head = note.split(":", 1)[1].split() if ":" in note else []
-        counts[kind] += int(head[0]) if head and head[0].isdigit() else 1
-    return dict(counts)
-
-
 def _same_turn(before: Message, after: Message) -> bool:
     """``after`` is ``before`` as validation left it (surrogates fixed, failed calls removed)."""
     if replace_lone_surrogates(before.content)[0] != after.content:
@@ -305,13 +293,12 @@ def after_validation(
 ) -> None:
     """Update a trajectory's turns after ``repair_and_validate``: a reject takes all its turns with the first
     issue's code; turns a repair removed (``drop_tool_errors``, or one that records ``dropped_model_turns``)
-    are lost with its reason; the repairs' notes are added to the trajectory's repair counts."""
+    are lost with its reason; the repaired copy's ``meta.extra["repairs"]`` (extraction's and validation's
+    repairs together) becomes the trajectory's repair counts."""
     if after is None:
         record.fate = f"validate:{issue_code(issues[0]) if issues else 'invalid_trajectory'}"
         return
-    repairs = Counter(record.repairs)
-    repairs.update(repair_counts(issues))
-    record.repairs = dict(sorted(repairs.items()))
+    record.repairs = dict(sorted((after.meta.extra.get("repairs") or {}).items()))
     old, new = _trainable_assistants(before), _trainable_assistants(after)
     if len(new) >= len(old) or not record.keys:
         return

@@ -449,7 +449,7 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     removed; trailing tool/user messages trimmed. Then the structural checks run. Every repair made is also
     counted on the trajectory in ``meta.extra`` (``repairs`` kind -> count, ``dropped_model_turns`` reason ->
     count), so that each written row carries its repairs (the template-fidelity report checks them per kind,
-    ``sft.report.repairs``); the funnel counts them from the notes (``sft.core.turns``).
+    ``sft.report.repairs``) and the funnel counts them from there (``sft.core.turns``).
     """
     # Copy-on-write: a new trajectory with its own message list; the repairs replace what they change.
     fixed = traj.model_copy(update={"messages": list(traj.messages)})
@@ -460,7 +460,6 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
     count = _merge_leading_system(fixed)
     if count:
         counted["merged_system_messages"] = count
-        # the count first, as every repair note: sft.core.turns.repair_counts sums the notes by kind
         notes.append(
             f"repair_merged_system_messages: {count} extra system message(s): {where}: messages 0-{count} "
             "were all system messages; "
