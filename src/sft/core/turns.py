@@ -470,16 +470,20 @@ def kept_share(model_turns: Mapping[str, Any]) -> float | None:
     return model_turns.get("output", 0) / source if source else None
 
 
+def _lost_text(lost: Mapping[str, int] | None) -> str:
+    """``reason n, ...``, most turns first; "" when nothing was lost."""
+    return ", ".join(
+        f"{reason} {n}" for reason, n in sorted((lost or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+
+
 def summary_line(model_turns: Mapping[str, Any] | None) -> str:
     """``model turns: kept X of Y (Z%), lost: reason n, ...`` for logs and the demo command."""
     if not model_turns:
         return "model turns: not counted (not a Harbor job)"
     share = kept_share(model_turns)
     pct = f"{100 * share:.1f}%" if share is not None else "n/a"
-    lost = model_turns.get("lost") or {}
-    lost_text = ", ".join(
-        f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))
-    )
+    lost_text = _lost_text(model_turns.get("lost"))
     line = f"model turns: kept {model_turns.get('output', 0)} of {model_turns.get('source', 0)} ({pct}), lost: {lost_text or 'none'}"
     if model_turns.get("unsourced"):
         line += f"; {model_turns['unsourced']} output turn(s) without a logged source call"
@@ -493,10 +497,7 @@ def agent_lines(model_turns: Mapping[str, Any] | None) -> list[str]:
     """``  <agent>: kept X of Y, lost: reason n, ...`` per agent (the convert log and the demo command)."""
     lines = []
     for agent, entry in sorted(((model_turns or {}).get("per_agent") or {}).items()):
-        lost = entry.get("lost") or {}
-        lost_text = ", ".join(
-            f"{reason} {n}" for reason, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))
-        )
+        lost_text = _lost_text(entry.get("lost"))
         line = f"  {agent}: kept {entry.get('output', 0)} of {entry.get('source', 0)}, lost: {lost_text or 'none'}"
         if entry.get("unsourced"):
             line += f"; {entry['unsourced']} unsourced"
