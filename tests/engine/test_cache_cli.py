@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sft.config.paths import conversion_cache_dir
 from sft.engine.cache_cli import CacheFiles, main
-from sft.engine.harbor import conversion_cache_dir
 from tests.engine.conftest import N_TRIALS, engine_config, make_job, make_root, run
 
 DAY_S = 86_400

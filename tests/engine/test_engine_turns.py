@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sft.config.kedro_bridge import run_paths
 from sft.core.results import ConversionResult
 from sft.core.turns import agent_lines, check_invariant, summary_line
 from sft.engine.harbor import convert_job
@@ -263,7 +264,7 @@ def test_overlength_policy_turns_are_accounted(
     settings.model.model_name_or_path = str(tiny_model_dir)
     settings.conversion.overlength = policy
     settings.training.cutoff_len = 1500
-    out = apply_length_policy(result, settings, str(tmp_path))
+    out = apply_length_policy(result, settings, str(tmp_path), run_paths(settings, Path(tmp_path)))
     after = out.funnel["model_turns"]
     check_invariant(after)
     over = out.funnel["overlength"]

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sft.report.card import build_stats, dryrun_lines, harbor_version, render_card
+from sft.report.card import build_stats, dryrun_lines, render_card
 from sft.report.fidelity import check_template_fidelity
 from sft.report.tokens import counts_only_stats, token_stats
+from sft.rules.filters import ExclusionList
+from sft.sources.harbor.job import harbor_version
 from tests.report.conftest import agent_row, settings_for
 
 
@@ -51,7 +53,7 @@ def test_stats_hold_source_funnel_settings_statistics_repos_scores_versions(
         conversion_report=funnel,
         rejects=rejects,
         fidelity_report=fidelity,
-        project_root=tmp_path,
+        exclusions=ExclusionList.load(exclusion),
     )
     assert stats["dataset"]["rows"] == 6 and stats["dataset"]["instances"] == 2
     assert stats["funnel"] == funnel["funnel"]
@@ -113,7 +115,6 @@ def test_without_tokenizer_the_card_says_counts_are_missing(tiny_model_dir: Path
         token_summary=summary,
         settings=settings,
         fidelity_report={"skipped": True, "reason": "no tokenizer"},
-        project_root=tmp_path,
     )
     assert stats["token_lens"]["max"] is None and stats["total_tokens"] is None
     assert stats["statistics"]["distributions"]["assistant_turns"]["max"] == 4

@@ -34,7 +34,6 @@ def test_stats_and_card_show_model_turns_and_repairs(tmp_path: Path) -> None:
         settings=settings_for("/nope"),
         conversion_report=report,
         fidelity_report={"skipped": True, "reason": "x"},
-        project_root=tmp_path,
     )
     assert stats["model_turns"] == MODEL_TURNS and stats["repairs"] == {"trimmed_tail": 2}
     json.dumps(stats)
@@ -58,7 +57,6 @@ def test_ready_made_data_has_no_model_turns(tmp_path: Path) -> None:
         token_summary=summary,
         settings=settings_for("/nope"),
         conversion_report={"funnel": {}},
-        project_root=tmp_path,
     )
     assert stats["model_turns"] is None and stats["repairs"] == {}
     assert "Not counted: the source is a ready-made dataset" in render_card(stats)

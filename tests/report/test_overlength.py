@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sft.config.kedro_bridge import run_paths
 from sft.core.canonical import Message, Trajectory, TrajectoryMeta
 from sft.core.results import ConversionResult
 from sft.pipelines.convert.nodes import apply_length_policy
@@ -124,7 +125,9 @@ def test_apply_length_policy_node_updates_rows_rejects_and_funnel(crafted: Any, 
     settings = settings_for(
         tiny_model_dir, **{"conversion.overlength": "drop", "training.cutoff_len": cutoff}
     )
-    out = apply_length_policy(result, settings, str(tiny_model_dir.parent))
+    out = apply_length_policy(
+        result, settings, str(tiny_model_dir.parent), run_paths(settings, Path(tiny_model_dir.parent))
+    )
     assert [r["_uid"] for r in out.lf_rows] == ["short#0"]
     assert [t.uid for t in out.kept] == ["short#0"] and len(out.im_rows) == 1
     assert out.funnel["funnel"]["rows_written"] == 1 and out.funnel["funnel"]["rows_after_overlength"] == 1
@@ -136,7 +139,7 @@ def test_apply_length_policy_without_tokenizer_passes_rows_and_says_so(crafted: 
     rows, _, _ = crafted
     result = ConversionResult(lf_rows=rows, im_rows=[], rejects=[], funnel={"funnel": {}}, kept=[])
     settings = settings_for(tmp_path / "no-such-model")
-    out = apply_length_policy(result, settings, str(tmp_path))
+    out = apply_length_policy(result, settings, str(tmp_path), run_paths(settings, Path(tmp_path)))
     assert out.lf_rows == rows
     assert out.funnel["overlength"]["applied"] is False
     assert "no-such-model" in out.funnel["overlength"]["reason"]
@@ -186,7 +189,7 @@ def test_changed_ready_data_is_registered_as_the_written_copy(
     }
     result = ConversionResult(lf_rows=rows, im_rows=[], rejects=[], funnel=funnel, kept=[])
     settings = settings_for(tiny_model_dir, **{"training.cutoff_len": cutoff})
-    out = apply_length_policy(result, settings, str(tmp_path))
+    out = apply_length_policy(result, settings, str(tmp_path), run_paths(settings, Path(tmp_path)))
     registration = out.funnel["registration"]
     copy = str(tmp_path / "artifacts" / "data" / "lf_data" / "report_test.json")
     assert registration["registered"] == "filtered_copy" and registration["entry"]["file_name"] == copy
@@ -202,7 +205,6 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
     from sft.datasets.llamafactory import write_json_array
     from sft.pipelines.convert.nodes import split_conversion_result
     from sft.pipelines.report.nodes import compute_token_statistics
-    from sft.pipelines.token_pass import lf_file
 
     rows, _, cutoff = crafted
     trajs = [_trajectory(r["_uid"]) for r in rows]
@@ -217,12 +219,18 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
         tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff}
     )
     root = str(tmp_path)
-    lf_rows, _, _, funnel, _, handover = split_conversion_result(apply_length_policy(result, settings, root))
-    path = lf_file(settings, root)
+    lf_rows, _, _, funnel, _, handover = split_conversion_result(
+        apply_length_policy(result, settings, root, run_paths(settings, Path(root)))
+    )
+    path = Path(run_paths(settings, Path(root))["lf_json"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_array(path, lf_rows)  # as the catalog writes it
-    reused, reused_summary = compute_token_statistics(handover, funnel, settings, root)
-    recount, recount_summary = compute_token_statistics([], funnel, settings, root)
+    reused, reused_summary = compute_token_statistics(
+        handover, funnel, settings, root, run_paths(settings, Path(root))
+    )
+    recount, recount_summary = compute_token_statistics(
+        [], funnel, settings, root, run_paths(settings, Path(root))
+    )
     assert reused_summary["counted_by"] == "apply_length_policy_node" and "counted_by" not in recount_summary
     assert reused == recount and len(reused) == len(lf_rows)
     drop_run_fields = {"elapsed_s", "tokens_per_s", "counted_by"}
@@ -232,9 +240,15 @@ def test_the_report_reuses_the_counts_of_the_length_node_and_they_equal_a_recoun
     other = settings_for(
         tiny_model_dir, **{"conversion.overlength": policy, "training.cutoff_len": cutoff + 1}
     )
-    assert "counted_by" not in compute_token_statistics(handover, funnel, other, root)[1]
+    assert (
+        "counted_by"
+        not in compute_token_statistics(handover, funnel, other, root, run_paths(other, Path(root)))[1]
+    )
     # rows that differ from the counted ones (an edited file) are counted again
     edited = json.loads(json.dumps(list(lf_rows)))
     edited[0]["conversations"][0]["value"] += " edited"
     write_json_array(path, edited)
-    assert "counted_by" not in compute_token_statistics(handover, funnel, settings, root)[1]
+    assert (
+        "counted_by"
+        not in compute_token_statistics(handover, funnel, settings, root, run_paths(settings, Path(root)))[1]
+    )

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from sft.config.kedro_bridge import run_paths
 from sft.core.results import ConversionResult
 from sft.pipelines.convert.nodes import apply_length_policy, split_conversion_result
 from sft.pipelines.report.nodes import check_fidelity
-from sft.pipelines.token_pass import lf_file
 from sft.report import fidelity as fidelity_module
 from sft.report import tokens as tokens_module
 from sft.report.fidelity import TemplateFidelityError, enforce_fidelity
@@ -26,9 +26,9 @@ def _convert(
 
     result = ConversionResult(lf_rows=rows, im_rows=[], rejects=[], funnel={"funnel": {}}, kept=[])
     lf_rows, _, _, funnel, _, handover = split_conversion_result(
-        apply_length_policy(result, settings, str(root))
+        apply_length_policy(result, settings, str(root), run_paths(settings, Path(root)))
     )
-    path = lf_file(settings, str(root))
+    path = Path(run_paths(settings, Path(root))["lf_json"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_array(path, lf_rows)
     return handover, funnel
@@ -91,7 +91,7 @@ def test_a_planted_mismatch_fails_the_run_through_the_handover(tiny_model_dir: P
     rows = [agent_row(f"t{n}#0", n + 1) for n in range(4)] + [agent_row("bad#0", 1, system="")]
     TOKENIZATION_PASSES.clear()
     handover, funnel = _convert(rows, settings, tmp_path)
-    report = check_fidelity(handover, funnel, settings, str(tmp_path))
+    report = check_fidelity(handover, funnel, settings, str(tmp_path), run_paths(settings, tmp_path))
     assert report["computed_by"].startswith("apply_length_policy_node") and TOKENIZATION_PASSES["rows"] == 1
     assert report["selection"]["mode"] == "all" and report["summary"]["checked"] == 5
     assert report["passed"] is False and [m["uid"] for m in report["mismatches"]] == ["bad#0"]
@@ -99,7 +99,10 @@ def test_a_planted_mismatch_fails_the_run_through_the_handover(tiny_model_dir: P
         enforce_fidelity(report, report_path="fidelity.json", max_mismatch=0.0)
     # the same rows without the planted one pass
     handover, funnel = _convert(rows[:4], settings, tmp_path)
-    assert check_fidelity(handover, funnel, settings, str(tmp_path))["passed"] is True
+    assert (
+        check_fidelity(handover, funnel, settings, str(tmp_path), run_paths(settings, tmp_path))["passed"]
+        is True
+    )
 
 
 def test_the_sample_checks_every_rare_row_and_every_stratum(
@@ -114,7 +117,7 @@ def test_the_sample_checks_every_rare_row_and_every_stratum(
     rare = [agent_row(f"r{n}#0", 1, reasoning=True) for n in range(3)]
     bad = [agent_row(f"b{n}#0", 6, reasoning=False, system="") for n in range(3)]
     handover, funnel = _convert(plain + rare + bad, settings, tmp_path)
-    report = check_fidelity(handover, funnel, settings, str(tmp_path))
+    report = check_fidelity(handover, funnel, settings, str(tmp_path), run_paths(settings, tmp_path))
     selection = report["selection"]
     assert selection["mode"] == "sample" and selection["seed"] == settings.conversion.seed
     assert "rare structure" in selection["rule"] and set(selection["checked_by_reason"]) <= {
@@ -129,7 +132,11 @@ def test_the_sample_checks_every_rare_row_and_every_stratum(
     assert report["passed"] is False
     # same seed, same selection (independent of order and workers); another seed, another sample
     again = check_fidelity(
-        _convert(plain + rare + bad, settings, tmp_path)[0], funnel, settings, str(tmp_path)
+        _convert(plain + rare + bad, settings, tmp_path)[0],
+        funnel,
+        settings,
+        str(tmp_path),
+        run_paths(settings, tmp_path),
     )
     assert [s["uid"] for s in again["samples"]] == [s["uid"] for s in report["samples"]]
 
@@ -164,7 +171,7 @@ def test_the_pass_and_the_report_never_hold_the_rows(
     tracemalloc.start()
     try:
         lf_rows, _, _, funnel, _, handover = split_conversion_result(
-            apply_length_policy(result, settings, str(tmp_path))
+            apply_length_policy(result, settings, str(tmp_path), run_paths(settings, tmp_path))
         )
         _, pass_peak = tracemalloc.get_traced_memory()
     finally:
@@ -173,7 +180,7 @@ def test_the_pass_and_the_report_never_hold_the_rows(
         size > 10_000_000 and len(lf_rows) == 60
     )  # not vacuous: MBs of rows, all kept (none over the cutoff)
     assert pass_peak < size / 3, (pass_peak, size)
-    path = lf_file(settings, str(tmp_path))
+    path = Path(run_paths(settings, tmp_path)["lf_json"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_array(path, lf_rows)
 
@@ -184,9 +191,11 @@ def test_the_pass_and_the_report_never_hold_the_rows(
     monkeypatch.setattr(report_nodes, "stream_lf_rows", no_read)
     tracemalloc.start()
     try:
-        per_sample, summary = report_nodes.compute_token_statistics(handover, funnel, settings, str(tmp_path))
-        fidelity = check_fidelity(handover, funnel, settings, str(tmp_path))
-        report_nodes.build_dataset_stats(per_sample, summary, funnel, [], fidelity, settings, str(tmp_path))
+        per_sample, summary = report_nodes.compute_token_statistics(
+            handover, funnel, settings, str(tmp_path), run_paths(settings, tmp_path)
+        )
+        fidelity = check_fidelity(handover, funnel, settings, str(tmp_path), run_paths(settings, tmp_path))
+        report_nodes.build_dataset_stats(per_sample, summary, funnel, [], fidelity, None, settings, "")
         _, report_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -162,17 +162,24 @@ def test_repo_exclusion_applies_to_rows_with_instance_ids(
 def test_repo_exclusion_is_reported_as_not_applied_without_instance_ids(
     tmp_path: Path, proj: Path, local_settings: Any
 ) -> None:
+    exclusions = proj / "artifacts" / "data" / "excluded_repos.txt"
+    exclusions.parent.mkdir(parents=True)
+    exclusions.write_text("django/django\n")
     path = write_json(tmp_path / "plain.json", [sharegpt_row(0)])
-    settings = local_settings(path, exclude_repos_file="artifacts/data/missing.txt")
+    settings = local_settings(path, exclude_repos_file="artifacts/data/excluded_repos.txt")
     result = prepare_local_file(path, settings, proj, credentials=Credentials())
     assert result.funnel["exclusion"]["applied"] is False
     assert "no row carries an instance id" in result.funnel["exclusion"]["note"]
 
 
-def test_missing_exclusion_file_is_an_error_when_rows_carry_instance_ids(
-    tmp_path: Path, proj: Path, local_settings: Any
+@pytest.mark.parametrize("instance_id", ["django__django-1", None])
+def test_a_configured_exclusion_file_that_is_missing_is_an_error(
+    tmp_path: Path, proj: Path, local_settings: Any, instance_id: str | None
 ) -> None:
-    path = write_json(tmp_path / "ids.json", [sharegpt_row(0, _instance_id="django__django-1")])
+    """As for a Harbor job: a list the config names must exist, whether or not the rows carry instance ids
+    (a typo in the path must not silently switch eval-leak protection off)."""
+    extra = {"_instance_id": instance_id} if instance_id else {}
+    path = write_json(tmp_path / "ids.json", [sharegpt_row(0, **extra)])
     settings = local_settings(path, exclude_repos_file="artifacts/data/missing.txt")
     with pytest.raises(FileNotFoundError, match="missing.txt does not exist"):
         prepare_local_file(path, settings, proj, credentials=Credentials())

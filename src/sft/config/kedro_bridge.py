@@ -15,40 +15,70 @@ from omegaconf import OmegaConf
 
 from sft.config.loader import config_path, load_selected_config, project_root, resolve_path
 from sft.config.paths import (
+    ARCHIVES_DIR,
+    HF_DATA_DIR,
     IM_DATA_DIR,
+    LOGS_DIR,
     MODEL_OUTPUT_DIR,
     REPORTING_DIR,
-    TRAINING_CONFIG_DIR,
+    RUN_INDEX,
+    conversion_cache_dir,
     lf_data_dir,
     report_dir,
+    spool_dir,
+    training_output_dir,
+    training_yaml_path,
 )
-from sft.config.schema import SftConfig
+from sft.config.schema import RuntimeInput, SftConfig
 
 
 def derived_values(cfg: SftConfig, root: Path) -> dict[str, Any]:
-    """Values computed from the config that the catalog and the nodes share."""
+    """Values computed from the config that the catalog and the nodes share.
+
+    ``paths`` is every file and folder a node reads or writes: the catalog's ``${cfg:paths.<key>}`` and the
+    nodes' ``params:paths`` (conf/base/parameters.yml) both come from here, so a path is defined once.
+    """
     inp = cfg.input
-    data_name = inp.conversion.data_name
-    lf_dir = lf_data_dir(root)
     return {
         "config_path": str(config_path(root)),
         "project_root": str(root),
-        "data_name": data_name,
+        "data_name": inp.conversion.data_name,
         "dataset_key": inp.dataset_key,
         "run_name": inp.run_name,
         "source_type": inp.source.type,
-        "paths": {
-            "job_dir": str(resolve_path(inp.source.job_dir, root)) if inp.source.job_dir else "",
-            "lf_dir": str(lf_dir),
-            "lf_json": str(lf_dir / f"{data_name}.json"),
-            "lf_parquet": str(lf_dir / f"{data_name}.parquet"),
-            "dataset_info": str(lf_dir / "dataset_info.json"),
-            "im_jsonl": str(root / IM_DATA_DIR / f"{data_name}.jsonl"),
-            "report_dir": str(report_dir(root, data_name)),
-            "reporting_dir": str(root / REPORTING_DIR),
-            "model_output_dir": str(root / MODEL_OUTPUT_DIR),
-            "training_yaml": str(root / TRAINING_CONFIG_DIR / f"{Path(inp.training.output_dir).name}.yaml"),
-        },
+        "paths": run_paths(inp, root),
+    }
+
+
+def run_paths(inp: RuntimeInput, root: Path) -> dict[str, str]:
+    """Every file and folder of a run, absolute ("" where the setting is off)."""
+    data_name = inp.conversion.data_name
+    lf_dir = lf_data_dir(root)
+    exclusions = inp.conversion.exclude_repos_file
+    try:
+        output_dir = str(training_output_dir(inp.training.output_dir, root))
+    except ValueError:  # the train pipeline names the error (sft.train.yaml_gen); conversion does not need it
+        output_dir = ""
+    return {
+        "job_dir": str(resolve_path(inp.source.job_dir, root)) if inp.source.job_dir else "",
+        "exclude_repos_file": str(resolve_path(exclusions, root)) if exclusions else "",
+        "lf_dir": str(lf_dir),
+        "lf_json": str(lf_dir / f"{data_name}.json"),
+        "lf_parquet": str(lf_dir / f"{data_name}.parquet"),
+        "dataset_info": str(lf_dir / "dataset_info.json"),
+        "im_jsonl": str(root / IM_DATA_DIR / f"{data_name}.jsonl"),
+        "spool_dir": str(spool_dir(root)),
+        "conversion_cache": str(conversion_cache_dir(root)),
+        "hub_dir": str(root / HF_DATA_DIR),
+        "report_dir": str(report_dir(root, data_name)),
+        "reporting_dir": str(root / REPORTING_DIR),
+        "model_output_dir": str(root / MODEL_OUTPUT_DIR),
+        "training_output_dir": output_dir,
+        "trainer_log": str(Path(output_dir) / "trainer_log.jsonl") if output_dir else "",
+        "training_yaml": str(training_yaml_path(output_dir, root)) if output_dir else "",
+        "run_index": str(root / RUN_INDEX),
+        "archives_dir": str(root / ARCHIVES_DIR),
+        "logs_dir": str(root / LOGS_DIR),
     }
 
 

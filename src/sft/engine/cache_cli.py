@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sft.engine.harbor import conversion_cache_dir, trial_index_dir
+from sft.config.paths import conversion_cache_dir
+from sft.engine.harbor import trial_index_dir
 
 DAY_S = 86_400
 

@@ -35,12 +35,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from tqdm.auto import tqdm
 
-from sft.config.paths import INTERMEDIATE_DIR
 from sft.config.schema import RuntimeInput
 from sft.core.canonical import Reject, Trajectory
 from sft.core.io_utils import atomic_write_bytes
@@ -48,6 +47,7 @@ from sft.core.results import ConversionResult, TrajectoryView
 from sft.core.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
 from sft.core.turns import TrialTurns, TurnLedger, after_validation
 from sft.engine.trial_index import cached_trial_content_hash
+from sft.engine.workspace import ConversionWorkspace, load_exclusions
 from sft.rules.filters import (
     ExclusionList,
     cap_per_instance,
@@ -60,7 +60,7 @@ from sft.rules.render import RenderError, lf_meta_column, render_lf_body
 from sft.rules.score import finalize_score, median_steps_by_scaffold, score_features
 from sft.rules.secrets import SecretScrubber, ruleset_id, scrub_trajectory
 from sft.rules.validate import repair_and_validate
-from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, read_trial_info
+from sft.sources.harbor.job import TrialError, TrialInfo, discover_trials, harbor_version, read_trial_info
 from sft.sources.harbor.litellm import canonical_view, gc_paused
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.scaffolds import adapter_for_agent
@@ -107,7 +107,9 @@ class WorkerSettings:
     drop_tool_errors: bool
     scrub_secrets: bool
     secret_values: tuple[str, ...]
-    exclude_repos_file: str  # absolute path or ""
+    exclusions: (
+        ExclusionList | None
+    )  # the catalog's repo_exclusions (None: disabled); in the key by its sha256
     exclusion_sha256: str
     cache_dir: str  # "" disables the cache
     # Reuse a trial's content hash while its files' stat (size, mtime, ctime, inode) is unchanged, instead of
@@ -125,7 +127,8 @@ class WorkerSettings:
         parts = {
             k: v
             for k, v in self.__dict__.items()
-            if k not in {"cache_dir", "secret_values", "keep_reasoning", "cache_trust_file_stats"}
+            if k
+            not in {"cache_dir", "secret_values", "keep_reasoning", "cache_trust_file_stats", "exclusions"}
         }
         parts["secret_values"] = hashlib.sha256("\0".join(self.secret_values).encode()).hexdigest()
         parts["cache_version"] = CACHE_VERSION
@@ -200,16 +203,6 @@ _CANDIDATE_BLOBS = ("im_head", "lf_body")
 
 # --------------------------------------------------------------------------------------------- worker
 
-_EXCLUSIONS: dict[tuple[str, str], ExclusionList | None] = {}
-
-
-def _exclusions(path: str, sha256: str) -> ExclusionList | None:
-    """The exclusion list, loaded once per process and per content (an edited list is never stale)."""
-    key = (path, sha256)
-    if key not in _EXCLUSIONS:
-        _EXCLUSIONS[key] = ExclusionList.load(Path(path)) if path else None
-    return _EXCLUSIONS[key]
-
 
 def _reject(
     outcome: TrialOutcome, stage: str, reason: str, detail: str, trajectory: str | None = None
@@ -266,7 +259,7 @@ def _passes_trial_filters(outcome: TrialOutcome, info: TrialInfo, settings: Work
         _reject(outcome, "outcome", why, f"reward={info.reward} exception={info.exception_type}")
         return False
     outcome.outcome_kept = True
-    exclusions = _exclusions(settings.exclude_repos_file, settings.exclusion_sha256)
+    exclusions = settings.exclusions
     if exclusions is not None:
         hit = exclusions.match(info.instance_id)
         if hit:
@@ -556,22 +549,14 @@ def _process_trial_isolated(trial_dir: Path, settings: WorkerSettings) -> TrialO
 
 
 def worker_settings(
-    cfg: RuntimeInput, job_dir: Path, root: Path, secret_values: Iterable[str]
+    cfg: RuntimeInput,
+    job_dir: Path,
+    workspace: ConversionWorkspace,
+    exclusions: ExclusionList | None,
+    secret_values: Iterable[str],
 ) -> WorkerSettings:
     conv = cfg.conversion
-    exclude = ""
-    sha = ""
-    if conv.exclude_repos_file:
-        path = Path(conv.exclude_repos_file)
-        path = path if path.is_absolute() else root / path
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"conversion.exclude_repos_file: {path} does not exist. Restore it, point the setting at "
-                'your list, or set it to "" to disable eval-leak protection (not recommended).'
-            )
-        exclude = str(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cache_dir = str(conversion_cache_dir(root)) if conv.use_cache else ""
+    cache_dir = str(workspace.cache_dir) if conv.use_cache else ""
     return WorkerSettings(
         job_dir=str(job_dir),
         scaffold=cfg.source.scaffold or "",
@@ -583,8 +568,8 @@ def worker_settings(
         drop_tool_errors=conv.drop_tool_errors,
         scrub_secrets=conv.scrub_secrets,
         secret_values=tuple(sorted(v for v in secret_values if v)),
-        exclude_repos_file=exclude,
-        exclusion_sha256=sha,
+        exclusions=exclusions,
+        exclusion_sha256=exclusions.sha256 if exclusions is not None else "",
         cache_dir=cache_dir,
         cache_trust_file_stats=conv.cache_trust_file_stats,
         keep_reasoning=cfg.keeps_reasoning(),
@@ -601,9 +586,18 @@ def convert_job(
     secret_values: Iterable[str] = (),
     num_workers: int | None = None,
     progress: bool = True,
+    workspace: ConversionWorkspace | None = None,
+    exclusions: ExclusionList | None | Literal["from_config"] = "from_config",
 ) -> ConversionResult:
-    """Convert a whole Harbor job. Deterministic for any ``num_workers``."""
-    settings = worker_settings(cfg, job_dir, root, secret_values)
+    """Convert a whole Harbor job. Deterministic for any ``num_workers``.
+
+    ``workspace`` and ``exclusions`` are what the catalog hands the Kedro node (``conversion_workspace``,
+    ``repo_exclusions``); by default they are the project's folders under ``root`` and the configured list.
+    """
+    workspace = workspace or ConversionWorkspace.under(root)
+    if exclusions == "from_config":
+        exclusions = load_exclusions(cfg, root)
+    settings = worker_settings(cfg, job_dir, workspace, exclusions, secret_values)
     conv = cfg.conversion
     workers = num_workers if num_workers is not None else (conv.num_workers or os.cpu_count() or 1)
     trials = discover_trials(job_dir)
@@ -618,7 +612,7 @@ def convert_job(
     extraction_counters: Counter[str] = Counter()
     rejects: list[dict[str, Any]] = []
     candidates: list[_Candidate] = []
-    spool = Spool(spool_dir(root))  # the rows wait on disk, not in this process, until they are written
+    spool = Spool(workspace.spool_dir)  # the rows wait on disk, not in this process, until they are written
     ledger = TurnLedger()
 
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
@@ -752,7 +746,11 @@ def convert_job(
             "stratify_by_repo": conv.stratify_by_repo,
             "instances": sorted(chosen_set),
         },
-        "exclusion": {"file": settings.exclude_repos_file, "sha256": settings.exclusion_sha256},
+        "exclusion": {
+            "file": settings.exclusions.source if settings.exclusions is not None else "",
+            "sha256": settings.exclusion_sha256,
+        },
+        "harbor_version": harbor_version(job_dir),  # the job's lock.json
         "workers": workers,
         "cache": {"enabled": bool(settings.cache_dir), **cache},
     }
@@ -839,20 +837,9 @@ class _Candidate:
         return lf_row, im_row
 
 
-def conversion_cache_dir(root: Path) -> Path:
-    """The per-trial conversion cache (``*.trial`` entries) and its stat index (``trial_index_dir``)."""
-    return root / INTERMEDIATE_DIR / "conversion_cache"
-
-
 def trial_index_dir(cache_dir: Path) -> Path:
     """The stat index of trial content hashes (``sft.engine.trial_index``) inside the cache."""
     return cache_dir / "trial-index"
-
-
-def spool_dir(root: Path) -> Path:
-    """Where the conversion's scratch file lives: next to the other intermediate data, not in /tmp
-    (often a small RAM disk on login nodes)."""
-    return root / INTERMEDIATE_DIR
 
 
 def _traj_reject(candidate: _Candidate, stage: str, reason: str, detail: str) -> dict[str, Any]:

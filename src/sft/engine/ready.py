@@ -56,6 +56,8 @@ from sft.config.paths import lf_json_path
 from sft.config.schema import RuntimeInput
 from sft.core.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta, is_repair, issue_code
 from sft.core.results import ConversionResult
+from sft.engine.workspace import ConversionWorkspace, load_exclusions
+from sft.rules.filters import ExclusionList
 from sft.rules.lf_rules import (
     THOUGHT_WORDS,
     TOOL_CALL_WORDS,
@@ -861,23 +863,18 @@ def _check_rows(
 
 
 def _exclusion(
-    settings: RuntimeInput, root: Path, rows: Sequence[dict[str, Any]], indices: list[int]
-) -> tuple[Any, dict[str, Any]]:
+    exclusions: ExclusionList | None, rows: Sequence[dict[str, Any]], indices: list[int]
+) -> tuple[ExclusionList | None, dict[str, Any]]:
     """The exclusion list to apply (or None) and the report section that says what was done."""
-    from sft.rules.filters import ExclusionList
-
-    configured = settings.conversion.exclude_repos_file
     with_id = sum(1 for i in indices if instance_id_of(rows[i]))
     report: dict[str, Any] = {"file": "", "sha256": "", "rows_with_instance_id": with_id, "applied": False}
-    if not configured:
+    if exclusions is None:
         report["note"] = "conversion.exclude_repos_file is empty: repo exclusion disabled"
         return None, report
     if not with_id:
         report["note"] = "not applied: no row carries an instance id (_instance_id, instance_id or _meta)"
         return None, report
-    path = Path(configured) if Path(configured).is_absolute() else root / configured
-    exclusions = ExclusionList.load(path)
-    report.update(file=str(path), sha256=exclusions.sha256, applied=True)
+    report.update(file=exclusions.source, sha256=exclusions.sha256, applied=True)
     return exclusions, report
 
 
@@ -962,21 +959,14 @@ def _keep_rows_as_is(rows: Sequence[dict[str, Any]], indices: list[int], state: 
 # =========================================================================================== registration
 
 
-def lf_copy_path(settings: RuntimeInput, root: Path) -> Path:
-    """Where the catalog writes the returned rows (``paths.lf_json`` in sft.config.kedro_bridge)."""
-    return lf_json_path(root, settings.conversion.data_name)
-
-
 def _registration(
     source: ReadySource,
     info: FormatInfo,
-    settings: RuntimeInput,
-    root: Path,
+    copy: Path,
     *,
     changed: list[str],
     normalised: bool,
 ) -> dict[str, Any]:
-    copy = lf_copy_path(settings, root)
     if normalised:
         _refuse_overwriting_source(source, copy)
         entry = dataset_info_entry(str(copy))
@@ -1114,11 +1104,30 @@ def _pass_warnings(
     return warnings
 
 
+@dataclass(frozen=True)
+class ReadyPlaces:
+    """What the ready-data path uses besides the source: in a Kedro run, the catalog's ``repo_exclusions``,
+    ``params:paths.lf_json`` (where ``lf_dataset`` writes the rows) and ``conversion_workspace``."""
+
+    exclusions: ExclusionList | None
+    copy_path: Path  # registered in dataset_info.json when the written rows differ from the source
+    hub_dir: Path  # files fetched from the Hub
+
+    @classmethod
+    def from_config(cls, settings: RuntimeInput, root: Path) -> ReadyPlaces:
+        """The project's defaults under ``root`` (library callers: tests, benchmarks)."""
+        return cls(
+            exclusions=load_exclusions(settings, root),
+            copy_path=lf_json_path(root, settings.conversion.data_name),
+            hub_dir=ConversionWorkspace.under(root).hub_dir,
+        )
+
+
 def process_rows(
     rows: Sequence[dict[str, Any]],
     source: ReadySource,
     settings: RuntimeInput,
-    root: Path,
+    places: ReadyPlaces,
     *,
     credentials: Credentials,
 ) -> ConversionResult:
@@ -1137,7 +1146,7 @@ def process_rows(
     rows = _repair_empty_tools(rows, adaptable, info, state)
     valid = _check_rows(rows, adaptable, info, source, state)
     rows_invalid = len(adaptable) - len(valid)
-    exclusions, exclusion_report = _exclusion(settings, root, rows, valid)
+    exclusions, exclusion_report = _exclusion(places.exclusions, rows, valid)
     candidates = _apply_exclusion(rows, valid, exclusions, source, state)
     if normalise:
         _normalise_rows(rows, candidates, info, settings, source, credentials, state)
@@ -1151,7 +1160,7 @@ def process_rows(
     chosen, sample_warning = seeded_subsample(len(state.kept), conv.max_instances, conv.seed)
     selected = [state.kept[i] for i in chosen]
     changed = _changes(len(selected), state, adapted)
-    registration = _registration(source, info, settings, root, changed=changed, normalised=normalise)
+    registration = _registration(source, info, places.copy_path, changed=changed, normalised=normalise)
 
     warnings = _pass_warnings(
         len(rows),
@@ -1272,17 +1281,24 @@ def _check_uniform_types(rows: Iterable[Mapping[str, Any]], source: ReadySource)
 
 
 def prepare_ready_dataset(
-    handle: SourceHandle, settings: RuntimeInput, root: Path, *, credentials: Credentials
+    handle: SourceHandle,
+    settings: RuntimeInput,
+    root: Path,
+    *,
+    credentials: Credentials,
+    places: ReadyPlaces | None = None,
 ) -> ConversionResult:
-    """The convert pipeline's entry point for ``local_lf`` and ``hf_lf`` sources."""
+    """The convert pipeline's entry point for ``local_lf`` and ``hf_lf`` sources (``places``: what the catalog
+    hands the node; by default the project's files under ``root``)."""
+    places = places or ReadyPlaces.from_config(settings, root)
     if handle.type == "local_lf":
         if handle.path is None:
             raise ReadyDataError(
                 "source.lf_path: no file was resolved; set runtime_info.input.source.lf_path"
             )
-        return prepare_local_file(handle.path, settings, root, credentials=credentials)
+        return prepare_local_file(handle.path, settings, root, credentials=credentials, places=places)
     if handle.type == "hf_lf":
-        return prepare_hub_dataset(settings, root, credentials=credentials)
+        return prepare_hub_dataset(settings, root, credentials=credentials, places=places)
     raise ReadyDataError(
         f"source.type {handle.type!r} is not a ready-made dataset (expected local_lf or hf_lf)"
     )
@@ -1296,8 +1312,10 @@ def prepare_local_file(
     credentials: Credentials,
     kind: str = "local_file",
     notes: Sequence[str] = (),
+    places: ReadyPlaces | None = None,
 ) -> ConversionResult:
     """A local ``.json`` / ``.jsonl`` / ``.parquet`` file of LLaMA-Factory rows."""
+    places = places or ReadyPlaces.from_config(settings, root)
     path = path.resolve()
     rows = read_rows(path)
     source = ReadySource(
@@ -1308,17 +1326,20 @@ def prepare_local_file(
         original_file=path,
         notes=list(notes),
     )
-    return process_rows(rows, source, settings, root, credentials=credentials)
+    return process_rows(rows, source, settings, places, credentials=credentials)
 
 
-def prepare_hub_dataset(settings: RuntimeInput, root: Path, *, credentials: Credentials) -> ConversionResult:
+def prepare_hub_dataset(
+    settings: RuntimeInput, root: Path, *, credentials: Credentials, places: ReadyPlaces | None = None
+) -> ConversionResult:
     """A Hub dataset: one downloaded file (``hf_file_name``), the local caches, or the native entry."""
+    places = places or ReadyPlaces.from_config(settings, root)
     src = settings.source
     token = credentials.hf_token or None
     if src.hf_file_name:
-        local, note = hub.download_hub_file(src.hf_hub_url, src.hf_file_name, root, token=token)
+        local, note = hub.download_hub_file(src.hf_hub_url, src.hf_file_name, places.hub_dir, token=token)
         return prepare_local_file(
-            local, settings, root, credentials=credentials, kind="hub_file", notes=[note]
+            local, settings, root, credentials=credentials, kind="hub_file", notes=[note], places=places
         )
     cached = hub.load_cached_rows(src.hf_hub_url, src.hf_subset, src.hf_split, token=token)
     label = f"hf://{src.hf_hub_url}" + (f"[{src.hf_subset}]" if src.hf_subset else "") + f":{src.hf_split}"
@@ -1333,7 +1354,7 @@ def prepare_hub_dataset(settings: RuntimeInput, root: Path, *, credentials: Cred
             hub=(src.hf_hub_url, src.hf_subset, src.hf_split),
             notes=[f"rows read from the {cached.detail}, no network used"],
         )
-        return process_rows(cached.rows, source, settings, root, credentials=credentials)
+        return process_rows(cached.rows, source, settings, places, credentials=credentials)
     if hub.hub_offline():
         raise hub.not_cached_error(src.hf_hub_url, src.hf_subset, src.hf_split)
     return _unvalidated_hub_result(settings, label)

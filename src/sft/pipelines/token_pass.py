@@ -1,5 +1,5 @@
 """Pieces of the single token pass that both the convert pipeline (which runs it) and the report pipeline (which
-reads its hand-over) use: the model's tokenizer, the keys token counts depend on, where the rows are written.
+reads its hand-over) use: the model's tokenizer, the keys token counts depend on.
 
 Not nodes: the pipelines' node modules import these, never each other.
 """
@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sft.config.paths import lf_data_dir
 from sft.config.schema import RuntimeInput
 from sft.report.tokens import TokenizerLoad, lf_data_options, load_tokenizer
 
@@ -49,17 +48,6 @@ def pass_workers(settings: RuntimeInput) -> int | None:
     return settings.conversion.num_workers or None
 
 
-def lf_dataset_dir(settings: RuntimeInput, project_root: str) -> Path:
-    """The catalog's LLaMA-Factory data folder (``${cfg:paths.lf_json}``'s folder, the training dataset_dir)."""
-    try:
-        from sft.config.kedro_bridge import derived_values
-        from sft.config.loader import load_selected_config
-
-        return Path(derived_values(load_selected_config(), Path(project_root))["paths"]["lf_json"]).parent
-    except Exception:  # no config file selected (a test calling the node directly)
-        return lf_data_dir(project_root)
-
-
 def pretokenized_key(
     settings: RuntimeInput, project_root: str | None, entry: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -92,8 +80,3 @@ def token_count_key(
         "lf_options": lf_options_of(settings),
         "dataset_entry": entry,
     }
-
-
-def lf_file(settings: RuntimeInput, project_root: str) -> Path:
-    """The written LLaMA-Factory file (the catalog's ``lf_dataset``)."""
-    return lf_dataset_dir(settings, project_root) / f"{settings.conversion.data_name}.json"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from sft.core.turns import kept_share, summary_line
 from sft.core.versions import package_versions as versions_of
 from sft.report.tokens import distribution
+from sft.rules.filters import ExclusionList
 
 logger = logging.getLogger(__name__)
 
@@ -39,36 +39,16 @@ def package_versions() -> dict[str, str | None]:
     return versions_of(VERSIONED_PACKAGES)
 
 
-def harbor_version(job_dir: str | Path | None) -> str | None:
-    """Harbor's version from the job's ``lock.json`` (``harbor.version``), when the job dir has one."""
-    if not job_dir:
-        return None
-    lock = Path(job_dir) / "lock.json"
-    try:
-        data = json.loads(lock.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    harbor = data.get("harbor") if isinstance(data, dict) else None
-    version = harbor.get("version") if isinstance(harbor, dict) else None
-    return str(version) if version else None
-
-
-def exclusion_info(path: str | Path | None) -> dict[str, Any]:
-    """The exclusion list actually used: file, SHA-256 and entry count (or why there is none)."""
-    if not path:
+def exclusion_info(exclusions: ExclusionList | None) -> dict[str, Any]:
+    """The exclusion list actually used (the catalog's ``repo_exclusions``): file, SHA-256 and entry count."""
+    if exclusions is None:
         return {
             "file": "",
             "sha256": None,
             "entries": 0,
             "note": 'exclusion disabled (exclude_repos_file: "")',
         }
-    from sft.rules.filters import ExclusionList
-
-    try:
-        excl = ExclusionList.load(Path(path))
-    except (OSError, ValueError) as exc:
-        return {"file": str(path), "sha256": None, "entries": None, "note": f"unreadable: {exc}"}
-    return {"file": str(path), "sha256": excl.sha256, "entries": excl.entries}
+    return {"file": exclusions.source, "sha256": exclusions.sha256, "entries": exclusions.entries}
 
 
 def _counter_top(counter: Counter[str], limit: int) -> list[dict[str, Any]]:
@@ -130,22 +110,19 @@ def build_stats(
     conversion_report: dict[str, Any] | None = None,
     rejects: list[dict[str, Any]] | None = None,
     fidelity_report: dict[str, Any] | None = None,
-    project_root: str | Path | None = None,
+    exclusions: ExclusionList | None = None,
+    job_dir: str = "",
 ) -> dict[str, Any]:
-    """The ``<data_name>.stats.json`` document. ``settings`` is the validated ``RuntimeInput``.
+    """The ``<data_name>.stats.json`` document. ``settings`` is the validated ``RuntimeInput``; ``exclusions``
+    the list the conversion used, ``job_dir`` the Harbor job's folder (``params:paths.job_dir``).
 
     Everything per row comes from ``per_sample`` (``tokens.row_identity`` carries the instance, repo, agent
     type, scaffold, teacher and score of each row): the rows themselves are never read back.
     """
-    from sft.config.loader import resolve_path
-
-    root = Path(project_root) if project_root else None
     report = conversion_report or {}
     metas = per_sample
     source = settings.source
     conv = settings.conversion
-    job_dir = str(resolve_path(source.job_dir, root)) if source.job_dir else ""
-    exclusion_path = resolve_path(conv.exclude_repos_file, root) if conv.exclude_repos_file else None
     repos: Counter[str] = Counter(m.get("repo") or "(unknown)" for m in metas)
     reject_list = rejects or []
     stats: dict[str, Any] = {
@@ -162,7 +139,7 @@ def build_stats(
             "job_dir": job_dir,
             "hf_hub_url": source.hf_hub_url or None,
             "lf_path": source.lf_path or None,
-            "harbor_version": harbor_version(job_dir) if source.type == "harbor_job" else None,
+            "harbor_version": report.get("harbor_version") if source.type == "harbor_job" else None,
             "teacher_models": dict(
                 Counter(m.get("teacher_model") or "(unknown)" for m in metas).most_common()
             ),
@@ -193,7 +170,7 @@ def build_stats(
             "drop_tool_errors": conv.drop_tool_errors,
             "keep_reasoning": settings.keeps_reasoning(),
             "min_score": conv.min_score,
-            "exclusion": exclusion_info(exclusion_path),
+            "exclusion": exclusion_info(exclusions),
             "overlength": conv.overlength,
             "max_template_mismatch": conv.max_template_mismatch,
             "template": settings.training.template,

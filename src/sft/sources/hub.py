@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sft.config.paths import HF_DATA_DIR
 from sft.core.io_utils import atomic_writer
 
 logger = logging.getLogger(__name__)
@@ -105,8 +104,9 @@ def _safe_relative(file_name: str) -> PurePosixPath:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def download_hub_file(repo_id: str, file_name: str, root: Path, *, token: str | None) -> tuple[Path, str]:
-    """Fetch exactly ``file_name`` of dataset ``repo_id`` into ``<root>/artifacts/data/hf_data/<owner>__<name>/``.
+def download_hub_file(repo_id: str, file_name: str, hub_dir: Path, *, token: str | None) -> tuple[Path, str]:
+    """Fetch exactly ``file_name`` of dataset ``repo_id`` into ``<hub_dir>/<owner>__<name>/`` (``hub_dir``: the
+    conversion workspace's, ``artifacts/data/hf_data`` by default).
 
     The file goes through the shared Hub cache (so an offline run finds a file downloaded before) and is
     then copied atomically into the data layer. Returns ``(local path, note)``. Offline and not cached:
@@ -116,7 +116,7 @@ def download_hub_file(repo_id: str, file_name: str, root: Path, *, token: str | 
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     rel = _safe_relative(file_name)
-    target = root / HF_DATA_DIR / repo_folder(repo_id) / Path(*rel.parts)
+    target = Path(hub_dir) / repo_folder(repo_id) / Path(*rel.parts)
     offline = hub_offline()
     try:
         cached = hf_hub_download(

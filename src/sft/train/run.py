@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from sft.config.credentials import resolve_credentials
 from sft.config.loader import resolve_path
+from sft.config.paths import training_yaml_path
 from sft.config.schema import RuntimeInput, SftConfig
 from sft.config.writeback import write_runtime_output
 from sft.core.io_utils import atomic_write_text
@@ -52,7 +53,6 @@ from sft.train.yaml_gen import (
     overwrite_allowed,
     remove_stale_checkpoints,
     resolve_output_dir,
-    training_yaml_path,
 )
 
 logger = logging.getLogger(__name__)

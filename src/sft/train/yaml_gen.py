@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from sft.config.paths import MODEL_DIR, TRAINING_CONFIG_DIR
+from sft.config.paths import training_output_dir
 from sft.config.schema import RuntimeInput, TrainingConfig
 from sft.train.lf_args import check_training_options
 from sft.train.results import CHECKPOINT_RE, complete_checkpoints, is_complete_checkpoint
@@ -55,21 +55,11 @@ class OutputDirError(RuntimeError):
 
 
 def resolve_output_dir(output_dir: str, root: Path) -> Path:
-    """Relative ``training.output_dir`` -> ``<root>/artifacts/model/<basename>``; absolute as-is.
-
-    Leading directories of a relative value are ignored, as in the reference (§3.6).
-    """
-    path = Path(os.path.expanduser(str(output_dir)))
-    if path.is_absolute():
-        return path
-    if not path.name:
-        raise TrainingConfigError(f"runtime_info.input.training.output_dir: {output_dir!r} has no basename")
-    return Path(root).resolve() / MODEL_DIR / path.name
-
-
-def training_yaml_path(output_dir: Path, root: Path) -> Path:
-    """``artifacts/training_config/<basename(output_dir)>.yaml`` (docs/config-contract.md §3.6)."""
-    return Path(root).resolve() / TRAINING_CONFIG_DIR / f"{Path(output_dir).name}.yaml"
+    """Relative ``training.output_dir`` -> ``<root>/artifacts/model/<basename>``; absolute as-is."""
+    try:
+        return training_output_dir(output_dir, root)
+    except ValueError as exc:
+        raise TrainingConfigError(str(exc)) from exc
 
 
 def _resolve_config_path(value: str, root: Path) -> Path:

@@ -16,10 +16,10 @@ from sft.core.results import ConversionResult, TrajectoryView
 from sft.core.spool import SpooledRows, rows_sha256, select_rows
 from sft.core.turns import agent_lines, apply_overlength, summary_line
 from sft.engine.harbor import convert_job
+from sft.engine.workspace import ConversionWorkspace
 from sft.pipelines.common import run_credentials
 from sft.pipelines.token_pass import (
     dataset_entry_of,
-    lf_dataset_dir,
     lf_options_of,
     load_model_tokenizer,
     pass_workers,
@@ -30,23 +30,44 @@ from sft.report.fidelity import FidelityPlan, fidelity_plan, report_from_samples
 from sft.report.overlength import overlength_summary, plan_overlength_policy
 from sft.report.pretokenize import IdsSpool, tokenized_path, unsupported_reason, write_tokenized
 from sft.report.tokens import TokenizerLoad, token_stats
+from sft.rules.filters import ExclusionList
 from sft.sources.handle import SourceHandle
 
 logger = logging.getLogger(__name__)
 
 
 def build_dataset(
-    trajectory_source: SourceHandle, settings: RuntimeInput, project_root: str
+    trajectory_source: SourceHandle,
+    repo_exclusions: ExclusionList | None,
+    conversion_workspace: ConversionWorkspace,
+    settings: RuntimeInput,
+    project_root: str,
+    lf_json: str,
 ) -> ConversionResult:
-    """Harbor job -> converted rows; a ready-made dataset -> checked (and optionally normalised) rows."""
+    """Harbor job -> converted rows; a ready-made dataset -> checked (and optionally normalised) rows.
+
+    Everything besides the source comes from the catalog: the exclusion list, the engine's folders, and
+    ``lf_json`` (``params:paths.lf_json``, where ``lf_dataset`` writes the rows: ready-made data that changes
+    is registered under that file).
+    """
     root = Path(project_root)
     creds = run_credentials()
     if trajectory_source.type == "harbor_job":
         assert trajectory_source.path is not None
-        return convert_job(settings, trajectory_source.path, root, secret_values=creds.values())
-    from sft.engine.ready import prepare_ready_dataset
+        return convert_job(
+            settings,
+            trajectory_source.path,
+            root,
+            secret_values=creds.values(),
+            workspace=conversion_workspace,
+            exclusions=repo_exclusions,
+        )
+    from sft.engine.ready import ReadyPlaces, prepare_ready_dataset
 
-    return prepare_ready_dataset(trajectory_source, settings, root, credentials=creds)
+    places = ReadyPlaces(
+        exclusions=repo_exclusions, copy_path=Path(lf_json), hub_dir=conversion_workspace.hub_dir
+    )
+    return prepare_ready_dataset(trajectory_source, settings, root, credentials=creds, places=places)
 
 
 def split_conversion_result(
@@ -91,14 +112,12 @@ def split_conversion_result(
 _HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "subset", "split", "folder")
 
 
-def _register_changed_copy(report: dict[str, Any], settings: RuntimeInput, project_root: str) -> None:
-    """Ready-made data registered as the original file / Hub id must now point at the written (changed) copy."""
+def _register_changed_copy(report: dict[str, Any], copy: str) -> None:
+    """Ready-made data registered as the original file / Hub id must now point at the written (changed) copy
+    (``copy``: the catalog's ``lf_dataset`` file)."""
     registration = dict(report.get("registration") or {})
     if registration.get("registered") not in ("original_file", "hub"):
         return
-    from sft.engine.ready import lf_copy_path
-
-    copy = str(lf_copy_path(settings, Path(project_root)))
     entry = {k: v for k, v in (registration.get("entry") or {}).items() if k not in _HUB_KEYS}
     entry["file_name"] = copy
     registration.update(
@@ -161,7 +180,7 @@ def _fidelity_topup(
 
 
 def apply_length_policy(
-    conversion_result: ConversionResult, settings: RuntimeInput, project_root: str
+    conversion_result: ConversionResult, settings: RuntimeInput, project_root: str, paths: dict[str, str]
 ) -> ConversionResult:
     """conversion.overlength applied to the converted rows before they are written (drop / truncate_turns / keep).
 
@@ -174,6 +193,9 @@ def apply_length_policy(
     statistics, the over-length decisions, the template fidelity check (``FidelityPlan``: every row, or a
     seeded stratified sample plus every rare-structure row) and, with ``conversion.pretokenize``, LLaMA-Factory's
     pre-tokenized dataset. The report pipeline reads the hand-over instead of the rows.
+
+    ``paths`` (``params:paths``): ``lf_json`` is where the catalog writes the rows; the pre-tokenized dataset
+    (``lf_dataset``'s documented side folder) goes next to it.
     """
     policy = settings.conversion.overlength
     cutoff = settings.training.cutoff_len
@@ -200,7 +222,8 @@ def apply_length_policy(
     plan_fid = fidelity_plan(
         loaded.tokenizer, len(rows), seed=conv.seed, sample_rate=conv.fidelity_sample_rate
     )
-    ids_spool = _ids_spool(settings, project_root)
+    lf_dir = Path(paths["lf_json"]).parent
+    ids_spool = _ids_spool(settings, lf_dir)
     per_sample, first_summary = token_stats(
         rows,
         loaded.tokenizer,
@@ -252,7 +275,7 @@ def apply_length_policy(
     summary = overlength_summary(decisions, policy=policy, cutoff_len=cutoff)
     summary["applied"] = True
     if summary["dropped"] or summary["truncated"]:
-        _register_changed_copy(report, settings, project_root)
+        _register_changed_copy(report, paths["lf_json"])
     funnel = dict(report.get("funnel") or {})
     funnel["rows_after_overlength"] = len(kept_rows)
     funnel["rows_written"] = len(kept_rows)
@@ -280,7 +303,7 @@ def apply_length_policy(
             ids_spool,
             plan.keep,
             truncated_ids,
-            tokenized_path(lf_dataset_dir(settings, project_root), conv.data_name),
+            tokenized_path(lf_dir, conv.data_name),
             pretokenized_key(settings, project_root, entry),
             max_samples=settings.training.max_samples,
         )
@@ -313,7 +336,7 @@ def apply_length_policy(
     )
 
 
-def _ids_spool(settings: RuntimeInput, project_root: str) -> IdsSpool | None:
+def _ids_spool(settings: RuntimeInput, lf_dir: Path) -> IdsSpool | None:
     """Where the pass writes LLaMA-Factory's ids when ``conversion.pretokenize`` is on (and can be honoured)."""
     if not settings.conversion.pretokenize:
         return None
@@ -323,7 +346,7 @@ def _ids_spool(settings: RuntimeInput, project_root: str) -> IdsSpool | None:
             f"conversion.pretokenize: true cannot be used with {reason}. Fix: set conversion.pretokenize: "
             "false (LLaMA-Factory then tokenizes on the training node) or change that setting"
         )
-    return IdsSpool(lf_dataset_dir(settings, project_root))
+    return IdsSpool(lf_dir)
 
 
 # The token_stats summary fields that describe the counting run rather than the samples.

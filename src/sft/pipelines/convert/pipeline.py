@@ -12,14 +12,21 @@ def create_pipeline(**kwargs) -> Pipeline:
             settings_node(),
             Node(
                 build_dataset,
-                inputs=["trajectory_source", "run_settings", "params:project_root"],
+                inputs=[
+                    "trajectory_source",
+                    "repo_exclusions",
+                    "conversion_workspace",
+                    "run_settings",
+                    "params:project_root",
+                    "params:paths.lf_json",
+                ],
                 outputs="conversion_result",
                 name="build_dataset_node",
                 tags=["convert"],
             ),
             Node(
                 apply_length_policy,
-                inputs=["conversion_result", "run_settings", "params:project_root"],
+                inputs=["conversion_result", "run_settings", "params:project_root", "params:paths"],
                 outputs="conversion_result_sized",
                 name="apply_length_policy_node",
                 tags=["convert"],

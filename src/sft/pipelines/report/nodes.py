@@ -11,12 +11,10 @@ from typing import Any
 import orjson
 from matplotlib.figure import Figure
 
-from sft.config.paths import report_dir
 from sft.config.schema import RuntimeInput
 from sft.core.spool import Spool, SpooledRows, spool_row
 from sft.pipelines.token_pass import (
     dataset_entry_of,
-    lf_file,
     lf_options_of,
     load_model_tokenizer,
     model_tokenizer_path,
@@ -35,22 +33,11 @@ from sft.report.tokens import (
     summarize,
     token_stats,
 )
+from sft.rules.filters import ExclusionList
 
 logger = logging.getLogger(__name__)
 
 FIDELITY_REPORT_FILE = "template_fidelity.json"  # conf/base/catalog_report.yml: template_fidelity_report
-
-
-def _report_dir(settings: RuntimeInput, project_root: str) -> Path:
-    """The catalog's ${cfg:paths.report_dir} (from the config file, as the catalog resolves it)."""
-    try:
-        from sft.config.kedro_bridge import derived_values
-        from sft.config.loader import load_selected_config
-
-        return Path(derived_values(load_selected_config(), Path(project_root))["paths"]["report_dir"])
-    except Exception:  # no config file selected (a test calling the node directly)
-        return report_dir(project_root, settings.conversion.data_name)
-
 
 # --------------------------------------------------------------------------------------------- convert side
 
@@ -99,13 +86,12 @@ def _reusable_handover(
     return header, samples
 
 
-def stream_lf_rows(path: Path, project_root: str) -> Sequence[dict[str, Any]]:
-    """The rows of a written LLaMA-Factory file without holding them: each row line goes to a scratch spool;
-    a file in another layout is parsed whole."""
+def stream_lf_rows(path: Path, spool_dir: str) -> Sequence[dict[str, Any]]:
+    """The rows of a written LLaMA-Factory file without holding them: each row line goes to a scratch spool
+    in ``spool_dir``; a file in another layout is parsed whole."""
     from sft.datasets.llamafactory import LlamaFactoryDataset
-    from sft.engine.harbor import spool_dir
 
-    spool = Spool(spool_dir(Path(project_root)))
+    spool = Spool(Path(spool_dir))
     try:
         refs = [spool_row(spool, data) for data in _row_lines(path)]
     except ValueError:
@@ -121,6 +107,7 @@ def compute_token_statistics(
     conversion_report: dict[str, Any],
     settings: RuntimeInput,
     project_root: str,
+    paths: dict[str, str],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-sample token numbers (sample_stats.jsonl) and their summary; counts only without a tokenizer.
 
@@ -130,7 +117,7 @@ def compute_token_statistics(
     """
     cutoff = settings.training.cutoff_len
     entry = dataset_entry_of(conversion_report)
-    path = lf_file(settings, project_root)
+    path = Path(paths["lf_json"])  # the catalog's lf_dataset
     reused = _reusable_handover(
         conversion_token_samples, token_count_key(settings, project_root, entry), path
     )
@@ -147,7 +134,7 @@ def compute_token_statistics(
             summary["tokens"]["total"],
         )
         return [{k: v for k, v in s.items() if k != "pair_lengths"} for s in per_sample], summary
-    rows = stream_lf_rows(path, project_root)
+    rows = stream_lf_rows(path, paths["spool_dir"])
     loaded = load_model_tokenizer(settings, project_root)
     if not loaded.ok:
         return counts_only_stats(
@@ -181,6 +168,7 @@ def check_fidelity(
     conversion_report: dict[str, Any],
     settings: RuntimeInput,
     project_root: str,
+    paths: dict[str, str],
 ) -> dict[str, Any]:
     """The template fidelity report (never raises; ``enforce_data_checks`` decides).
 
@@ -190,7 +178,7 @@ def check_fidelity(
     template = settings.training.template
     threshold = settings.conversion.max_template_mismatch
     entry = dataset_entry_of(conversion_report)
-    path = lf_file(settings, project_root)
+    path = Path(paths["lf_json"])  # the catalog's lf_dataset
     reused = _reusable_handover(
         conversion_token_samples, token_count_key(settings, project_root, entry), path
     )
@@ -209,7 +197,7 @@ def check_fidelity(
     if not loaded.ok:
         return skipped_report(loaded.error, template=template, max_mismatch=threshold)
     return check_template_fidelity(
-        stream_lf_rows(path, project_root),
+        stream_lf_rows(path, paths["spool_dir"]),
         model_tokenizer_path(settings, project_root),
         template=template,
         lf_options=lf_options_of(settings),
@@ -224,14 +212,15 @@ def enforce_data_checks(
     template_fidelity_report: dict[str, Any],
     dataset_token_summary: dict[str, Any],
     settings: RuntimeInput,
-    project_root: str,
+    report_dir: str,
 ) -> dict[str, Any]:
-    """Fail before training when the fidelity check fails (the message names the report file).
+    """Fail before training when the fidelity check fails (the message names the report file, the catalog's
+    ``template_fidelity_report`` in ``report_dir``).
 
     Returns the record the train pipeline can depend on, so that training waits for (and only follows)
     passed checks.
     """
-    report_path = str(_report_dir(settings, project_root) / FIDELITY_REPORT_FILE)
+    report_path = str(Path(report_dir) / FIDELITY_REPORT_FILE)
     enforce_fidelity(
         template_fidelity_report,
         report_path=report_path,
@@ -256,8 +245,9 @@ def build_dataset_stats(
     conversion_report: dict[str, Any],
     conversion_rejects: list[dict[str, Any]],
     template_fidelity_report: dict[str, Any],
+    repo_exclusions: ExclusionList | None,
     settings: RuntimeInput,
-    project_root: str,
+    job_dir: str,
 ) -> dict[str, Any]:
     """The machine-readable ``<data_name>.stats.json``."""
     stats = build_stats(
@@ -267,7 +257,8 @@ def build_dataset_stats(
         conversion_report=conversion_report,
         rejects=conversion_rejects,
         fidelity_report=template_fidelity_report,
-        project_root=project_root,
+        exclusions=repo_exclusions,
+        job_dir=job_dir,
     )
     for line in dryrun_lines(stats):
         (logger.warning if line.startswith("WARN") else logger.info)("%s", line)

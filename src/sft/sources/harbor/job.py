@@ -8,6 +8,7 @@ exceptions from ``exception_info`` and multi-step ``step_results``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -450,3 +451,17 @@ def job_exception_lists(job_result: dict[str, Any]) -> dict[str, list[str]]:
             if isinstance(names, list):
                 merged.setdefault(str(exc_type), []).extend(str(n) for n in names)
     return merged
+
+
+def harbor_version(job_dir: str | Path | None) -> str | None:
+    """Harbor's version from the job's ``lock.json`` (``harbor.version``), when the job dir has one."""
+    if not job_dir:
+        return None
+    lock = Path(job_dir) / "lock.json"
+    try:
+        data = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    harbor = data.get("harbor") if isinstance(data, dict) else None
+    version = harbor.get("version") if isinstance(harbor, dict) else None
+    return str(version) if version else None
