@@ -38,9 +38,9 @@ def index_path(root: Path) -> Path:
     return Path(root).resolve() / RUN_INDEX
 
 
-def read_index(root: Path) -> list[dict[str, Any]]:
-    """The ``runs`` list of ``artifacts/index.yaml`` ([] when the file does not exist yet)."""
-    path = index_path(root)
+def read_index(root: Path, *, index_file: Path | None = None) -> list[dict[str, Any]]:
+    """The ``runs`` list of ``artifacts/index.yaml`` (or ``index_file``; [] when it does not exist yet)."""
+    path = Path(index_file) if index_file is not None else index_path(root)
     if not path.is_file():
         return []
     try:
@@ -124,20 +124,23 @@ def record_run(
     secret_values: Iterable[str] = (),
     log_path: Path | None = None,
     extra: Mapping[str, Any] | None = None,
+    index_file: Path | None = None,
+    archives_dir: Path | None = None,
 ) -> str:
     """Append one run to ``artifacts/index.yaml`` and archive it; returns the new ``run_NNN``.
 
     ``secret_values`` are the resolved credential values (from the environment too), removed from every
-    archived text in addition to secret-looking keys.
+    archived text in addition to secret-looking keys. ``index_file`` / ``archives_dir``: the catalog's
+    (sft.train.files.TrainingFiles); by default ``artifacts/index.yaml`` and ``artifacts/archives`` of ``root``.
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     root = Path(root).resolve()
     secrets = [s for s in secret_values if s]
-    path = index_path(root)
+    path = Path(index_file) if index_file is not None else index_path(root)
     with file_lock(path):
-        runs = read_index(root)
-        archives = root / ARCHIVES_DIR
+        runs = read_index(root, index_file=path)
+        archives = Path(archives_dir) if archives_dir is not None else root / ARCHIVES_DIR
         # An archive left by a crash between mkdir and the index write also counts as taken.
         taken = [{"id": p.name} for p in archives.glob("run_*")] if archives.is_dir() else []
         run_id = next_run_id([*runs, *taken])
@@ -164,18 +167,26 @@ def record_run(
             "started_at": started_at,
             "completed_at": completed_at,
             "status": status,
-            "archive": f"artifacts/archives/{run_id}/",
+            "archive": f"{_relative_to(archive, root)}/",
             "notes": redact_text(notes, secrets),
         }
         new_runs = [*runs, entry]
         _validate_runs(new_runs, path)
         atomic_write_text(path, _dump({"runs": new_runs}))
-        written = read_index(root)
+        written = read_index(root, index_file=path)
         _validate_runs(written, path)
         if written[-1] != entry:
             raise HistoryError(f"{path}: the appended entry did not read back as written")
     logger.info("recorded %s (%s) in %s; archive %s", run_id, status, path, archive)
     return run_id
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when it is inside it (``artifacts/archives/run_001``)."""
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
 
 
 def _write_archive(

@@ -53,7 +53,6 @@ from typing import Any, Literal, TextIO
 import yaml
 
 from sft.config.credentials import redact_text
-from sft.config.paths import LOGS_DIR
 from sft.train.results import read_trainer_log
 from sft.train.yaml_gen import LOCK_NAME, OutputDirError
 
@@ -102,10 +101,10 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def log_file_path(root: Path, run_name: str, when: datetime | None = None) -> Path:
-    """``artifacts/logs/<run>_<YYYYmmdd_HHMMSS>.log`` with a UTC stamp."""
+def log_file_path(logs_dir: Path, run_name: str, when: datetime | None = None) -> Path:
+    """``<logs_dir>/<run>_<YYYYmmdd_HHMMSS>.log`` with a UTC stamp (``logs_dir``: ``artifacts/logs``)."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%d_%H%M%S")
-    return Path(root).resolve() / LOGS_DIR / f"{run_name}_{stamp}.log"
+    return Path(logs_dir) / f"{run_name}_{stamp}.log"
 
 
 def status_from_exit(exit_code: int, signalled: bool) -> Status:

@@ -206,33 +206,47 @@ def collect_results(output_dir: Path, *, log_path: Path | None, wandb_run_id: st
     }
 
 
-def _grad_norm_history(trainer_log_path: Path) -> tuple[list[float], list[float]]:
-    """grad_norm per step from ``trainer_state.json`` beside the log (trainer_log.jsonl has none)."""
-    state_path = trainer_log_path.parent / "trainer_state.json"
-    if not state_path.is_file():
-        return [], []
+def grad_norm_history(log_history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """grad_norm per step from ``trainer_state.json``'s ``log_history`` (trainer_log.jsonl has none)."""
     steps: list[float] = []
     values: list[float] = []
-    for entry in _read_json(state_path).get("log_history", []):
+    for entry in log_history:
         if entry.get("grad_norm") is not None and "step" in entry:
             steps.append(float(entry["step"]))
             values.append(float(entry["grad_norm"]))
     return steps, values
 
 
+def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
+    """``trainer_state.json``'s ``log_history`` in the run's output folder ([] when there is none)."""
+    state_path = Path(output_dir) / "trainer_state.json"
+    if not state_path.is_file():
+        return []
+    return list(_read_json(state_path).get("log_history", []))
+
+
 def plot_training_curves(trainer_log_path: Path) -> Figure:
-    """Loss, learning rate and grad-norm against the step, from the run's own logs.
+    """The curves of the run whose ``trainer_log.jsonl`` is ``trainer_log_path`` (see ``curves_figure``)."""
+    trainer_log_path = Path(trainer_log_path)
+    return curves_figure(
+        read_trainer_log(trainer_log_path),
+        read_log_history(trainer_log_path.parent),
+        title=trainer_log_path.parent.name,
+    )
+
+
+def curves_figure(records: list[dict[str, Any]], log_history: list[dict[str, Any]], *, title: str) -> Figure:
+    """Loss, learning rate and grad-norm against the step, from the run's own logs (``trainer_log.jsonl``
+    records and ``trainer_state.json``'s ``log_history``).
 
     Uses ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend), so it works in a
     Kedro node and headless. A panel without data says so instead of failing.
     """
-    trainer_log_path = Path(trainer_log_path)
-    records = read_trainer_log(trainer_log_path)
     series: dict[str, tuple[list[float], list[float]]] = {}
     for key in ("loss", "lr"):
         points = [(float(r["current_steps"]), float(r[key])) for r in records if r.get(key) is not None]
         series[key] = ([p[0] for p in points], [p[1] for p in points])
-    series["grad_norm"] = _grad_norm_history(trainer_log_path)
+    series["grad_norm"] = grad_norm_history(log_history)
 
     figure = Figure(figsize=(12, 3.6), layout="constrained")
     axes = figure.subplots(1, 3)
@@ -245,5 +259,5 @@ def plot_training_curves(trainer_log_path: Path) -> Figure:
             ax.plot(steps, values, marker="o" if len(steps) < 30 else None)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    figure.suptitle(trainer_log_path.parent.name)
+    figure.suptitle(title)
     return figure

@@ -18,11 +18,11 @@ from typing import Any, TextIO
 
 from sft.config.credentials import resolve_credentials
 from sft.config.loader import resolve_path
-from sft.config.paths import training_yaml_path
 from sft.config.schema import RuntimeInput, SftConfig
 from sft.config.writeback import write_runtime_output
 from sft.core.io_utils import atomic_write_text
 from sft.train.features import EnvProbe, FeatureReport, feature_checks, multinode_checks, probe_environment
+from sft.train.files import TrainingFiles
 from sft.train.history import record_run
 from sft.train.launch import (
     LaunchError,
@@ -152,9 +152,12 @@ def run_training(
     notes: str = "",
     on_progress: Callable[[Progress], None] | None = log_progress,
     console: TextIO | None = None,
+    files: TrainingFiles | None = None,
 ) -> dict[str, Any]:
     """Train as ``cfg.runtime_info.input`` says; returns the run summary (see ``_summary``).
 
+    ``files``: every file the stage writes besides the model (the catalog's ``training_files`` in a Kedro run);
+    by default the project's, from ``root``, ``config_path`` and ``dataset_dir``.
     Raises TrainingError for a refused, failed or interrupted run (after recording it).
     """
     env = os.environ if env is None else env
@@ -163,9 +166,13 @@ def run_training(
     credentials = resolve_credentials(inp.credentials, root, env)
     secrets = credentials.values()
     output_dir = resolve_output_dir(inp.training.output_dir, root)
+    files = files or TrainingFiles.under(
+        root, config_file=Path(config_path), output_dir=output_dir, dataset_dir=dataset_dir
+    )
+    config_path, dataset_dir = files.config_file, files.dataset_dir
     run_name = inp.run_name
-    yaml_path = training_yaml_path(output_dir, root)
-    log_path = log_file_path(root, run_name)
+    yaml_path = files.training_yaml
+    log_path = log_file_path(files.logs_dir, run_name)
     env_dir = resolve_path(cfg.meta_info.environment.sft_uv, root)
     wandb_run_id = wandb_run_id_for(inp)
     started_at = utc_now()
@@ -205,6 +212,8 @@ def run_training(
             results=results,
             secret_values=secrets,
             log_path=Path(summary["log_path"]) if summary["log_path"] else None,
+            index_file=files.run_index,
+            archives_dir=files.archives_dir,
             extra={
                 "run_name": run_name,
                 "output_dir": str(output_dir),

@@ -8,31 +8,41 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from sft.config.loader import load_selected_config
-from sft.config.paths import lf_data_dir
 from sft.config.schema import RuntimeInput
+from sft.datasets.training import TrainerLogs
+from sft.train.files import TrainingFiles
 
 
 def train_model(
     dataset_registration: dict[str, Any],
     data_check: dict[str, Any],
+    training_files: TrainingFiles,
     settings: RuntimeInput,
-    config_path: str,
     project_root: str,
 ) -> dict[str, Any]:
     """Generate the LLaMA-Factory YAML, launch, and write runtime_info.output (only on success).
 
     ``data_check`` exists only when the pre-training checks (template fidelity) passed: taking it as an
-    input makes training wait for them.
+    input makes training wait for them. ``training_files`` (catalog) names every file the stage writes.
     """
+    return _train(training_files, settings, project_root)
+
+
+def _train(training_files: TrainingFiles, settings: RuntimeInput, project_root: str) -> dict[str, Any]:
     from sft.train import run_training
 
     cfg = load_selected_config().model_copy(deep=True)
     cfg.runtime_info.input = settings
-    root = Path(project_root)
-    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=lf_data_dir(root))
+    return run_training(
+        cfg,
+        config_path=training_files.config_file,
+        root=Path(project_root),
+        dataset_dir=training_files.dataset_dir,
+        files=training_files,
+    )
 
 
-def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> dict[str, Any]:
+def wait_for_registered_dataset(settings: RuntimeInput, lf_dir: str) -> dict[str, Any]:
     """Nodes 1.. of a multi-node run: wait (bounded) until node 0 registered the dataset for this run."""
     import os
 
@@ -44,23 +54,17 @@ def wait_for_registered_dataset(settings: RuntimeInput, project_root: str) -> di
             "multi-node follower without a run id: export SFT_RUN_ID (the same value on every node) or run under "
             "Slurm (SLURM_JOB_ID), so this node waits for this run's dataset and not an older one"
         )
-    dataset_dir = lf_data_dir(project_root)
     return wait_for_dataset(
-        dataset_dir, settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s
+        Path(lf_dir), settings.dataset_key, token, timeout_s=settings.infrastructure.dataset_wait_s
     )
 
 
 def train_model_follower(
-    dataset_ready: dict[str, Any], settings: RuntimeInput, config_path: str, project_root: str
+    dataset_ready: dict[str, Any], training_files: TrainingFiles, settings: RuntimeInput, project_root: str
 ) -> dict[str, Any]:
     """Train on a follower node: the same launch as node 0, once node 0's dataset is ready."""
-    from sft.train import run_training
-
     del dataset_ready  # a dependency only: training starts after the wait
-    cfg = load_selected_config().model_copy(deep=True)
-    cfg.runtime_info.input = settings
-    root = Path(project_root)
-    return run_training(cfg, config_path=Path(config_path), root=root, dataset_dir=lf_data_dir(root))
+    return _train(training_files, settings, project_root)
 
 
 def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +79,10 @@ def extract_training_metrics(training_run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plot_training_curves(training_run: dict[str, Any]) -> Figure:
-    from sft.train.results import plot_training_curves as plot
+def plot_training_curves(training_run: dict[str, Any], trainer_logs: TrainerLogs) -> Figure:
+    """Loss, learning rate and grad norm per step. ``training_run`` orders the node after training (the
+    catalog loads ``trainer_logs`` when the node starts)."""
+    from sft.train.results import curves_figure
 
-    output_dir = Path(training_run["output_dir"])
-    return plot(output_dir / "trainer_log.jsonl")
+    del training_run
+    return curves_figure(trainer_logs.records, trainer_logs.log_history, title=trainer_logs.run)

@@ -21,8 +21,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "dataset_registration",
                     "data_check",
+                    "training_files",
                     "run_settings",
-                    "params:config_path",
                     "params:project_root",
                 ],
                 outputs="training_run",
@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 plot_training_curves,
-                inputs="training_run",
+                inputs=["training_run", "trainer_logs"],
                 outputs="training_curves_plot",
                 name="plot_training_curves_node",
                 tags=["train", "report"],
@@ -57,7 +57,7 @@ def create_follower_pipeline(**kwargs) -> Pipeline:
             settings_node(),
             Node(
                 wait_for_registered_dataset,
-                inputs=["run_settings", "params:project_root"],
+                inputs=["run_settings", "params:paths.lf_dir"],
                 outputs="follower_dataset_ready",
                 name="wait_for_registered_dataset_node",
                 tags=["train"],
@@ -66,8 +66,8 @@ def create_follower_pipeline(**kwargs) -> Pipeline:
                 train_model_follower,
                 inputs=[
                     "follower_dataset_ready",
+                    "training_files",
                     "run_settings",
-                    "params:config_path",
                     "params:project_root",
                 ],
                 outputs="follower_training_run",
