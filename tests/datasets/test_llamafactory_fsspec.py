@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from kedro.io import DataCatalog, DatasetError
 
 from sft.core.spool import Spool, SpooledRows, spool_row
@@ -152,3 +153,22 @@ def test_dataset_info_errors_name_the_remote_file(memory_fs: Any) -> None:
     with pytest.raises(DatasetError, match=r"memory://bucket/list\.json: expected a JSON object"):
         DatasetInfoDataset("memory://bucket/list.json").load()
     assert memory_fs.cat_file("/bucket/bad.json") == b"{not json"  # a failed merge writes nothing
+
+
+def test_lf_dataset_table_entry_reads_the_parquet_copy_as_a_dataframe(memory_fs: Any, tmp_path: Path) -> None:
+    catalog_yml = Path(__file__).resolve().parents[2] / "conf" / "base" / "catalog.yml"
+    entries = yaml.safe_load(catalog_yml.read_text(encoding="utf-8"))
+    entry = entries["lf_dataset_table"]
+    assert entry["type"] == "pandas.ParquetDataset"  # kedro-datasets'
+    assert entry["filepath"] == "${cfg:paths.lf_parquet}"
+    assert Path(entries["lf_dataset"]["filepath"].replace("lf_json", "lf_parquet")) == Path(entry["filepath"])
+    # memory:/// (three slashes): kedro's path parsing drops a memory:// URL's first folder (s3/gs keep the bucket)
+    for where in (str(tmp_path / "lf" / "d.json"), "memory:///bucket/lf/d.json"):
+        LlamaFactoryDataset(where).save(ROWS)
+        catalog = DataCatalog.from_config(
+            {"lf_dataset_table": {**entry, "filepath": where[: -len(".json")] + ".parquet"}}
+        )
+        table = catalog.load("lf_dataset_table")
+        assert table.shape == (2, 3) and list(table.columns) == ["conversations", "system", "tools"]
+        assert table["system"].tolist() == ["s", None]
+        assert table["conversations"][0].tolist() == ROWS[0]["conversations"]
