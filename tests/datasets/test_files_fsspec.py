@@ -3,11 +3,9 @@ local write produces; local writes stay atomic (temp file + rename, nothing left
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pytest
 from kedro.io import DataCatalog, DatasetError
 
@@ -22,16 +20,6 @@ CASES: list[tuple[type[Any], Any, Any]] = [
     (AtomicJSONLinesDataset, ROWS, ROWS),
     (AtomicTextDataset, TEXT, TEXT),
 ]
-
-
-@pytest.fixture
-def memory_fs() -> Iterator[Any]:
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs.clear()
-    fs.pseudo_dirs.append("")
-    yield fs
-    fs.store.clear()
 
 
 @pytest.mark.parametrize(("dataset_type", "saved", "loaded"), CASES, ids=lambda c: getattr(c, "__name__", ""))

@@ -74,4 +74,5 @@ def test_explore_notebook_executes(demo_project: Path) -> None:
     )
     assert "demo_agent_sft" in outputs
     assert "rows_written" in outputs
+    assert "lf_dataset_table: (" in outputs and "'conversations'" in outputs  # the DataFrame cell
     assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))

@@ -7,10 +7,11 @@ the field path, the bad value, what is allowed and, for a typo, the key that was
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sft.config.harbor_agents import (
     HARBOR_AGENT_NAMES,
@@ -48,6 +49,48 @@ class MetaInfo(BaseModel):
     environment: MetaEnvironment = Field(default_factory=MetaEnvironment)
 
 
+_URL_RE = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://")
+# How to bring a remote copy to local disk, per protocol: (a folder, a file).
+_SYNC_HINTS = {
+    "s3": ("aws s3 sync {url} {local}", "aws s3 cp {url} {local}"),
+    "gs": ("gsutil -m rsync -r {url} {local}", "gsutil cp {url} {local}"),
+    "gcs": ("gsutil -m rsync -r {url} {local}", "gsutil cp {url} {local}"),
+    "az": ("azcopy sync {url} {local}", "azcopy copy {url} {local}"),
+    "abfs": ("azcopy sync {url} {local}", "azcopy copy {url} {local}"),
+}
+
+
+def local_source_path(field: str, value: str) -> str:
+    """A source path must be on local disk: a Harbor job is walked with os.scandir (thousands of trial
+    folders, fast only locally) and a local_lf file is opened directly. ``file://`` URLs become plain paths;
+    any other URL (``s3://``, ``gs://``...) is refused with the command that syncs it to local disk."""
+    match = _URL_RE.match(value)
+    if match is None:
+        return value
+    protocol = match["protocol"].lower()
+    if protocol in ("file", "local"):
+        return value[match.end() :] if value[match.end() :].startswith("/") else "/" + value[match.end() :]
+    name = PurePosixPath(value[match.end() :].rstrip("/")).name or "source"
+    is_dir = field.endswith("job_dir")
+    local = f"jobs/{name}" if is_dir else f"data/{name}"
+    what = "a Harbor job directory" if is_dir else "a LLaMA-Factory file"
+    hint = _SYNC_HINTS.get(protocol)
+    how = (
+        f"e.g. `{hint[0 if is_dir else 1].format(url=value, local=local)}`"
+        if hint
+        else f"with your {protocol}:// storage's own client"
+    )
+    hub = (
+        " (A dataset on the Hugging Face Hub needs no copy: source.type hf_lf with source.hf_hub_url owner/name.)"
+        if protocol == "hf" and not is_dir
+        else ""
+    )
+    raise ValueError(
+        f"{field}: {value!r} is a remote {protocol}:// URL, but sft reads {what} from local disk. "
+        f"Copy it to local disk first ({how}) and set {field} to the local path ({local!r}).{hub}"
+    )
+
+
 class SourceConfig(_Strict):
     type: Literal["harbor_job", "hf_lf", "local_lf"] = "harbor_job"
     # "auto" (an sft extension, as in trajgen's wrapper): per trial from result.json agent_info.name.
@@ -80,6 +123,11 @@ class SourceConfig(_Strict):
             f"({' | '.join(PROXY_LOG_SCAFFOLDS)}), or any Harbor {HARBOR_VERSION_OF_AGENT_NAMES} agent name "
             f"read from its ATIF trajectory.json ({', '.join(n for n in HARBOR_AGENT_NAMES if n not in PROXY_LOG_SCAFFOLDS)})"
         )
+
+    @field_validator("job_dir", "lf_path")
+    @classmethod
+    def _local_path(cls, value: str, info: ValidationInfo) -> str:
+        return local_source_path(f"source.{info.field_name}", value)
 
     @model_validator(mode="after")
     def _required_per_type(self) -> SourceConfig:

@@ -54,11 +54,12 @@ class _FileDataset(AbstractDataset[Any, Any]):
     def _exists(self) -> bool:
         return bool(self._fs.isfile(self._path))
 
+    # What the "does not exist" error tells the user to run (subclasses name their pipeline).
+    _produced_by = "the pipeline that produces it"
+
     def _check_exists(self) -> None:
         if not self._exists():
-            raise DatasetError(
-                f"{self._describe()['filepath']} does not exist yet: run the pipeline that produces it"
-            )
+            raise DatasetError(f"{self._describe()['filepath']} does not exist yet: run {self._produced_by}")
 
     def _read_bytes(self) -> bytes:
         self._check_exists()
@@ -66,16 +67,19 @@ class _FileDataset(AbstractDataset[Any, Any]):
             return fh.read()
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[IO[bytes]]:
-        """Local: an atomic temp-file-and-rename write; elsewhere: fsspec's (an object is replaced whole)."""
+    def _writer(self, path: Path | PurePosixPath | None = None) -> Iterator[IO[bytes]]:
+        """Write ``path`` (default: ``filepath``; a side file such as a Parquet copy or a plot in the folder).
+
+        Local: an atomic temp-file-and-rename write; elsewhere: fsspec's (an object is replaced whole)."""
+        target = self._filepath if path is None else path
         if self._local:
-            with atomic_writer(self._filepath) as fh:
+            with atomic_writer(target) as fh:
                 yield fh
             return
-        parent = str(PurePosixPath(self._path).parent)
+        parent = str(PurePosixPath(target).parent)
         if parent not in ("", "/", "."):
             self._fs.makedirs(parent, exist_ok=True)
-        with self._fs.open(self._path, "wb") as fh:
+        with self._fs.open(str(target), "wb") as fh:
             yield fh
 
 

@@ -1,30 +1,47 @@
-"""Catalog datasets for LLaMA-Factory's own file formats.
+"""Catalog datasets for LLaMA-Factory's own file formats, on any fsspec filesystem (see sft.datasets.files).
 
 ``LlamaFactoryDataset`` writes the ShareGPT rows as a JSON array (one row per line, so it streams and
-diffs well) plus, optionally, a Parquet copy with the same rows; both atomically.
-``DatasetInfoDataset`` merges entries into ``dataset_info.json`` under a file lock, so two runs that
-register different datasets never lose each other's entry.
+diffs well) plus, optionally, a Parquet copy with the same rows (``<stem>.parquet`` beside it); locally
+both atomically, on an object store (``s3://``, ``gs://``...) each object is replaced whole.
+``DatasetInfoDataset`` merges entries into ``dataset_info.json``; locally under a file lock, so two runs
+that register different datasets never lose each other's entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import orjson
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import DatasetError
 
 from sft.core.io_utils import atomic_writer, file_lock
 from sft.core.spool import SpooledRows, iter_row_bytes
+from sft.datasets.files import _FileDataset
+
+# Where the writers put their bytes: a local path (written atomically) or an open binary file (an fsspec
+# object being uploaded, a buffer).
+Target = str | os.PathLike[str] | IO[bytes]
 
 
-def write_json_array(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows as a JSON array, one row per line; returns the row count. Streams: spooled rows are
-    copied as bytes, never parsed or held together."""
+@contextlib.contextmanager
+def _open_target(target: Target) -> Iterator[IO[bytes]]:
+    if isinstance(target, str | os.PathLike):
+        with atomic_writer(target) as fh:
+            yield fh
+    else:
+        yield target
+
+
+def write_json_array(target: Target, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write rows as a JSON array, one row per line, to a local path (atomically) or a writable binary file;
+    returns the row count. Streams: spooled rows are copied as bytes, never parsed or held together."""
     count = 0
-    with atomic_writer(path) as fh:
+    with _open_target(target) as fh:
         fh.write(b"[")
         for data in iter_row_bytes(rows):
             fh.write(b"\n" if count == 0 else b",\n")
@@ -38,8 +55,9 @@ def write_json_array(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
 PARQUET_BATCH_BYTES = 64 << 20
 
 
-def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """The rows as Parquet (columns in first-seen order; string columns typed as strings).
+def write_parquet(target: Target, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The rows as Parquet (columns in first-seen order; string columns typed as strings), to a local path
+    (atomically) or a writable binary file.
 
     A list is written as one table. Spooled rows (a Harbor conversion, possibly GBs) are streamed in row
     groups of ~``PARQUET_BATCH_BYTES``: the schema comes from the first rows (their columns are fixed by
@@ -50,11 +68,11 @@ def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
     if not isinstance(rows, SpooledRows):
         table = _arrow_table(list(rows))
-        with atomic_writer(path) as fh:
+        with _open_target(target) as fh:
             pq.write_table(table, fh)
         return
     schema = _arrow_table(rows[:SCHEMA_SAMPLE_ROWS]).schema
-    with atomic_writer(path) as fh, pq.ParquetWriter(fh, schema) as writer:
+    with _open_target(target) as fh, pq.ParquetWriter(fh, schema) as writer:
         batch: list[bytes] = []
         size = 0
         for data in rows.iter_bytes():
@@ -111,70 +129,74 @@ def _arrow_type(rows: list[Mapping[str, Any]], column: str) -> Any:
     return None  # let Arrow infer (lists of {from, value} structs)
 
 
-class LlamaFactoryDataset(AbstractDataset[Sequence[dict[str, Any]], list[dict[str, Any]]]):
-    def __init__(self, filepath: str, parquet: bool = True, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
+class LlamaFactoryDataset(_FileDataset):
+    """The ShareGPT rows: a JSON array (one row per line) at ``filepath`` and, with ``parquet``, the same
+    rows as ``<stem>.parquet`` beside it. Loads a JSON array or JSON Lines."""
+
+    _produced_by = "`kedro run --pipeline=convert` first"
+
+    def __init__(
+        self,
+        filepath: str,
+        parquet: bool = True,
+        metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata, credentials, fs_args)
         self._parquet = parquet
-        self.metadata = metadata
 
     @property
-    def parquet_path(self) -> Path:
+    def parquet_path(self) -> Path | PurePosixPath:
         return self._filepath.with_suffix(".parquet")
 
     def load(self) -> list[dict[str, Any]]:
-        if not self._filepath.is_file():
-            raise DatasetError(f"{self._filepath} does not exist: run `kedro run --pipeline=convert` first")
-        text = self._filepath.read_bytes()
-        stripped = text.lstrip()
-        if stripped.startswith(b"["):
+        text = self._read_bytes()
+        if text.lstrip().startswith(b"["):
             return json.loads(text)
         return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
     def save(self, data: Sequence[dict[str, Any]]) -> None:
         rows = data if isinstance(data, SpooledRows) else list(data)
-        write_json_array(self._filepath, rows)
+        with self._writer() as fh:
+            write_json_array(fh, rows)
         if self._parquet:
-            write_parquet(self.parquet_path, rows)
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
+            with self._writer(self.parquet_path) as fh:
+                write_parquet(fh, rows)
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(PurePosixPath(self._filepath)), "parquet": self._parquet}
+        return {**super()._describe(), "parquet": self._parquet}
 
 
-class DatasetInfoDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
-    """LLaMA-Factory's ``dataset_info.json``. ``save`` MERGES the given entries (locked, atomic)."""
+class DatasetInfoDataset(_FileDataset):
+    """LLaMA-Factory's ``dataset_info.json``. ``save`` MERGES the given entries into the file.
 
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
+    Locally the read-merge-write runs under a file lock (``<file>.lock``) and the write is atomic, so two
+    runs registering different datasets keep both entries. On an object store (``s3://``, ``gs://``...)
+    there is no lock: objects are replaced whole, so concurrent registrations there are last-writer-wins
+    (register one run at a time, or keep ``dataset_info.json`` on a local or shared POSIX disk).
+    """
 
     def _read(self) -> dict[str, Any]:
-        if not self._filepath.is_file():
+        if not self._exists():
             return {}
+        where = self._describe()["filepath"]
         try:
-            data = json.loads(self._filepath.read_text(encoding="utf-8") or "{}")
+            data = json.loads(self._read_bytes().decode("utf-8") or "{}")
         except json.JSONDecodeError as exc:
             raise DatasetError(
-                f"{self._filepath}: not valid JSON ({exc}). Fix or delete the file; sft will recreate it."
+                f"{where}: not valid JSON ({exc}). Fix or delete the file; sft will recreate it."
             ) from exc
         if not isinstance(data, dict):
-            raise DatasetError(f"{self._filepath}: expected a JSON object of dataset entries")
+            raise DatasetError(f"{where}: expected a JSON object of dataset entries")
         return data
 
     def load(self) -> dict[str, Any]:
         return self._read()
 
     def save(self, data: dict[str, Any]) -> None:
-        with file_lock(self._filepath):
+        with file_lock(self._filepath) if self._local else contextlib.nullcontext():
             merged = self._read()
             merged.update(data)
-            with atomic_writer(self._filepath) as fh:
+            with self._writer() as fh:
                 fh.write(json.dumps(merged, indent=4, ensure_ascii=False).encode("utf-8") + b"\n")
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(PurePosixPath(self._filepath))}

@@ -10,17 +10,29 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+from pydantic import ValidationError
 
 from sft.config.loader import resolve_path
 from sft.config.schema import SourceConfig
 from sft.sources.handle import SourceHandle
 
 
+def _problem(error: Any) -> str:
+    """One pydantic error as sft's validators word them (``source.<field>: ...``), else field + message."""
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    field = ".".join(str(part) for part in error["loc"])
+    return msg if msg.startswith("source.") or not field else f"source.{field}: {msg}"
+
+
 class TrajectorySourceDataset(AbstractDataset[None, SourceHandle]):
     def __init__(
         self, source: dict[str, Any], project_root: str, metadata: dict[str, Any] | None = None
     ) -> None:
-        self._source = SourceConfig.model_validate(source)
+        try:
+            self._source = SourceConfig.model_validate(source)
+        except ValidationError as exc:  # e.g. an s3:// job_dir: the validator's message names field and fix
+            problems = "; ".join(_problem(e) for e in exc.errors())
+            raise DatasetError(f"trajectory_source: {problems}") from exc
         self._root = Path(project_root)
         self.metadata = metadata
 
