@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,45 @@ def _output(config: Path) -> dict:
     return yaml.safe_load(config.read_text())["runtime_info"]["output"]
 
 
+def _files(root: Path) -> dict[Path, int]:
+    """Every file under ``root`` with its mtime (symlinked inputs, the demo job and model, not followed)."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                found[path] = path.stat().st_mtime_ns
+    return found
+
+
+def _catalog_locations(project: Path) -> list[str]:
+    """The file and folder paths the catalog's datasets describe (a handle dataset names several)."""
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project) as session:
+        catalog = session.load_context().catalog
+    locations = []
+    for name in catalog.keys():
+        for value in catalog.get(name)._describe().values():
+            if isinstance(value, str | Path) and str(value).startswith(str(project)):
+                locations.append(str(value))
+    return locations
+
+
 def test_whole_stage_writes_runtime_output_that_matches_the_files(
     demo_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = demo_project / "config.demo.yaml"
     before = config.read_text()
+    files_before = _files(demo_project)
     run_session(demo_project)
+    # The catalog owns I/O: every file the stage wrote is a catalog entry's file, or a side file in a location a
+    # catalog entry names (a Parquet copy, a lock, the engine's cache and spool, the training files...)
+    written = [p for p, mtime in _files(demo_project).items() if files_before.get(p) != mtime]
+    locations = [*_catalog_locations(demo_project), str(demo_project / ".viz")]  # kedro-viz's own stats hook
+    unowned = [str(p) for p in written if not any(str(p).startswith(loc) for loc in locations)]
+    assert written and not unowned, (unowned, locations)
     out = _output(config)
     run_dir = demo_project / "artifacts" / "model" / "tiny_qwen3_demo_agent_sft"
     state = json.loads((run_dir / "trainer_state.json").read_text())

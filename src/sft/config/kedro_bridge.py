@@ -22,6 +22,7 @@ from sft.config.paths import (
     MODEL_OUTPUT_DIR,
     REPORTING_DIR,
     RUN_INDEX,
+    WANDB_RUNS_DIR,
     conversion_cache_dir,
     lf_data_dir,
     report_dir,
@@ -79,6 +80,7 @@ def run_paths(inp: RuntimeInput, root: Path) -> dict[str, str]:
         "run_index": str(root / RUN_INDEX),
         "archives_dir": str(root / ARCHIVES_DIR),
         "logs_dir": str(root / LOGS_DIR),
+        "wandb_dir": str(root / WANDB_RUNS_DIR),
     }
 
 

@@ -20,6 +20,7 @@ MODEL_DIR = Path("artifacts") / "model"  # training output_dir for relative name
 RUN_INDEX = Path("artifacts") / "index.yaml"  # the training run history
 ARCHIVES_DIR = Path("artifacts") / "archives"  # run_NNN/ of failed / interrupted runs
 LOGS_DIR = Path("artifacts") / "logs"  # the training console logs
+WANDB_RUNS_DIR = Path("artifacts") / "wandb"  # wandb's run folders (WANDB_DIR is its parent)
 
 
 def lf_data_dir(root: Path | str) -> Path:

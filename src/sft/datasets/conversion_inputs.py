@@ -6,7 +6,7 @@ fsspec path) and handed to the engine, which matches every trial / row against i
 ``ConversionWorkspaceDataset`` (``conversion_workspace``): the folders the engine keeps during and between
 runs. Loading hands the engine a ``ConversionWorkspace``; the files in it are this dataset's side files,
 written by the engine itself because they are written per trial, from worker processes, while the run goes
-(docs/catalog.md "Side files"):
+(docs/catalog.md §3):
 
 - ``<cache_dir>/<key[:2]>/<key>.trial``: one converted trial, keyed by the trial's content and the settings;
 - ``<cache_dir>/trial-index/``: the stat index of trial content hashes (size, mtime, ctime, inode);

@@ -1,7 +1,7 @@
 """Catalog datasets of the training stage.
 
 ``TrainingFilesDataset`` (``training_files``): every file the training stage writes besides the model, as a
-``sft.train.files.TrainingFiles``. They are this dataset's side files (docs/catalog.md "Side files"), written
+``sft.train.files.TrainingFiles``. They are this dataset's side files (docs/catalog.md §3), written
 by the stage while it runs: the LLaMA-Factory YAML (before the launch), the console log (during it), the run
 history entry and archive (also for a failed run) and ``runtime_info.output`` in the config (after a
 completed run only).
@@ -31,6 +31,7 @@ class TrainingFilesDataset(AbstractDataset[None, TrainingFiles]):
         logs_dir: str,
         run_index: str,
         archives_dir: str,
+        wandb_dir: str,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if not training_yaml:
@@ -45,6 +46,7 @@ class TrainingFilesDataset(AbstractDataset[None, TrainingFiles]):
             logs_dir=Path(logs_dir),
             run_index=Path(run_index),
             archives_dir=Path(archives_dir),
+            wandb_dir=Path(wandb_dir),
         )
         self.metadata = metadata
 

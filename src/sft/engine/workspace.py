@@ -2,7 +2,7 @@
 
 The Kedro catalog's ``conversion_workspace`` entry (sft.datasets.workspace) loads one of these from
 ``${cfg:paths.*}``; library callers (tests, benchmarks) take ``ConversionWorkspace.under(root)``, the same
-folders. What lives in them is listed in docs/catalog.md ("Side files").
+folders. What lives in them is listed in docs/catalog.md §3.
 """
 
 from __future__ import annotations

@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft.config.paths import ARCHIVES_DIR, LOGS_DIR, RUN_INDEX, lf_data_dir, training_yaml_path
+from sft.config.paths import (
+    ARCHIVES_DIR,
+    LOGS_DIR,
+    RUN_INDEX,
+    WANDB_RUNS_DIR,
+    lf_data_dir,
+    training_yaml_path,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class TrainingFiles:
     logs_dir: Path  # <run>_<UTC stamp>.log: the console output of each launch
     run_index: Path  # artifacts/index.yaml: one entry per run, successful or not
     archives_dir: Path  # run_NNN/: the config, YAML, log tail and versions of each run
+    wandb_dir: Path  # wandb's {offline-,}run-<stamp>-<id>/ folders (written by wandb in the training process)
 
     @classmethod
     def under(
@@ -37,4 +45,5 @@ class TrainingFiles:
             logs_dir=root / LOGS_DIR,
             run_index=root / RUN_INDEX,
             archives_dir=root / ARCHIVES_DIR,
+            wandb_dir=root / WANDB_RUNS_DIR,
         )

@@ -224,7 +224,9 @@ def run_training(
 
     try:
         trainer_env = _trainer_env(
-            inp, wandb_env(inp, root, credentials, run_id=wandb_run_id), credentials.hf_token
+            inp,
+            wandb_env(inp, root, credentials, run_id=wandb_run_id, wandb_dir=files.wandb_dir),
+            credentials.hf_token,
         )
         on_cpu = not cuda_available()
         if on_cpu and inp.infrastructure.n_gpus_per_node > 1:
@@ -270,7 +272,15 @@ def run_training(
         raise TrainingError(f"training refused before launch: {exc}", summary) from exc
 
     return _finish(
-        cfg, result, summary, record, config_path=Path(config_path), root=root, env=env, notes=notes
+        cfg,
+        result,
+        summary,
+        record,
+        config_path=Path(config_path),
+        root=root,
+        env=env,
+        notes=notes,
+        wandb_dir=files.wandb_dir,
     )
 
 
@@ -284,6 +294,7 @@ def _finish(
     root: Path,
     env: Mapping[str, str],
     notes: str,
+    wandb_dir: Path,
 ) -> dict[str, Any]:
     summary.update(
         {
@@ -296,10 +307,10 @@ def _finish(
     )
     wandb_run_id = summary["wandb_run_id"]
     if wandb_run_id:
-        run_dir = find_wandb_run_dir(root, wandb_run_id)
+        run_dir = find_wandb_run_dir(root, wandb_run_id, wandb_dir=wandb_dir)
         summary["wandb_run_dir"] = str(run_dir) if run_dir else None
         if run_dir is None and cfg.input.experiment.wandb_mode == "offline":
-            logger.warning("no wandb run dir for id %s under %s/artifacts/wandb", wandb_run_id, root)
+            logger.warning("no wandb run dir for id %s under %s", wandb_run_id, wandb_dir)
 
     if result.status != "completed":
         summary["run_id"] = record(

@@ -14,6 +14,7 @@ import string
 from pathlib import Path
 
 from sft.config.credentials import Credentials
+from sft.config.paths import WANDB_RUNS_DIR
 from sft.config.schema import RuntimeInput
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,18 @@ def wandb_run_id_for(cfg: RuntimeInput) -> str | None:
 
 
 def wandb_env(
-    cfg: RuntimeInput, root: Path, credentials: Credentials, *, run_id: str | None = None
+    cfg: RuntimeInput,
+    root: Path,
+    credentials: Credentials,
+    *,
+    run_id: str | None = None,
+    wandb_dir: Path | None = None,
 ) -> dict[str, str]:
     """Variables to set for the trainer. For ``disabled`` it is empty; also unset
     ``WANDB_VARS_UNSET_WHEN_DISABLED`` (see ``wandb_unset_vars``).
 
     ``run_id`` defaults to ``wandb_run_id_for(cfg)``; pass the id you will record so both agree.
+    ``wandb_dir``: where wandb writes its runs (the catalog's ``training_files``; ``<root>/artifacts/wandb``).
     """
     mode = cfg.experiment.wandb_mode
     if mode == "disabled":
@@ -57,11 +64,11 @@ def wandb_env(
             "runtime_info.input.experiment.wandb_mode: 'online' needs an API key: export WANDB_API_KEY "
             "(or set credentials.wandb_api_key / conf/local/credentials.yml), or use offline / disabled"
         )
-    wandb_dir = Path(root).resolve() / "artifacts"
-    (wandb_dir / "wandb").mkdir(parents=True, exist_ok=True)  # wandb needs WANDB_DIR to exist
+    runs_dir = Path(wandb_dir) if wandb_dir is not None else Path(root).resolve() / WANDB_RUNS_DIR
+    runs_dir.mkdir(parents=True, exist_ok=True)  # wandb needs WANDB_DIR to exist
     env = {
         "WANDB_MODE": mode,
-        "WANDB_DIR": str(wandb_dir),
+        "WANDB_DIR": str(runs_dir.parent),  # wandb writes into <WANDB_DIR>/wandb
         "WANDB_PROJECT": cfg.experiment.wandb_project,
         "WANDB_RUN_ID": run_id or wandb_run_id_for(cfg) or new_wandb_run_id(),
     }
@@ -77,9 +84,9 @@ def wandb_unset_vars(cfg: RuntimeInput) -> tuple[str, ...]:
     return WANDB_VARS_UNSET_WHEN_DISABLED if cfg.experiment.wandb_mode == "disabled" else ()
 
 
-def find_wandb_run_dir(root: Path, run_id: str) -> Path | None:
+def find_wandb_run_dir(root: Path, run_id: str, *, wandb_dir: Path | None = None) -> Path | None:
     """``artifacts/wandb/{offline-,}run-<stamp>-<run_id>`` (newest when a resumed id has several)."""
-    base = Path(root).resolve() / "artifacts" / "wandb"
+    base = Path(wandb_dir) if wandb_dir is not None else Path(root).resolve() / WANDB_RUNS_DIR
     candidates = [
         p
         for pattern in (f"wandb/*run-*-{run_id}", f"*run-*-{run_id}")
