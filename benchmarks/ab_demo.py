@@ -80,8 +80,24 @@ def main() -> int:
             )
         shutil.rmtree(scratch, ignore_errors=True)
     differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
-    print(json.dumps({"files": len(a.keys() | b.keys()), "differ": differ}, indent=2))
+    details = {name: json_difference(a.get(name), b.get(name)) for name in differ if name.endswith(".json")}
+    print(json.dumps({"files": len(a.keys() | b.keys()), "differ": differ, "json_keys": details}, indent=2))
     return 1 if differ else 0
+
+
+def json_difference(a: bytes | None, b: bytes | None) -> dict[str, list[str]] | str:
+    """Which top-level keys of a JSON object were added, removed or changed between A and B."""
+    try:
+        old, new = json.loads(a or b"{}"), json.loads(b or b"{}")
+    except ValueError:
+        return "not JSON"
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return "not a JSON object"
+    return {
+        "added": sorted(new.keys() - old.keys()),
+        "removed": sorted(old.keys() - new.keys()),
+        "changed": sorted(k for k in old.keys() & new.keys() if old[k] != new[k]),
+    }
 
 
 if __name__ == "__main__":
