@@ -91,6 +91,7 @@ def _load(path: str | None) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"bench_secrets_{Path(path).stem}", path)
     assert spec and spec.loader, path
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from sft.rules.secrets import SecretScrubber, scrub_trajectory
@@ -125,10 +123,19 @@ def test_scrub_trajectory_covers_every_text_field() -> None:
     assert scrubber.counts == {"huggingface": 6}
 
 
-def test_scrubbing_is_fast_on_large_clean_text() -> None:
+def test_large_clean_text_comes_back_as_the_same_object() -> None:
+    # Speed is measured by benchmarks/bench_secrets.py, not asserted here; a clean string must not be copied.
     scrubber = SecretScrubber(["credential-value-xyz"])
     text = "def function(argument):\n    return argument * 2  # ordinary code line\n" * 20000
-    start = time.perf_counter()
-    for _ in range(5):
-        assert scrubber.scrub(text) is text
-    assert time.perf_counter() - start < 1.0
+    assert scrubber.scrub(text) is text
+    assert scrubber.might_contain(text) is False
+
+
+def test_text_with_a_lone_surrogate_is_still_scrubbed() -> None:
+    # A broken transcript can hold a lone surrogate, which cannot be encoded as UTF-8 for the anchor scan.
+    key = PLANTED["huggingface"]
+    scrubber = SecretScrubber(["credential-value-xyz"])
+    out = scrubber.scrub(f"bad \ud800 byte, then {key} and credential-value-xyz")
+    assert out == "bad \ud800 byte, then [REDACTED:huggingface] and [REDACTED:credential]"
+    assert scrubber.counts == {"huggingface": 1, "credential": 1}
+    assert scrubber.scrub("only \udfff here") == "only \udfff here"
