@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +144,8 @@ def test_model_loads_and_generates(tiny_model_dir: Path, tokenizer: Any) -> None
 def test_build_is_idempotent_and_keyed_on_the_recipe(tiny_model_dir: Path) -> None:
     weights = tiny_model_dir / "model.safetensors"
     before = os.stat(weights).st_mtime_ns
-    started = time.perf_counter()
+    # Not rebuilt: the weights file is untouched (speed is not asserted by tests).
     assert build_tiny_model(tiny_model_dir) == tiny_model_dir
-    assert time.perf_counter() - started < 1.0
     assert os.stat(weights).st_mtime_ns == before
     assert _is_complete(tiny_model_dir, recipe_hash(0))
     assert not _is_complete(tiny_model_dir, recipe_hash(1))
