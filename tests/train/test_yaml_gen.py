@@ -16,6 +16,8 @@ import yaml
 
 from sft.config.loader import load_config
 from sft.config.schema import SftConfig
+from sft.preflight.dryrun import Checklist
+from sft.preflight.dryrun import check_output_dir as dryrun_check_output_dir
 from sft.train.launch import output_dir_lock
 from sft.train.lf_args import check_training_options, lf_argument_names
 from sft.train.yaml_gen import (
@@ -219,6 +221,32 @@ def test_check_output_dir_rules(tiny_model_dir: Path, tmp_path: Path) -> None:
         check_output_dir(out, no_overwrite, {"SFT_ALLOW_OVERWRITE_OUTPUT": "1"})
     resume = _cfg(tiny_model_dir, resume_from_checkpoint="auto").input.training
     check_output_dir(out, resume, {})
+
+
+def test_dryrun_applies_the_launch_rule_to_the_output_dir(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dryrun says what the launch would do: lock files left by a launch are not content."""
+    monkeypatch.delenv("SFT_ALLOW_OVERWRITE_OUTPUT", raising=False)
+    cfg = _cfg(tiny_model_dir, output_dir="runs/tiny_run", overwrite_output_dir=False)
+    out_dir = tmp_path / "artifacts" / "model" / "tiny_run"
+
+    def levels() -> list[str]:
+        checklist = Checklist()
+        dryrun_check_output_dir(cfg, tmp_path, checklist)
+        return checklist.lines
+
+    assert (
+        levels()[0].startswith("[OK]")
+        and "training YAML -> artifacts/training_config/tiny_run.yaml" in levels()[0]
+    )
+    out_dir.mkdir(parents=True)
+    (out_dir / ".sft-train.lock").write_text("")
+    (out_dir / ".sft-train.node1.lock").write_text("")
+    assert levels()[0].startswith("[OK]")
+    (out_dir / "trainer_log.jsonl").write_text("{}\n")
+    (line,) = levels()
+    assert line.startswith("[FAIL]") and "not empty (trainer_log.jsonl)" in line
 
 
 def test_output_dir_lock_refuses_a_second_live_run(tmp_path: Path) -> None:

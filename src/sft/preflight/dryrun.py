@@ -21,8 +21,9 @@ from pathlib import Path
 
 from sft.config.credentials import resolve_credentials
 from sft.config.loader import ConfigError, config_path, load_config, project_root, resolve_path
-from sft.config.paths import MODEL_DIR, TRAINING_CONFIG_DIR, lf_data_dir
+from sft.config.paths import lf_data_dir, training_output_dir, training_yaml_path
 from sft.config.schema import SftConfig
+from sft.train.yaml_gen import output_dir_entries, overwrite_allowed
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -223,25 +224,32 @@ def check_deepspeed(cfg: SftConfig, root: Path, out: Checklist) -> int | None:
 
 
 def check_output_dir(cfg: SftConfig, root: Path, out: Checklist) -> None:
+    """The same rule as the launch (``sft.train.yaml_gen.check_output_dir``): sft's own lock files, left by
+    an earlier or running launch, do not make the folder "not empty"."""
     tr = cfg.input.training
-    p = Path(tr.output_dir)
-    out_dir = p if p.is_absolute() else root / MODEL_DIR / p.name
-    yaml_path = root / TRAINING_CONFIG_DIR / f"{out_dir.name}.yaml"
-    nonempty = out_dir.is_dir() and any(out_dir.iterdir())
-    if not nonempty:
+    try:
+        out_dir = training_output_dir(tr.output_dir, root)
+    except ValueError as exc:
+        out.add("FAIL", f"{exc}: give it a folder name")
+        return
+    yaml_path = training_yaml_path(out_dir, root)
+    entries = output_dir_entries(out_dir)
+    shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+    if not entries:
         out.add("OK", f"output_dir {out_dir} is new/empty; training YAML -> {yaml_path.relative_to(root)}")
     elif tr.resume_from_checkpoint:
         out.add("OK", f"output_dir {out_dir} is not empty; resuming from {tr.resume_from_checkpoint}")
-    elif tr.overwrite_output_dir and os.environ.get("SFT_ALLOW_OVERWRITE_OUTPUT") == "1":
+    elif overwrite_allowed(tr, os.environ):
         out.add(
             "WARN",
-            f"output_dir {out_dir} is not empty and WILL BE OVERWRITTEN (SFT_ALLOW_OVERWRITE_OUTPUT=1)",
+            f"output_dir {out_dir} is not empty ({shown}) and WILL BE OVERWRITTEN (SFT_ALLOW_OVERWRITE_OUTPUT=1)",
         )
     else:
         out.add(
             "FAIL",
-            f"output_dir {out_dir} is not empty: rename training.output_dir, set training.resume_from_checkpoint "
-            "(a checkpoint or 'auto'), or allow overwriting with overwrite_output_dir: true and SFT_ALLOW_OVERWRITE_OUTPUT=1",
+            f"output_dir {out_dir} is not empty ({shown}): rename training.output_dir, set "
+            "training.resume_from_checkpoint (a checkpoint or 'auto'), or allow overwriting with "
+            "overwrite_output_dir: true and SFT_ALLOW_OVERWRITE_OUTPUT=1",
         )
 
 
