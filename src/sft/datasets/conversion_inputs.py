@@ -17,12 +17,13 @@ written by the engine itself because they are written per trial, from worker pro
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import fsspec
 from kedro.io import AbstractDataset, DatasetError
 
+from sft.datasets.handles import HandleDataset
 from sft.engine.workspace import ConversionWorkspace
 from sft.rules.filters import ExclusionList
 
@@ -70,10 +71,12 @@ class ExclusionListDataset(AbstractDataset[None, ExclusionList | None]):
         return {"filepath": self._filepath or "(disabled)"}
 
 
-class ConversionWorkspaceDataset(AbstractDataset[None, ConversionWorkspace]):
+class ConversionWorkspaceDataset(HandleDataset[ConversionWorkspace]):
     """The engine's cache, spool and Hub download folders (local paths: the engine writes them from worker
     processes with plain file I/O, and scratch space belongs on a local disk). Read-only: loading creates
     nothing; the engine creates what it writes."""
+
+    _written_by = "the conversion engine"
 
     def __init__(
         self, spool_dir: str, cache_dir: str, hub_dir: str, metadata: dict[str, Any] | None = None
@@ -85,19 +88,7 @@ class ConversionWorkspaceDataset(AbstractDataset[None, ConversionWorkspace]):
                     f"conversion_workspace.{name}: {value} is not a local path. The conversion cache and spool "
                     "are written from worker processes on local disk; point it at a local folder"
                 )
-        self._workspace = ConversionWorkspace(
+        self._handle = ConversionWorkspace(
             spool_dir=Path(spool_dir), cache_dir=Path(cache_dir), hub_dir=Path(hub_dir)
         )
         self.metadata = metadata
-
-    def load(self) -> ConversionWorkspace:
-        return self._workspace
-
-    def save(self, data: None) -> None:
-        raise DatasetError("conversion_workspace is written by the conversion engine, not saved by a node")
-
-    def _exists(self) -> bool:
-        return True
-
-    def _describe(self) -> dict[str, Any]:
-        return {k: str(PurePosixPath(v)) for k, v in vars(self._workspace).items()}

@@ -18,11 +18,14 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from sft.datasets.handles import HandleDataset
 from sft.train.files import TrainingFiles
 from sft.train.results import read_log_history, read_trainer_log
 
 
-class TrainingFilesDataset(AbstractDataset[None, TrainingFiles]):
+class TrainingFilesDataset(HandleDataset[TrainingFiles]):
+    _written_by = "the training stage"
+
     def __init__(
         self,
         config_file: str,
@@ -39,7 +42,7 @@ class TrainingFilesDataset(AbstractDataset[None, TrainingFiles]):
                 "training_files.training_yaml is empty: runtime_info.input.training.output_dir has no basename. "
                 "Fix: set training.output_dir to a folder name (e.g. my_run) or an absolute path"
             )
-        self._files = TrainingFiles(
+        self._handle = TrainingFiles(
             config_file=Path(config_file),
             dataset_dir=Path(dataset_dir),
             training_yaml=Path(training_yaml),
@@ -49,18 +52,6 @@ class TrainingFilesDataset(AbstractDataset[None, TrainingFiles]):
             wandb_dir=Path(wandb_dir),
         )
         self.metadata = metadata
-
-    def load(self) -> TrainingFiles:
-        return self._files
-
-    def save(self, data: None) -> None:
-        raise DatasetError("training_files are written by the training stage, not saved by a node")
-
-    def _exists(self) -> bool:
-        return True
-
-    def _describe(self) -> dict[str, Any]:
-        return {k: str(PurePosixPath(v)) for k, v in vars(self._files).items()}
 
 
 @dataclass(frozen=True)
