@@ -213,3 +213,19 @@ def test_reasoning_follows_the_template_policy_and_is_reported(
         credentials=Credentials(),
     )
     assert kept.lf_rows[0]["conversations"][3]["value"] == "<think>\nwhy\n</think>\n\ndone 0"
+
+
+def test_validation_repairs_are_counted_by_kind_as_for_harbor_jobs(
+    tmp_path: Path, proj: Path, local_settings: Any
+) -> None:
+    """funnel.repairs holds kind -> count, the rows' own ``meta.extra["repairs"]`` summed (not one per row)."""
+    row = sharegpt_row(0)
+    call_turn, _observation = row["conversations"][1:3]
+    row["conversations"][1:3] = [call_turn, {"from": "observation", "value": "(empty)"}] * 2
+    path = write_json(tmp_path / "empty.json", [row, sharegpt_row(1)])
+    result = prepare_local_file(
+        path, local_settings(path, normalize_ready_data=True), proj, credentials=Credentials()
+    )
+    assert result.funnel["funnel"]["rows_written"] == 2
+    assert result.funnel["repairs"] == {"empty_tool_output": 2, "filled_tool_call_ids": 3}
+    assert [r["conversations"][2]["value"] for r in result.lf_rows] == ["", "out 1"]

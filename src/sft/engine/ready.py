@@ -54,7 +54,7 @@ import orjson
 from sft.config.credentials import Credentials
 from sft.config.paths import lf_json_path
 from sft.config.schema import RuntimeInput
-from sft.core.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta, is_repair, issue_code
+from sft.core.canonical import Message, Reject, ToolCall, Trajectory, TrajectoryMeta, issue_code
 from sft.core.results import ConversionResult
 from sft.engine.workspace import ConversionWorkspace, load_exclusions
 from sft.rules.filters import ExclusionList
@@ -934,7 +934,8 @@ def _normalise_rows(
                 _reject(source, index, row, "validate", issue_code(issues[0]), "; ".join(issues))
             )
             continue
-        state.repairs.update(issue_code(i) for i in issues if is_repair(i))
+        # kind -> count as validation recorded it on the row (the Harbor funnel counts the same way)
+        state.repairs.update(repaired.meta.extra.get("repairs") or {})
         try:
             lf_row = render_lf_row(repaired, keep_reasoning=keep_reasoning)
         except RenderError as exc:
