@@ -42,6 +42,8 @@ SETTINGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ["Resolve the issue in the repository", "Steps to reproduce"],
     ),
     ("no-scrub", {"instance_status": "all", "exclude_repos_file": "", "scrub_secrets": False}, []),
+    # every trial read from its ATIF files (the other settings read the proxy logs where there are some)
+    ("atif-only", {"instance_status": "all", "exclude_repos_file": "", "trajectory_source": "atif"}, []),
 ]
 
 # literal (as it appears in the JSON text of the log) -> replacement with planted secrets and escapes

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sft.core.turns import TurnLedger, after_validation
 from sft.rules.validate import repair_and_validate
+from sft.sources.harbor import atif
 from sft.sources.harbor.trial import extract_trial
 from sft.sources.harbor.turns import count_atif_turns
 
@@ -282,3 +284,28 @@ def test_copied_context_is_no_source_turn_and_no_loss(harbor) -> None:
             "terminus2/main": {"source": 2, "output": 2, "lost": {}, "unsourced": 0},
             "terminus2/subagent": {"source": 1, "output": 1, "lost": {}, "unsourced": 0},
         }, mode
+
+
+def test_each_atif_file_is_parsed_once_per_trial(harbor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The turn count and the reader share the parsed documents (a continuation chain: two files), and the
+    problems a parse notes (bad UTF-8 here) still reach the reader's report."""
+    trial_dir = harbor.trial("hello-world__P", instance_id="hello-world", agent_name="terminus-2")
+    agent = trial_dir / "agent"
+    harbor.copy_fixture("terminus2_linear_history.trajectory.json", agent / "trajectory.json")
+    harbor.copy_fixture("terminus2_linear_history.trajectory.cont-1.json", agent / "trajectory.cont-1.json")
+    main = agent / "trajectory.json"
+    main.write_bytes(main.read_bytes().replace(b"NORMALIZED_SESSION_ID", b"NORMALIZED_SESSION_ID\xff", 1))
+    parsed: list[str] = []
+    real = atif.loads_lenient
+
+    def counting(data: bytes, where: str, problems: list[str]) -> Any:
+        parsed.append(Path(where).name)
+        return real(data, where, problems)
+
+    monkeypatch.setattr(atif, "loads_lenient", counting)
+    extraction = extract_trial(trial_dir, harbor.job_dir, "terminus2")
+    assert sorted(parsed) == ["trajectory.cont-1.json", "trajectory.json"]
+    assert extraction.turns.source == {"terminus2/main": 7}
+    assert any("trajectory.json" in note and "UTF-8" in note for note in extraction.problems), (
+        extraction.problems
+    )

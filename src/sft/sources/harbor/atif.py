@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,14 +85,54 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+# Within ``shared_documents()``: resolved path -> (document or the AtifError, the problems its parse noted).
+_SHARED: ContextVar[dict[Path, tuple[dict[str, Any] | AtifError, list[str]]] | None] = ContextVar(
+    "atif_shared_documents", default=None
+)
+
+
+@contextmanager
+def shared_documents() -> Iterator[None]:
+    """Inside the block each ATIF file is parsed once, however often it is loaded.
+
+    The trial reader counts a trial's source model turns over all its ``trajectory*.json`` files and then
+    reads the conversation from the same files: without this, every ATIF file was parsed twice. Neither
+    side mutates a document, so they can share it; a later caller still gets the problems the parse noted.
+    """
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def load_document(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
     """Parse one ATIF file (lenient about bad UTF-8 and lone surrogates); AtifError names the file."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _parse_document(path, problems if problems is not None else [])
+    key = Path(path).resolve()
+    if key not in shared:
+        noted: list[str] = []
+        try:
+            shared[key] = (_parse_document(path, noted), noted)
+        except AtifError as exc:
+            shared[key] = (exc, noted)
+    found, noted = shared[key]
+    if problems is not None:
+        problems.extend(noted)
+    if isinstance(found, AtifError):
+        raise found
+    return found
+
+
+def _parse_document(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise AtifError(f"{path}: cannot read ({exc})") from exc
     try:
-        doc = loads_lenient(data, str(path), problems if problems is not None else [])
+        doc = loads_lenient(data, str(path), problems)
     except ValueError as exc:
         raise AtifError(f"{path}: not valid JSON ({exc}); the trajectory file may be truncated") from exc
     if not isinstance(doc, dict):

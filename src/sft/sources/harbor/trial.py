@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sft.core.canonical import Reject, Trajectory
 from sft.core.turns import RefusedConversation, TrialTurns, account_extraction, account_rejected_trial
-from sft.sources.harbor.atif import AtifError
+from sft.sources.harbor.atif import AtifError, shared_documents
 from sft.sources.harbor.job import TrialError, TrialInfo, read_trial_info
 from sft.sources.harbor.litellm import LogShapeError, gc_paused, read_log
 from sft.sources.harbor.turns import count_source_atif, count_source_litellm
@@ -174,17 +174,18 @@ def _from_atif(
         else:
             detail = f"{agent_dir}: neither {LITELLM_LOG} nor {ATIF_MAIN} exists"
         raise _TrialRejected("parse", "no_trajectory_source", detail)
-    count_source_atif(agent_dir, report.counters)
     try:
-        return adapter.from_atif(
-            agent_dir,
-            info,
-            job_dir=job_dir,
-            report=report,
-            include_subagents=options.include_subagents,
-            copied_context=options.copied_context,
-            rebuilt_atif=options.rebuilt_atif,
-        )
+        with shared_documents():  # the turn count and the reader parse each ATIF file once between them
+            count_source_atif(agent_dir, report.counters)
+            return adapter.from_atif(
+                agent_dir,
+                info,
+                job_dir=job_dir,
+                report=report,
+                include_subagents=options.include_subagents,
+                copied_context=options.copied_context,
+                rebuilt_atif=options.rebuilt_atif,
+            )
     except AtifError as exc:
         raise _TrialRejected(
             "parse", "invalid_atif", f"{exc}; a valid ATIF trajectory.json is needed"
