@@ -1393,39 +1393,52 @@ def _agent_steps_for(
             continue
         if msg.role != "assistant":
             continue
-        call = calls_by_index.get(i)
-        step = {"source": "agent", "model_name": TEACHER_MODEL, "message": msg.content}
-        if call is not None:
-            step["timestamp"] = _iso(call.request_time + call.duration_ms)
-        if msg.reasoning_content:
-            step["reasoning_content"] = msg.reasoning_content
-        if msg.tool_calls:
-            step["tool_calls"] = _atif_tool_calls(msg, scaffold == "claude-code")
-        results = []
-        j = i + 1
-        while j < len(msgs) and msgs[j].role == "tool":
-            if scaffold == "claude-code":
-                results.append(_claude_observation(msgs[j]))
-            else:
-                results.append({"source_call_id": msgs[j].tool_call_id, "content": msgs[j].content})
-            j += 1
-        if results:
-            step["observation"] = {"results": results}
-        if call is not None:
-            metrics: dict[str, Any] = {
-                "prompt_tokens": call.prompt_tokens,
-                "completion_tokens": call.completion_tokens,
-                "cached_tokens": call.cached_tokens,
-            }
-            if scaffold == "open-code":
-                metrics["extra"] = {"reasoning_tokens": 0, "cache_write_tokens": 0}
-            step["metrics"] = metrics
-        if scaffold == "open-code":
-            step["llm_call_count"] = 1
-        if extra is not None:
-            step["extra"] = dict(extra)
-        steps.append(step)
+        steps.append(_agent_step(msgs, i, calls_by_index.get(i), scaffold, extra))
     return steps
+
+
+def _observation_results(msgs: list[Message], start: int, scaffold: str) -> list[dict[str, Any]]:
+    """The ATIF observation results of the tool messages from ``start`` on."""
+    results = []
+    j = start
+    while j < len(msgs) and msgs[j].role == "tool":
+        if scaffold == "claude-code":
+            results.append(_claude_observation(msgs[j]))
+        else:
+            results.append({"source_call_id": msgs[j].tool_call_id, "content": msgs[j].content})
+        j += 1
+    return results
+
+
+def _agent_step(
+    msgs: list[Message], i: int, call: _Call | None, scaffold: str, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The agent step of assistant message ``i``, its observation made of the tool messages after it."""
+    msg = msgs[i]
+    step: dict[str, Any] = {"source": "agent", "model_name": TEACHER_MODEL, "message": msg.content}
+    if call is not None:
+        step["timestamp"] = _iso(call.request_time + call.duration_ms)
+    if msg.reasoning_content:
+        step["reasoning_content"] = msg.reasoning_content
+    if msg.tool_calls:
+        step["tool_calls"] = _atif_tool_calls(msg, scaffold == "claude-code")
+    results = _observation_results(msgs, i + 1, scaffold)
+    if results:
+        step["observation"] = {"results": results}
+    if call is not None:
+        metrics: dict[str, Any] = {
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "cached_tokens": call.cached_tokens,
+        }
+        if scaffold == "open-code":
+            metrics["extra"] = {"reasoning_tokens": 0, "cache_write_tokens": 0}
+        step["metrics"] = metrics
+    if scaffold == "open-code":
+        step["llm_call_count"] = 1
+    if extra is not None:
+        step["extra"] = dict(extra)
+    return step
 
 
 def _final_metrics(calls: Iterable[_Call], n_steps: int) -> dict[str, Any]:

@@ -66,6 +66,33 @@ CSV_COLUMNS: tuple[str, ...] = (
 LOOPBACK_HOST_NAMES: list[str] = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
 
+def _json_sender(scrubber: Scrubber) -> Callable[..., Response]:
+    """``send(data, request, etag)``: scrubbed JSON, or 304 when the client already has this ETag."""
+
+    def send(data: Any, request: Request | None = None, etag: str | None = None) -> Response:
+        headers = {"ETag": f'"{etag}"'} if etag else {}
+        if etag and request is not None and request.headers.get("if-none-match") == f'"{etag}"':
+            return Response(status_code=304, headers=headers)
+        body = orjson.dumps(scrubber.data(data), option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(body, media_type="application/json", headers=headers)
+
+    return send
+
+
+def _run_lookup(runs: RunStore, files: ProjectFiles) -> Callable[[str], RunFolder]:
+    """``require_run(name)``: the run folder, or a 404 that says where runs are looked for."""
+
+    def require_run(name: str) -> RunFolder:
+        run = runs.get(name)
+        if run is None:
+            raise HTTPException(
+                404, f"no run {name!r} under {files.relative(runs.model_root)}/ or in index.yaml"
+            )
+        return run
+
+    return require_run
+
+
 def create_app(
     project_dir: str | Path, *, poll_seconds: float = 5.0, allowed_hosts: list[str] | None = None
 ) -> FastAPI:
@@ -94,22 +121,10 @@ def create_app(
             response.headers.setdefault(key, value)
         return response
 
-    def send(data: Any, request: Request | None = None, etag: str | None = None) -> Response:
-        headers = {"ETag": f'"{etag}"'} if etag else {}
-        if etag and request is not None and request.headers.get("if-none-match") == f'"{etag}"':
-            return Response(status_code=304, headers=headers)
-        body = orjson.dumps(scrubber.data(data), option=orjson.OPT_SERIALIZE_NUMPY)
-        return Response(body, media_type="application/json", headers=headers)
-
-    def require_run(name: str) -> RunFolder:
-        run = runs.get(name)
-        if run is None:
-            raise HTTPException(
-                404, f"no run {name!r} under {files.relative(runs.model_root)}/ or in index.yaml"
-            )
-        return run
-
+    send = _json_sender(scrubber)
+    require_run = _run_lookup(runs, files)
     register_run_routes(app, runs, datasets, files, scrubber, send, require_run, poll_seconds)
+    register_run_file_routes(app, runs, files, scrubber, send, require_run)
     register_dataset_routes(app, datasets, send)
     register_file_routes(app, files, scrubber)
 
@@ -137,6 +152,8 @@ def register_run_routes(
     require_run: Callable[[str], RunFolder],
     poll_seconds: float,
 ) -> None:
+    """The run list, a run's detail, series and dataset, and the compare CSV."""
+
     @app.get("/api/health")
     def health() -> Response:
         return send({"ok": True, "project": files.root.name, "poll_seconds": poll_seconds, "read_only": True})
@@ -165,6 +182,39 @@ def register_run_routes(
             request,
             etag,
         )
+
+    @app.get("/api/runs/{name}/dataset")
+    def run_dataset(name: str) -> Response:
+        run = require_run(name)
+        return send(run_dataset_ref(files, datasets, runs.training_yaml_path(run)))
+
+    @app.get("/api/compare.csv")
+    def compare_csv(runs_param: Annotated[list[str], Query(alias="runs")]) -> Response:
+        names = [n for item in runs_param for n in item.split(",") if n]
+        selected = [require_run(n) for n in dict.fromkeys(names)]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("run", *CSV_COLUMNS))
+        for run in selected:
+            for row in runs.series(run):
+                writer.writerow((run.name, *("" if row.get(c) is None else row[c] for c in CSV_COLUMNS)))
+        filename = "compare_" + "_".join(r.name for r in selected)[:120] + ".csv"
+        return Response(
+            scrubber.text(buffer.getvalue()),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+
+def register_run_file_routes(
+    app: FastAPI,
+    runs: RunStore,
+    files: ProjectFiles,
+    scrubber: Scrubber,
+    send: Callable[..., Response],
+    require_run: Callable[[str], RunFolder],
+) -> None:
+    """A run's config, training YAML and console log (scrubbed)."""
 
     @app.get("/api/runs/{name}/config")
     def run_config(name: str) -> Response:
@@ -201,28 +251,6 @@ def register_run_routes(
         files.check(path)
         tail, truncated = tail_text(path, lines)
         return send({"name": run.name, "path": files.relative(path), "lines": tail, "truncated": truncated})
-
-    @app.get("/api/runs/{name}/dataset")
-    def run_dataset(name: str) -> Response:
-        run = require_run(name)
-        return send(run_dataset_ref(files, datasets, runs.training_yaml_path(run)))
-
-    @app.get("/api/compare.csv")
-    def compare_csv(runs_param: Annotated[list[str], Query(alias="runs")]) -> Response:
-        names = [n for item in runs_param for n in item.split(",") if n]
-        selected = [require_run(n) for n in dict.fromkeys(names)]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(("run", *CSV_COLUMNS))
-        for run in selected:
-            for row in runs.series(run):
-                writer.writerow((run.name, *("" if row.get(c) is None else row[c] for c in CSV_COLUMNS)))
-        filename = "compare_" + "_".join(r.name for r in selected)[:120] + ".csv"
-        return Response(
-            scrubber.text(buffer.getvalue()),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
 
 
 def register_dataset_routes(app: FastAPI, datasets: DatasetStore, send: Callable[..., Response]) -> None:

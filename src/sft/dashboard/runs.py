@@ -215,6 +215,29 @@ def merge_series(log_rows: list[dict[str, Any]], log_history: list[Any] | None) 
     When a resumed run logs a step again, the later line wins (it is what the final model came from).
     Without a ``trainer_log.jsonl`` the rows come from ``log_history`` alone.
     """
+    by_step = _steps_from_log(log_rows)
+    from_log = bool(by_step)
+    for entry in log_history or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("step"), int):
+            continue
+        if "train_runtime" in entry or "train_loss" in entry:
+            continue  # the run summary, not a step
+        step = int(entry["step"])
+        row = by_step.get(step)
+        if row is None:
+            if from_log and entry.get("eval_loss") is None:
+                continue  # the log is authoritative for train steps
+            row = reduce_log_line({"current_steps": step})
+            assert row is not None
+            by_step[step] = row
+        _complete_from_history(row, entry)
+    rows = [by_step[s] for s in sorted(by_step)]
+    _fill_step_times(rows)
+    return rows
+
+
+def _steps_from_log(log_rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """One reduced row per step of ``trainer_log.jsonl``; a later train line for a step replaces it."""
     by_step: dict[int, dict[str, Any]] = {}
     for row in log_rows:
         reduced = reduce_log_line(row)
@@ -231,32 +254,23 @@ def merge_series(log_rows: list[dict[str, Any]], log_history: list[Any] | None) 
                 previous["percentage"] = max(previous["percentage"] or 0.0, reduced["percentage"])
             continue
         by_step[reduced["step"]] = reduced
-    from_log = bool(by_step)
-    for entry in log_history or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("step"), int):
-            continue
-        if "train_runtime" in entry or "train_loss" in entry:
-            continue  # the run summary, not a step
-        step = int(entry["step"])
-        row = by_step.get(step)
-        if row is None:
-            if from_log and entry.get("eval_loss") is None:
-                continue  # the log is authoritative for train steps
-            row = reduce_log_line({"current_steps": step})
-            assert row is not None
-            by_step[step] = row
-        for key, source in (
-            ("grad_norm", "grad_norm"),
-            ("eval_loss", "eval_loss"),
-            ("loss", "loss"),
-            ("lr", "learning_rate"),
-            ("epoch", "epoch"),
-        ):
-            if row.get(key) is None and _number(entry.get(source)) is not None:
-                row[key] = _number(entry.get(source))
-    rows = [by_step[s] for s in sorted(by_step)]
-    _fill_step_times(rows)
-    return rows
+    return by_step
+
+
+_HISTORY_KEYS = (
+    ("grad_norm", "grad_norm"),
+    ("eval_loss", "eval_loss"),
+    ("loss", "loss"),
+    ("lr", "learning_rate"),
+    ("epoch", "epoch"),
+)
+
+
+def _complete_from_history(row: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """Fill a step row's missing values from its ``log_history`` entry (row key, history key)."""
+    for key, source in _HISTORY_KEYS:
+        if row.get(key) is None and _number(entry.get(source)) is not None:
+            row[key] = _number(entry.get(source))
 
 
 def _fill_step_times(rows: list[dict[str, Any]]) -> None:

@@ -40,12 +40,12 @@ from typing import Any, Literal
 import orjson
 from tqdm.auto import tqdm
 
-from sft.config.schema import RuntimeInput
+from sft.config.schema import ConversionConfig, RuntimeInput
 from sft.core.canonical import Reject, Trajectory
 from sft.core.io_utils import atomic_write_bytes
 from sft.core.results import ConversionResult, TrajectoryView
 from sft.core.spool import RowRef, Spool, SpooledRows, open_object_suffix, spool_open_object
-from sft.core.turns import TrialTurns, TurnLedger, after_validation
+from sft.core.turns import TrajectoryTurns, TrialTurns, TurnLedger, after_validation
 from sft.engine.trial_index import cached_trial_content_hash
 from sft.engine.workspace import ConversionWorkspace, load_exclusions
 from sft.rules.filters import (
@@ -349,6 +349,34 @@ def _write_cache_entry(cache_file: Path, outcome: TrialOutcome) -> None:
         logger.warning("cannot write conversion cache entry %s (%s); continuing without it", cache_file, exc)
 
 
+def _scrub_and_validate(
+    trajectories: list[Trajectory],
+    settings: WorkerSettings,
+    scrubber: SecretScrubber | None,
+    outcome: TrialOutcome,
+    turns_of: dict[str, TrajectoryTurns],
+) -> list[Trajectory]:
+    """Each trajectory scrubbed, repaired and validated; an invalid one is a reject, its turns counted."""
+    valid: list[Trajectory] = []
+    for traj in trajectories:
+        if scrubber is not None:
+            traj = scrub_trajectory(traj, scrubber)
+        repaired, issues = repair_and_validate(traj, drop_tool_errors=settings.drop_tool_errors)
+        if traj.uid in turns_of:
+            after_validation(turns_of[traj.uid], traj, repaired, issues)
+        if repaired is None:
+            _reject(
+                outcome,
+                "validate",
+                "invalid_trajectory",
+                f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues),
+                trajectory=traj.uid,
+            )
+            continue
+        valid.append(repaired)
+    return valid
+
+
 def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     outcome = TrialOutcome(trial_name=trial_dir.name)
     try:
@@ -389,23 +417,7 @@ def _convert_trial(trial_dir: Path, settings: WorkerSettings) -> TrialOutcome:
     turns_of = {record.uid: record for record in turns.trajectories}
 
     scrubber = SecretScrubber(list(settings.secret_values)) if settings.scrub_secrets else None
-    valid: list[Trajectory] = []
-    for traj in extraction.trajectories:
-        if scrubber is not None:
-            traj = scrub_trajectory(traj, scrubber)
-        repaired, issues = repair_and_validate(traj, drop_tool_errors=settings.drop_tool_errors)
-        if traj.uid in turns_of:
-            after_validation(turns_of[traj.uid], traj, repaired, issues)
-        if repaired is None:
-            _reject(
-                outcome,
-                "validate",
-                "invalid_trajectory",
-                f"{Path(settings.job_dir) / traj.meta.source_file}: " + "; ".join(issues),
-                trajectory=traj.uid,
-            )
-            continue
-        valid.append(repaired)
+    valid = _scrub_and_validate(extraction.trajectories, settings, scrubber, outcome, turns_of)
     for repaired, prefix_of in zip(valid, strict_prefix_of(valid), strict=True):
         outcome.candidates.append({**_candidate(repaired, settings.keep_reasoning), "prefix_of": prefix_of})
     outcome.rendered_with_reasoning = settings.keep_reasoning
@@ -601,48 +613,112 @@ def convert_job(
     conv = cfg.conversion
     workers = num_workers if num_workers is not None else (conv.num_workers or os.cpu_count() or 1)
     trials = discover_trials(job_dir)
-    # Stage order = the order the worker applies them (result.json filters before parsing any log).
-    funnel: Counter[str] = Counter(
-        trials_found=len(trials), trials_outcome_kept=0, trials_repo_excluded=0, trials_parsed=0
-    )
-    cache: Counter[str] = Counter(hits=0, misses=0)
-    per_scaffold: Counter[str] = Counter()
-    sources_used: Counter[str] = Counter()
-    scrub_counts: Counter[str] = Counter()
-    extraction_counters: Counter[str] = Counter()
-    rejects: list[dict[str, Any]] = []
-    candidates: list[_Candidate] = []
     spool = Spool(workspace.spool_dir)  # the rows wait on disk, not in this process, until they are written
-    ledger = TurnLedger()
+    gathered = _gather(trials, settings, workers, spool, progress)
+    funnel, rejects = gathered.funnel, gathered.rejects
+    selected, chosen = _select_instances(gathered.candidates, conv, rejects, funnel)
+    gathered.candidates = []
+    kept = _cap_dedup_score(selected, conv, rejects, funnel)
+    del selected
+    lf_refs, im_refs, written = _render_rows(kept, rejects, funnel)
+    del kept
+    report = {
+        "funnel": dict(funnel),
+        "per_scaffold": dict(gathered.per_scaffold),
+        "sources_used": dict(gathered.sources_used),
+        "extraction": dict(gathered.extraction_counters),
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
+        "rejects_by_reason": dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
+        "secrets_redacted": dict(gathered.scrub_counts),
+        "reasoning": {"kept": settings.keep_reasoning, "template": cfg.training.template},
+        "selection": {
+            "seed": conv.seed,
+            "max_instances": conv.max_instances,
+            "stratify_by_repo": conv.stratify_by_repo,
+            "instances": sorted(chosen),
+        },
+        "exclusion": {
+            "file": settings.exclusions.source if settings.exclusions is not None else "",
+            "sha256": settings.exclusion_sha256,
+        },
+        "harbor_version": harbor_version(job_dir),  # the job's lock.json
+        "workers": workers,
+        "cache": {"enabled": bool(settings.cache_dir), **gathered.cache},
+    }
+    gathered.ledger.set_fates(rejects)
+    report.update(gathered.ledger.report())  # "model_turns" and "repairs" (over written trajectories)
+    _check_accounting(trials, written, rejects)
+    im_rows = SpooledRows(spool, im_refs)
+    return ConversionResult(
+        lf_rows=SpooledRows(spool, lf_refs),
+        im_rows=im_rows,
+        rejects=rejects,
+        funnel=report,
+        kept=TrajectoryView(im_rows),
+        turn_ledger=gathered.ledger,
+    )
 
+
+@dataclass
+class _Gathered:
+    """What the workers' trial outcomes add up to, before selection."""
+
+    funnel: Counter[str]
+    cache: Counter[str] = field(default_factory=lambda: Counter(hits=0, misses=0))
+    per_scaffold: Counter[str] = field(default_factory=Counter)
+    sources_used: Counter[str] = field(default_factory=Counter)
+    scrub_counts: Counter[str] = field(default_factory=Counter)
+    extraction_counters: Counter[str] = field(default_factory=Counter)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)
+    ledger: TurnLedger = field(default_factory=TurnLedger)
+
+    def add(self, outcome: TrialOutcome, spool: Spool, count_cache: bool) -> None:
+        if count_cache:
+            self.cache["hits" if outcome.cache_hit else "misses"] += 1
+        self.rejects.extend(outcome.rejects)
+        self.ledger.add(outcome.trial_name, outcome.turns, outcome.rejects)
+        self.extraction_counters.update(outcome.counters)
+        self.scrub_counts.update(outcome.scrub_counts)
+        if outcome.parsed:
+            self.funnel["trials_parsed"] += 1
+            self.sources_used[outcome.source_used or "unknown"] += 1
+        if outcome.outcome_kept:
+            self.funnel["trials_outcome_kept"] += 1
+        if outcome.repo_excluded:
+            self.funnel["trials_repo_excluded"] += 1
+        for entry in outcome.candidates:
+            candidate = _Candidate.of(entry, spool)
+            self.per_scaffold[candidate.meta.scaffold] += 1
+            self.candidates.append(candidate)
+
+
+def _gather(
+    trials: list[Path], settings: WorkerSettings, workers: int, spool: Spool, progress: bool
+) -> _Gathered:
+    """Convert every trial in the workers and add their outcomes up (a progress bar per trial)."""
+    # Stage order = the order the worker applies them (result.json filters before parsing any log).
+    gathered = _Gathered(
+        funnel=Counter(
+            trials_found=len(trials), trials_outcome_kept=0, trials_repo_excluded=0, trials_parsed=0
+        )
+    )
     bar = tqdm(total=len(trials), desc="convert", unit="trial", disable=not progress, dynamic_ncols=True)
     for outcome in _run_workers(trials, settings, workers):
         bar.update(1)
-        if settings.cache_dir:
-            cache["hits" if outcome.cache_hit else "misses"] += 1
-        rejects.extend(outcome.rejects)
-        ledger.add(outcome.trial_name, outcome.turns, outcome.rejects)
-        extraction_counters.update(outcome.counters)
-        scrub_counts.update(outcome.scrub_counts)
-        if outcome.parsed:
-            funnel["trials_parsed"] += 1
-            sources_used[outcome.source_used or "unknown"] += 1
-        if outcome.outcome_kept:
-            funnel["trials_outcome_kept"] += 1
-        if outcome.repo_excluded:
-            funnel["trials_repo_excluded"] += 1
-        for entry in outcome.candidates:
-            candidate = _Candidate.of(entry, spool)
-            per_scaffold[candidate.meta.scaffold] += 1
-            candidates.append(candidate)
+        gathered.add(outcome, spool, bool(settings.cache_dir))
     bar.close()
-    funnel["trajectories_valid"] = len(candidates)
+    gathered.funnel["trajectories_valid"] = len(gathered.candidates)
+    return gathered
 
-    # max_instances: a seeded choice among instances that still have a valid trajectory.
+
+def _select_instances(
+    candidates: list[_Candidate], conv: ConversionConfig, rejects: list[dict[str, Any]], funnel: Counter[str]
+) -> tuple[list[_Candidate], set[str]]:
+    """max_instances: a seeded choice among instances that still have a valid trajectory."""
     by_instance: dict[str, list[_Candidate]] = defaultdict(list)
     for candidate in candidates:
         by_instance[candidate.meta.instance_id].append(candidate)
-    del candidates
     repo_of = {iid: items[0].meta.repo or "" for iid, items in by_instance.items()}
     chosen = select_instances(
         sorted(by_instance), conv.max_instances, conv.seed, conv.stratify_by_repo, lambda iid: repo_of[iid]
@@ -650,71 +726,56 @@ def convert_job(
     chosen_set = set(chosen)
     selected: list[_Candidate] = []
     for iid in sorted(by_instance):
-        for candidate in by_instance[iid]:
-            if iid in chosen_set:
-                selected.append(candidate)
-            else:
-                rejects.append(
-                    _traj_reject(
-                        candidate,
-                        "max_instances",
-                        "not_selected",
-                        f"max_instances={conv.max_instances}, seed={conv.seed}",
-                    )
-                )
+        if iid in chosen_set:
+            selected.extend(by_instance[iid])
+            continue
+        detail = f"max_instances={conv.max_instances}, seed={conv.seed}"
+        rejects.extend(_traj_reject(c, "max_instances", "not_selected", detail) for c in by_instance[iid])
     funnel["instances_available"] = len(by_instance)
     funnel["instances_selected"] = len(chosen_set)
-    del by_instance
+    return selected, chosen_set
 
+
+def _cap_dedup_score(
+    selected: list[_Candidate], conv: ConversionConfig, rejects: list[dict[str, Any]], funnel: Counter[str]
+) -> list[_Candidate]:
+    """The per-instance cap, exact de-duplication, then scoring and ``min_score``; each drop is a reject."""
     capped, over_cap = cap_per_instance(selected, conv.max_trajectories_per_instance)
-    del selected
-    for candidate in over_cap:
-        rejects.append(
-            _traj_reject(
-                candidate,
-                "per_instance_cap",
-                "over_cap",
-                f"max_trajectories_per_instance={conv.max_trajectories_per_instance}",
-            )
-        )
+    detail = f"max_trajectories_per_instance={conv.max_trajectories_per_instance}"
+    rejects.extend(_traj_reject(c, "per_instance_cap", "over_cap", detail) for c in over_cap)
     funnel["trajectories_after_cap"] = len(capped)
-
+    kept = capped
     if conv.dedup:
         kept, dupes = dedup_exact(capped, key=lambda c: c.content_hash)
-        for candidate in dupes:
-            rejects.append(
-                _traj_reject(
-                    candidate,
-                    "dedup",
-                    "exact_duplicate",
-                    "identical messages and tools as an earlier trajectory",
-                )
-            )
-    else:
-        kept = capped
-    del capped, over_cap
+        detail = "identical messages and tools as an earlier trajectory"
+        rejects.extend(_traj_reject(c, "dedup", "exact_duplicate", detail) for c in dupes)
     funnel["trajectories_after_dedup"] = len(kept)
-
     _score_all(kept)
     if conv.min_score is not None:
-        passing = []
-        for candidate in kept:
-            composite = (candidate.score or {}).get("composite_score")
-            if candidate.meta.agent_type == "main" and composite is not None and composite < conv.min_score:
-                rejects.append(
-                    _traj_reject(
-                        candidate,
-                        "min_score",
-                        "below_min_score",
-                        f"composite_score={composite:.3f} < {conv.min_score}",
-                    )
-                )
-            else:
-                passing.append(candidate)
-        kept = passing
+        kept = _apply_min_score(kept, conv.min_score, rejects)
     funnel["trajectories_after_score"] = len(kept)
+    return kept
 
-    keep_reasoning = settings.keep_reasoning
+
+def _apply_min_score(
+    kept: list[_Candidate], min_score: float, rejects: list[dict[str, Any]]
+) -> list[_Candidate]:
+    """Main trajectories scored below ``min_score`` are rejected (sub-agents and unscored ones pass)."""
+    passing = []
+    for candidate in kept:
+        composite = (candidate.score or {}).get("composite_score")
+        if candidate.meta.agent_type == "main" and composite is not None and composite < min_score:
+            detail = f"composite_score={composite:.3f} < {min_score}"
+            rejects.append(_traj_reject(candidate, "min_score", "below_min_score", detail))
+        else:
+            passing.append(candidate)
+    return passing
+
+
+def _render_rows(
+    kept: list[_Candidate], rejects: list[dict[str, Any]], funnel: Counter[str]
+) -> tuple[list[RowRef], list[RowRef], list[_Candidate]]:
+    """The spooled LF and IM rows of the kept trajectories; one that breaks an LF rule is a reject."""
     lf_refs: list[RowRef] = []
     im_refs: list[RowRef] = []
     written: list[_Candidate] = []
@@ -730,42 +791,7 @@ def convert_job(
     funnel["rows_written"] = len(lf_refs)
     funnel["instances_written"] = len({c.meta.instance_id for c in written})
     funnel["prefix_fragments"] = _count_prefix_fragments(written)  # an invariant (must be 0), not a stage
-
-    report = {
-        "funnel": dict(funnel),
-        "per_scaffold": dict(per_scaffold),
-        "sources_used": dict(sources_used),
-        "extraction": dict(extraction_counters),
-        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
-        "rejects_by_reason": dict(Counter(f"{r['stage']}:{r['reason']}" for r in rejects)),
-        "secrets_redacted": dict(scrub_counts),
-        "reasoning": {"kept": keep_reasoning, "template": cfg.training.template},
-        "selection": {
-            "seed": conv.seed,
-            "max_instances": conv.max_instances,
-            "stratify_by_repo": conv.stratify_by_repo,
-            "instances": sorted(chosen_set),
-        },
-        "exclusion": {
-            "file": settings.exclusions.source if settings.exclusions is not None else "",
-            "sha256": settings.exclusion_sha256,
-        },
-        "harbor_version": harbor_version(job_dir),  # the job's lock.json
-        "workers": workers,
-        "cache": {"enabled": bool(settings.cache_dir), **cache},
-    }
-    ledger.set_fates(rejects)
-    report.update(ledger.report())  # "model_turns" and "repairs" (over written trajectories)
-    _check_accounting(trials, written, rejects)
-    im_rows = SpooledRows(spool, im_refs)
-    return ConversionResult(
-        lf_rows=SpooledRows(spool, lf_refs),
-        im_rows=im_rows,
-        rejects=rejects,
-        funnel=report,
-        kept=TrajectoryView(im_rows),
-        turn_ledger=ledger,
-    )
+    return lf_refs, im_refs, written
 
 
 @dataclass(frozen=True)

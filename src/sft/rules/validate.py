@@ -374,6 +374,38 @@ def _check_tool_block(message: Message, block: list[Message], index: int, is_las
     return [f"tool_result_order: results after message {index} are {result_ids}, calls were {call_ids}"]
 
 
+def _check_user_or_tool_turn(message: Message, previous: Message | None, index: int) -> list[str]:
+    """A user turn must not follow a user turn or a tool result; a tool result must follow its call."""
+    if message.role == "user" and previous is not None and previous.role == "user":
+        return [f"consecutive_user: messages {index - 1} and {index} are both user turns"]
+    if message.role == "user" and previous is not None and previous.role == "tool":
+        return [f"user_after_tool: message {index} is a user turn right after a tool result"]
+    if message.role == "tool":
+        return [
+            f"orphan_tool_result: message {index} (tool_call_id {message.tool_call_id!r}) "
+            "does not follow an assistant turn with calls"
+        ]
+    return []
+
+
+def _check_assistant_turn(
+    message: Message, previous: Message | None, index: int, block: list[Message], is_last: bool
+) -> list[str]:
+    """An assistant turn: not right after another, not empty, valid calls, each answered by ``block``."""
+    problems: list[str] = []
+    if previous is not None and previous.role == "assistant":
+        problems.append(
+            f"consecutive_assistant: messages {index - 1} and {index} are both assistant "
+            "turns without a tool result or user turn between them"
+        )
+    if not (message.content.strip() or message.reasoning_content.strip() or message.tool_calls):
+        problems.append(f"empty_assistant_turn: message {index} has no content, reasoning or call")
+    for call in message.tool_calls:
+        problems.extend(_check_call(call, f"message {index}"))
+    problems.extend(_check_tool_block(message, block, index, is_last))
+    return problems
+
+
 def _check_structure(messages: list[Message]) -> list[str]:
     """Role order, call/result pairing, argument types and non-empty assistant turns."""
     if not messages:
@@ -392,29 +424,12 @@ def _check_structure(messages: list[Message]) -> list[str]:
     while index < len(messages):
         message = messages[index]
         previous = messages[index - 1] if index > start else None
-        if message.role == "user" and previous is not None and previous.role == "user":
-            problems.append(f"consecutive_user: messages {index - 1} and {index} are both user turns")
-        elif message.role == "user" and previous is not None and previous.role == "tool":
-            problems.append(f"user_after_tool: message {index} is a user turn right after a tool result")
-        elif message.role == "assistant":
-            if previous is not None and previous.role == "assistant":
-                problems.append(
-                    f"consecutive_assistant: messages {index - 1} and {index} are both assistant "
-                    "turns without a tool result or user turn between them"
-                )
-            if not (message.content.strip() or message.reasoning_content.strip() or message.tool_calls):
-                problems.append(f"empty_assistant_turn: message {index} has no content, reasoning or call")
-            for call in message.tool_calls:
-                problems.extend(_check_call(call, f"message {index}"))
+        if message.role == "assistant":
             block = _following_tool_block(messages, index + 1)
-            problems.extend(_check_tool_block(message, block, index, index == last_assistant))
+            problems.extend(_check_assistant_turn(message, previous, index, block, index == last_assistant))
             index += 1 + len(block)
             continue
-        elif message.role == "tool":
-            problems.append(
-                f"orphan_tool_result: message {index} (tool_call_id {message.tool_call_id!r}) "
-                "does not follow an assistant turn with calls"
-            )
+        problems.extend(_check_user_or_tool_turn(message, previous, index))
         index += 1
     if messages[-1].role != "assistant":
         problems.append(f"no_final_assistant: the last message is {messages[-1].role}")
@@ -481,23 +496,26 @@ def repair_and_validate(traj: Trajectory, *, drop_tool_errors: bool) -> tuple[Tr
         if count:
             counted["dropped_tool_errors"] = count
             notes.append(f"repair_dropped_tool_errors: {count} failed call(s) removed with their results")
+    _trim_end(fixed, counted, dropped, notes)
+    if counted or dropped:
+        _record(fixed, counted, dropped)
+    problems = _check_structure(fixed.messages) or _check_trainable(fixed.messages)
+    if problems:
+        return None, problems
+    return fixed, notes
+
+
+def _trim_end(fixed: Trajectory, counted: dict[str, int], dropped: dict[str, int], notes: list[str]) -> None:
+    """The last repairs: an aborted empty final turn, then trailing tool/user messages (counted in place)."""
     last = len(fixed.messages) - 1
     if _trim_aborted_final_turn(fixed):
         counted["trimmed_aborted_final_turn"] = 1
         dropped["aborted_empty_response"] = 1
         notes.append(
-            f"repair_trimmed_aborted_final_turn: {where}: message {last}, the final assistant turn, is "
-            "empty (the last request was aborted); trimmed back to the last complete turn"
+            f"repair_trimmed_aborted_final_turn: {fixed.meta.source_file}: message {last}, the final "
+            "assistant turn, is empty (the last request was aborted); trimmed back to the last complete turn"
         )
     count = _trim_tail(fixed)
     if count:
         counted["trimmed_tail"] = count
         notes.append(f"repair_trimmed_tail: {count} trailing tool/user message(s) removed")
-    if counted or dropped:
-        _record(fixed, counted, dropped)
-    problems = _check_structure(fixed.messages)
-    if not problems:
-        problems = _check_trainable(fixed.messages)
-    if problems:
-        return None, problems
-    return fixed, notes

@@ -264,7 +264,6 @@ def build_training_args(
         raise TrainingConfigError("invalid training options:\n  - " + "\n  - ".join(errors))
     if wandb_enabled is None:
         wandb_enabled = cfg.experiment.wandb_mode != "disabled"
-
     output_dir = resolve_output_dir(training.output_dir, root)
     resume = resolve_resume_checkpoint(training.resume_from_checkpoint, output_dir, root)
     if resume is not None and training.save_only_model:
@@ -273,7 +272,20 @@ def build_training_args(
             "save_only_model checkpoints hold no optimizer/RNG state, so they cannot be resumed. "
             "Fix: set save_only_model: false, or drop resume_from_checkpoint"
         )
+    args = {
+        **_model_and_data_args(cfg, root, dataset_dir),
+        **_output_args(training, output_dir, resume, run_name, wandb_enabled),
+        **_optimization_args(training),
+        **training.extra_options,
+    }
+    if on_cpu:
+        _adapt_for_cpu(args)
+    return args
 
+
+def _model_and_data_args(cfg: RuntimeInput, root: Path, dataset_dir: Path) -> dict[str, Any]:
+    """The model, the stage and the dataset keys, in the contract's order."""
+    training = cfg.training
     args: dict[str, Any] = {
         "model_name_or_path": cfg.model.model_name_or_path,
         "trust_remote_code": cfg.model.trust_remote_code,
@@ -299,9 +311,18 @@ def build_training_args(
     if training.preprocessing_num_workers is not None:
         args["preprocessing_num_workers"] = training.preprocessing_num_workers
     args["dataloader_num_workers"] = training.dataloader_num_workers
-    args["output_dir"] = str(output_dir)
-    args["run_name"] = run_name
-    args["logging_steps"] = training.logging_steps
+    return args
+
+
+def _output_args(
+    training: TrainingConfig, output_dir: Path, resume: Path | None, run_name: str, wandb_enabled: bool
+) -> dict[str, Any]:
+    """Output dir, checkpoints, resume and logging keys, in the contract's order."""
+    args: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "run_name": run_name,
+        "logging_steps": training.logging_steps,
+    }
     save_strategy = _save_strategy(training.save_strategy)
     if save_strategy != "no":
         args["save_steps"] = training.save_steps
@@ -313,13 +334,20 @@ def build_training_args(
     args["save_only_model"] = training.save_only_model
     args["report_to"] = "wandb" if wandb_enabled else "none"
     args["resume_from_checkpoint"] = str(resume) if resume is not None else None
-    args["per_device_train_batch_size"] = training.per_device_train_batch_size
-    args["gradient_accumulation_steps"] = training.gradient_accumulation_steps
-    args["learning_rate"] = training.learning_rate
-    args["weight_decay"] = training.weight_decay
-    args["max_grad_norm"] = training.max_grad_norm
-    args["num_train_epochs"] = training.num_train_epochs
-    args["lr_scheduler_type"] = training.lr_scheduler_type
+    return args
+
+
+def _optimization_args(training: TrainingConfig) -> dict[str, Any]:
+    """Batch, optimizer, schedule, precision and kernel keys, in the contract's order."""
+    args: dict[str, Any] = {
+        "per_device_train_batch_size": training.per_device_train_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "learning_rate": training.learning_rate,
+        "weight_decay": training.weight_decay,
+        "max_grad_norm": training.max_grad_norm,
+        "num_train_epochs": training.num_train_epochs,
+        "lr_scheduler_type": training.lr_scheduler_type,
+    }
     if training.max_steps and training.max_steps > 0:
         args["max_steps"] = training.max_steps
     args["warmup_ratio"] = training.warmup_ratio
@@ -328,10 +356,6 @@ def build_training_args(
     args["enable_liger_kernel"] = training.enable_liger_kernel
     args["use_unsloth_gc"] = training.use_unsloth_gc
     args["flash_attn"] = training.flash_attn
-    for key, value in training.extra_options.items():
-        args[key] = value
-    if on_cpu:
-        _adapt_for_cpu(args)
     return args
 
 

@@ -273,6 +273,48 @@ def _pair_results_without_id(
     return [], [text for _, text, _ in without_id]
 
 
+def _sort_results(
+    step: dict[str, Any], calls: list[ToolCall], results: list[Any], ctx: _StepContext
+) -> tuple[list[tuple[int, int, str, bool]], list[tuple[int, str, bool]], list[str]]:
+    """An agent step's observation results: paired with a call by id ``(call position, result order, text,
+    error)``, without an id ``(result order, text, error)``, or loose text (a result for an unknown call)."""
+    call_index = {c.id: i for i, c in enumerate(calls) if c.id}
+    paired: list[tuple[int, int, str, bool]] = []
+    without_id: list[tuple[int, str, bool]] = []
+    loose_texts: list[str] = []
+    for order, result in enumerate(r for r in results if isinstance(r, dict)):
+        call_id = result.get("source_call_id")
+        if call_id is None and not result.get("content") and result.get("subagent_trajectory_ref"):
+            continue  # a pure subagent pointer, no text the model saw
+        text, raw_error = _result_text(result, ctx)
+        if call_id is None:
+            without_id.append((order, text, raw_error))
+        elif str(call_id) in call_index:
+            paired.append((call_index[str(call_id)], order, text, raw_error))
+        else:
+            ctx.problems.append(
+                f"{ctx.where}: step {step.get('step_id')}: observation for unknown call {call_id!r} kept as "
+                "user-side text"
+            )
+            loose_texts.append(text)
+    return paired, without_id, loose_texts
+
+
+def _tool_messages(
+    calls: list[ToolCall], paired: list[tuple[int, int, str, bool]], call_errors: dict[str, bool]
+) -> list[Message]:
+    """The tool messages of paired results, in call order (then result order)."""
+    tool_messages: list[tuple[int, int, Message]] = []
+    for position, order, text, raw_error in paired:
+        call_id = calls[position].id
+        error = raw_error or call_errors.get(call_id, False) or is_error_text(text)
+        # a call without id pairs with its result here; repair_and_validate then gives both one id
+        message = Message(role="tool", content=text, tool_call_id=call_id or None, is_error=error)
+        tool_messages.append((position, order, message))
+    tool_messages.sort(key=lambda item: (item[0], item[1]))
+    return [m for _, _, m in tool_messages]
+
+
 def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Message]:
     options, problems = ctx.options, ctx.problems
     raw_calls = [c for c in _as_list(step.get("tool_calls")) if isinstance(c, dict)]
@@ -284,29 +326,11 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
         tool_calls=calls,
         trainable=_is_trainable(step, options),
     )
-    call_index = {c.id: i for i, c in enumerate(calls) if c.id}
     call_errors = {
         str(c.get("tool_call_id")): bool(_as_dict(c.get("extra")).get("tool_use_is_error")) for c in raw_calls
     }
-    paired: list[tuple[int, int, str, bool]] = []  # (call position, result order, text, error)
-    without_id: list[tuple[int, str, bool]] = []
-    loose_texts: list[str] = []
     results = _as_list(_as_dict(step.get("observation")).get("results"))
-    for order, result in enumerate(r for r in results if isinstance(r, dict)):
-        call_id = result.get("source_call_id")
-        if call_id is None and not result.get("content") and result.get("subagent_trajectory_ref"):
-            continue  # a pure subagent pointer, no text the model saw
-        text, raw_error = _result_text(result, ctx)
-        if call_id is None:
-            without_id.append((order, text, raw_error))
-        elif str(call_id) in call_index:
-            paired.append((call_index[str(call_id)], order, text, raw_error))
-        else:
-            problems.append(
-                f"{ctx.where}: step {step.get('step_id')}: observation for unknown call {call_id!r} kept as "
-                "user-side text"
-            )
-            loose_texts.append(text)
+    paired, without_id, loose_texts = _sort_results(step, calls, results, ctx)
     more, leftover = _pair_results_without_id(step, calls, {p[0] for p in paired}, without_id, ctx)
     paired += more
     loose_texts += leftover
@@ -322,15 +346,7 @@ def _agent_step_messages(step: dict[str, Any], ctx: _StepContext) -> list[Messag
     ]
     if left:
         ctx.unanswered.append((ctx.agent_steps, step.get("step_id"), left))
-    tool_messages: list[tuple[int, int, Message]] = []
-    for position, order, text, raw_error in paired:
-        call_id = calls[position].id
-        error = raw_error or call_errors.get(call_id, False) or is_error_text(text)
-        # a call without id pairs with its result here; repair_and_validate then gives both one id
-        message = Message(role="tool", content=text, tool_call_id=call_id or None, is_error=error)
-        tool_messages.append((position, order, message))
-    tool_messages.sort(key=lambda item: (item[0], item[1]))
-    out = [assistant, *(m for _, _, m in tool_messages)]
+    out = [assistant, *_tool_messages(calls, paired, call_errors)]
     if loose_texts:
         out.append(Message(role="user", content="\n".join(loose_texts)))
     return out
@@ -390,6 +406,16 @@ class _Sample:
         return not self.steps and not self.preamble
 
 
+def _copied_prefix_length(steps: list[dict[str, Any]], current: _Sample) -> int:
+    """How many leading copied-context steps of a continuation file repeat ``current`` exactly (else 0)."""
+    n_copied = 0
+    while n_copied < len(steps) and steps[n_copied].get("is_copied_context"):
+        n_copied += 1
+    if n_copied and [_step_key(s) for s in steps[:n_copied]] == [_step_key(s) for s in current.steps]:
+        return n_copied
+    return 0
+
+
 def _segment(
     chain: list[tuple[Path, dict[str, Any]]],
     steps_of: Any,
@@ -402,16 +428,12 @@ def _segment(
     for doc_index, (path, doc) in enumerate(chain):
         steps = steps_of(doc)
         if doc_index:
-            n_copied = 0
-            while n_copied < len(steps) and steps[n_copied].get("is_copied_context"):
-                n_copied += 1
-            copied_keys = [_step_key(s) for s in steps[:n_copied]]
-            if n_copied and copied_keys == [_step_key(s) for s in current.steps]:
+            n_copied = _copied_prefix_length(steps, current)
+            if n_copied:
                 steps = steps[n_copied:]  # the copied context repeats this sample exactly: extend it
-            elif not current.empty():
-                samples.append(current)
-                current = _Sample()
             else:
+                if not current.empty():
+                    samples.append(current)
                 current = _Sample()  # a fresh sample starts in this file
         if path.name not in current.source_files:
             current.source_files.append(path.name)

@@ -675,6 +675,16 @@ def system_view(text: str) -> str:
     return text
 
 
+def _view_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A non-text block without null and volatile keys, its nested content viewed as user-side."""
+    cleaned = {k: v for k, v in block.items() if v is not None and k not in _HASH_DROP_KEYS}
+    if "content" in cleaned:
+        cleaned["content"] = _view_content(cleaned["content"], True)
+    if cleaned.get("is_error") is False:
+        del cleaned["is_error"]
+    return cleaned
+
+
 def _view_content(content: Any, user_side: bool) -> Any:
     """Rules 1-4 on a content value (string, part list, or anything else a damaged log holds)."""
     if type(content) is not list:
@@ -691,12 +701,7 @@ def _view_content(content: Any, user_side: bool) -> Any:
             text = block.get("text")
             if not (kind in _TEXT_PART_TYPES or (kind is None and type(text) is str)):
                 text_only = False
-                cleaned = {k: v for k, v in block.items() if v is not None and k not in _HASH_DROP_KEYS}
-                if "content" in cleaned:
-                    cleaned["content"] = _view_content(cleaned["content"], True)
-                if cleaned.get("is_error") is False:
-                    del cleaned["is_error"]
-                parts.append(cleaned)
+                parts.append(_view_block(block))
                 continue
             text = "" if text is None else str(text)
         else:
@@ -1028,16 +1033,22 @@ def content_text(content: Any, problems: list[str] | None = None) -> str:
         if isinstance(part, str):
             texts.append(part)
         elif isinstance(part, dict):
-            kind = block_type(part)
-            if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
-                texts.append(str(part.get("text") or ""))
-            elif kind == "tool_result":
-                texts.append(content_text(part.get("content"), problems))
-            elif kind in _HASH_DROP_BLOCK_TYPES:
-                continue
-            elif problems is not None:
-                problems.append(f"content part of type {kind!r} has no text; dropped")
+            text = _part_text(part, problems)
+            if text is not None:
+                texts.append(text)
     return "\n".join(texts)
+
+
+def _part_text(part: dict[str, Any], problems: list[str] | None) -> str | None:
+    """Text of one content part; None for a part without text (a non-text part is noted in ``problems``)."""
+    kind = block_type(part)
+    if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
+        return str(part.get("text") or "")
+    if kind == "tool_result":
+        return content_text(part.get("content"), problems)
+    if kind not in _HASH_DROP_BLOCK_TYPES and problems is not None:
+        problems.append(f"content part of type {kind!r} has no text; dropped")
+    return None
 
 
 def parse_arguments(arguments: Any) -> Any:
@@ -1102,6 +1113,32 @@ def _openai_tool_call(call: dict[str, Any]) -> ToolCall:
     )
 
 
+def _sort_assistant_block(
+    block: dict[str, Any],
+    texts: list[str],
+    reasoning: list[str],
+    tool_calls: list[ToolCall],
+    problems: list[str] | None,
+) -> None:
+    """One Anthropic assistant block into the text, reasoning or call list (redacted thinking is skipped)."""
+    kind = block_type(block)
+    if kind in _TEXT_PART_TYPES:
+        texts.append(str(block.get("text") or ""))
+    elif kind == "thinking":
+        if block.get("thinking"):
+            reasoning.append(str(block["thinking"]))
+    elif kind in ("tool_use", "server_tool_use"):
+        tool_calls.append(
+            ToolCall(
+                id=str(block.get("id") or ""),
+                name=str(block.get("name") or ""),
+                arguments=parse_arguments(block.get("input")),
+            )
+        )
+    elif kind != "redacted_thinking" and problems is not None:
+        problems.append(f"assistant content block of type {kind!r} dropped")
+
+
 def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> Message:
     """OpenAI or Anthropic assistant message (string content or thinking/text/tool_use blocks)."""
     texts: list[str] = []
@@ -1112,27 +1149,8 @@ def _assistant_message(message: dict[str, Any], problems: list[str] | None) -> M
         for block in content:
             if isinstance(block, str):
                 texts.append(block)
-                continue
-            if not isinstance(block, dict):
-                continue
-            kind = block_type(block)
-            if kind in _TEXT_PART_TYPES:
-                texts.append(str(block.get("text") or ""))
-            elif kind == "thinking":
-                if block.get("thinking"):
-                    reasoning.append(str(block["thinking"]))
-            elif kind == "redacted_thinking":
-                continue
-            elif kind in ("tool_use", "server_tool_use"):
-                tool_calls.append(
-                    ToolCall(
-                        id=str(block.get("id") or ""),
-                        name=str(block.get("name") or ""),
-                        arguments=parse_arguments(block.get("input")),
-                    )
-                )
-            elif problems is not None:
-                problems.append(f"assistant content block of type {kind!r} dropped")
+            elif isinstance(block, dict):
+                _sort_assistant_block(block, texts, reasoning, tool_calls, problems)
     elif content is not None:
         texts.append(content if isinstance(content, str) else content_text(content, problems))
     tool_calls_raw = message.get("tool_calls")
@@ -1183,6 +1201,35 @@ def _user_messages(message: dict[str, Any], problems: list[str] | None) -> list[
     return out
 
 
+def _add_function_call(item: dict[str, Any], out: list[Message], pending_reasoning: list[str]) -> None:
+    """A Responses ``function_call`` joins the assistant turn before it, unless new reasoning starts a turn."""
+    call = ToolCall(
+        id=str(item.get("call_id") or item.get("id") or ""),
+        name=str(item.get("name") or ""),
+        arguments=parse_arguments(item.get("arguments")),
+    )
+    if out and out[-1].role == "assistant" and not (out[-1].tool_calls and pending_reasoning):
+        out[-1].tool_calls.append(call)
+    else:
+        out.append(
+            Message(role="assistant", tool_calls=[call], reasoning_content="\n".join(pending_reasoning))
+        )
+        pending_reasoning.clear()
+
+
+def _responses_message(
+    item: dict[str, Any], pending_reasoning: list[str], problems: list[str] | None
+) -> list[Message]:
+    """A Responses ``message`` item; an assistant one takes the reasoning items before it."""
+    if item.get("role") != "assistant":
+        return convert_message(item, problems)
+    message = _assistant_message(item, problems)
+    if pending_reasoning and not message.reasoning_content:
+        message.reasoning_content = "\n".join(pending_reasoning)
+    pending_reasoning.clear()
+    return [message]
+
+
 def _responses_items(items: Iterable[Any], problems: list[str] | None) -> list[Message]:
     """OpenAI Responses API items (message / function_call / function_call_output / reasoning)."""
     out: list[Message] = []
@@ -1196,32 +1243,11 @@ def _responses_items(items: Iterable[Any], problems: list[str] | None) -> list[M
             if summary:
                 pending_reasoning.append(summary)
         elif kind == "function_call":
-            call = ToolCall(
-                id=str(item.get("call_id") or item.get("id") or ""),
-                name=str(item.get("name") or ""),
-                arguments=parse_arguments(item.get("arguments")),
-            )
-            if out and out[-1].role == "assistant" and not (out[-1].tool_calls and pending_reasoning):
-                out[-1].tool_calls.append(call)
-            else:
-                out.append(
-                    Message(
-                        role="assistant", tool_calls=[call], reasoning_content="\n".join(pending_reasoning)
-                    )
-                )
-                pending_reasoning.clear()
+            _add_function_call(item, out, pending_reasoning)
         elif kind == "function_call_output":
             out.append(_tool_message(item.get("call_id"), item.get("output"), False, problems))
         elif kind in (None, "message"):
-            role = item.get("role")
-            if role == "assistant":
-                message = _assistant_message(item, problems)
-                if pending_reasoning and not message.reasoning_content:
-                    message.reasoning_content = "\n".join(pending_reasoning)
-                pending_reasoning.clear()
-                out.append(message)
-            else:
-                out.extend(convert_message(item, problems))
+            out.extend(_responses_message(item, pending_reasoning, problems))
         elif problems is not None:
             problems.append(f"Responses API item of type {kind!r} dropped")
     return out

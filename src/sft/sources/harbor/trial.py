@@ -211,29 +211,10 @@ def _run(
     options: AtifReadOptions,
     info: TrialInfo | None,
 ) -> None:
-    if options.trajectory_source not in TRAJECTORY_SOURCES:
-        raise _TrialRejected(
-            "parse",
-            "bad_trajectory_source",
-            f"trajectory_source {options.trajectory_source!r}; valid: {', '.join(TRAJECTORY_SOURCES)}",
-        )
-    adapter: ScaffoldAdapter | None = None
-    if scaffold != "auto":
-        try:
-            adapter = get_adapter(scaffold)
-        except UnknownScaffoldError as exc:
-            raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
-    if info is None:
-        try:
-            info = read_trial_info(trial_dir)
-        except TrialError as exc:
-            stage = "discover" if exc.reason_code == "no_result_json" else "parse"
-            raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
+    """Fill ``extraction`` from one trial dir; a trial-level failure raises ``_TrialRejected``."""
+    adapter, info, scaffold = _adapter_and_info(trial_dir, scaffold, options, info)
     extraction.info = info
     extraction.problems.extend(info.problems)
-    if adapter is None:  # auto: the agent's proxy-log adapter, else the generic ATIF adapter for its name
-        adapter = adapter_for_agent(info.agent_name)
-        scaffold = adapter.name
     extraction.scaffold = adapter.name
     _check_agent_name(adapter, info, scaffold)
     if not info.agent_dirs:
@@ -241,43 +222,13 @@ def _run(
             "parse", "no_agent_dir", f"{trial_dir}: no agent/ (nor steps/*/agent/) directory"
         )
     report = AdapterReport()
-    trajectories: list[Trajectory] = []
-    sources: set[str] = set()
-    reasons: list[str] = []
     try:  # the counters also when the trial is rejected: its source turns are counted as lost
-        for agent_dir in info.agent_dirs:
-            found, source, reason = _extract_agent_dir(adapter, agent_dir, info, job_dir, options, report)
-            sources.add(source)
-            reasons.append(reason)
-            report.counters[f"source_{source}"] += 1
-            for trajectory in found:
-                trajectory.meta.extra["source_reason"] = reason
-            if info.is_multistep:
-                for trajectory in found:
-                    trajectory.meta.extra["step"] = agent_dir.parent.name
-            trajectories.extend(found)
+        trajectories, sources, reasons = _read_agent_dirs(adapter, info, job_dir, options, report)
     finally:
         extraction.problems.extend(report.problems)
         extraction.counters.update(report.counters)
     extraction.source_reason = "; ".join(dict.fromkeys(reasons))
-    refused: list[RefusedConversation] = []  # their model turns are lost with the reject's reason
-    for refusal in report.rejects:
-        uid = f"{trial_dir.name}#{refusal.label}"
-        extraction.rejects.append(
-            Reject(
-                trial_name=trial_dir.name,
-                instance_id=info.instance_id,
-                trajectory=uid,
-                stage="parse",
-                reason=refusal.reason,
-                detail=refusal.detail,
-            )
-        )
-        refused.append(
-            RefusedConversation(
-                uid, adapter.name, refusal.agent_type, f"parse:{refusal.reason}", refusal.messages
-            )
-        )
+    refused = _record_refusals(extraction, report, trial_dir, info, adapter.name)
     skipped: list[Trajectory] = []
     if not options.include_subagents:
         kept = [t for t in trajectories if t.meta.agent_type == "main"]
@@ -302,6 +253,84 @@ def _run(
         include_subagents=options.include_subagents,
         refused=refused,
     )
+
+
+def _adapter_and_info(
+    trial_dir: Path, scaffold: str, options: AtifReadOptions, info: TrialInfo | None
+) -> tuple[ScaffoldAdapter, TrialInfo, str]:
+    """The trial's adapter (``auto``: chosen by its agent name), its info and the scaffold asked for, or a
+    reject saying why not."""
+    if options.trajectory_source not in TRAJECTORY_SOURCES:
+        raise _TrialRejected(
+            "parse",
+            "bad_trajectory_source",
+            f"trajectory_source {options.trajectory_source!r}; valid: {', '.join(TRAJECTORY_SOURCES)}",
+        )
+    adapter: ScaffoldAdapter | None = None
+    if scaffold != "auto":
+        try:
+            adapter = get_adapter(scaffold)
+        except UnknownScaffoldError as exc:
+            raise _TrialRejected("scaffold", "unknown_scaffold", str(exc)) from exc
+    if info is None:
+        try:
+            info = read_trial_info(trial_dir)
+        except TrialError as exc:
+            stage = "discover" if exc.reason_code == "no_result_json" else "parse"
+            raise _TrialRejected(stage, exc.reason_code, exc.detail) from exc
+    if adapter is None:  # auto: the agent's proxy-log adapter, else the generic ATIF adapter for its name
+        adapter = adapter_for_agent(info.agent_name)
+        scaffold = adapter.name
+    return adapter, info, scaffold
+
+
+def _read_agent_dirs(
+    adapter: ScaffoldAdapter,
+    info: TrialInfo,
+    job_dir: Path,
+    options: AtifReadOptions,
+    report: AdapterReport,
+) -> tuple[list[Trajectory], set[str], list[str]]:
+    """Every agent dir's trajectories, with the sources read and why (per dir, in order)."""
+    trajectories: list[Trajectory] = []
+    sources: set[str] = set()
+    reasons: list[str] = []
+    for agent_dir in info.agent_dirs:
+        found, source, reason = _extract_agent_dir(adapter, agent_dir, info, job_dir, options, report)
+        sources.add(source)
+        reasons.append(reason)
+        report.counters[f"source_{source}"] += 1
+        for trajectory in found:
+            trajectory.meta.extra["source_reason"] = reason
+            if info.is_multistep:
+                trajectory.meta.extra["step"] = agent_dir.parent.name
+        trajectories.extend(found)
+    return trajectories, sources, reasons
+
+
+def _record_refusals(
+    extraction: TrialExtraction, report: AdapterReport, trial_dir: Path, info: TrialInfo, scaffold: str
+) -> list[RefusedConversation]:
+    """The adapter's refused conversations as rejects; returned for the turn count (their turns are lost)."""
+    refused: list[RefusedConversation] = []
+    for refusal in report.rejects:
+        uid = f"{trial_dir.name}#{refusal.label}"
+        extraction.rejects.append(
+            Reject(
+                trial_name=trial_dir.name,
+                instance_id=info.instance_id,
+                trajectory=uid,
+                stage="parse",
+                reason=refusal.reason,
+                detail=refusal.detail,
+            )
+        )
+        refused.append(
+            RefusedConversation(
+                uid, scaffold, refusal.agent_type, f"parse:{refusal.reason}", refusal.messages
+            )
+        )
+    return refused
 
 
 def extract_trial(
