@@ -5,10 +5,12 @@ that resembles a format survives."""
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 
 import pytest
 
+import sft.rules.secrets as secrets_module
 from sft.rules.secrets import UPSTREAM_PLUGINS, SecretScrubber, rules, ruleset_id, upstream_rules
 from tests.convert.secret_samples import SAMPLES, Sample
 
@@ -112,3 +114,44 @@ def test_upstream_flags_are_kept_in_the_combined_pass() -> None:
     assert re.fullmatch(slack.regex, "XOXB-1234-abc")
     stripe = next(r for r in upstream_rules() if r.name == "stripe")
     assert not re.fullmatch(stripe.regex, "SK_LIVE_" + "A" * 24)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.format)
+def test_a_secret_across_a_scan_window_boundary_is_redacted(
+    sample: Sample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long texts are pre-checked window by window (bounded memory); a secret a window boundary cuts
+    through must still select its rule, wherever the cut falls, in the first window or a later one.
+    A small window makes every cut cheap to try."""
+    window = 64
+    monkeypatch.setattr(secrets_module, "_SCAN_WINDOW", window)
+    credential = "run-credential-0123456789"
+    step = window - (max(map(len, secrets_module._index((credential,)).anchors)) - 1)
+    for cut, windows_before, tail in itertools.product(
+        range(len(sample.line) + 1), (1, 2, 3), ("", "\n" + "y" * window)
+    ):
+        head = "x" * max(0, windows_before * step - cut - 1)
+        text = head + "\n" + sample.line + tail
+        scrubber = SecretScrubber([credential])
+        out = scrubber.scrub(text)
+        assert all(part not in out for part in sample.secret.splitlines()), (sample.format, cut)
+        assert scrubber.counts == {sample.rule: 1}, (sample.format, cut, windows_before)
+
+
+def test_a_long_text_without_secrets_is_left_alone_and_an_anchor_at_its_end_is_seen() -> None:
+    window = secrets_module._SCAN_WINDOW
+    scrubber = SecretScrubber([])
+    clean = "PASSED tests/test_core.py::test_case\n" * (3 * window // 37)
+    assert not scrubber.might_contain(clean)
+    assert scrubber.scrub(clean) is clean
+    assert scrubber.might_contain(clean + "ghp_")
+    assert scrubber.might_contain("ghp_" + clean)
+
+
+def test_an_anchor_is_seen_at_every_offset_of_a_windowed_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(secrets_module, "_SCAN_WINDOW", 64)
+    scrubber = SecretScrubber([])
+    for offset in range(4 * 64):
+        text = "x" * offset + "ghp_" + "x" * (4 * 64 - offset)
+        assert scrubber.might_contain(text), offset
+        assert scrubber.might_contain(text[: offset + 4]), offset

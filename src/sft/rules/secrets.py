@@ -179,6 +179,7 @@ UPSTREAM_PLUGINS: tuple[UpstreamPlugin, ...] = (
     UpstreamPlugin("stripe", "StripeDetector", ("stripe",), (("k_live_",),)),
     UpstreamPlugin("square_oauth", "SquareOAuthDetector", ("square",), (("sq0csp-",),)),
 )
+_SCAN_WINDOW = 1 << 20  # characters the anchor automaton reads at once (see _Index._anchors_in)
 _FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
 
 
@@ -291,12 +292,30 @@ class _Index:
 
     def selected(self, text: str) -> frozenset[int]:
         """Indexes of the rules whose anchors occur in ``text``."""
-        found = self._matches(text, overlapping=True)
-        return frozenset().union(*(self.rules_of_anchor[anchor] for anchor, _start, _end in found))
+        found = self._anchors_in(text, overlapping=True, first_only=False)
+        return frozenset().union(*(self.rules_of_anchor[anchor] for anchor in found))
 
     def occurs(self, text: str) -> bool:
         """Does any anchor occur in ``text``?"""
-        return bool(self._matches(text, overlapping=False))
+        return bool(self._anchors_in(text, overlapping=False, first_only=True))
+
+    def _anchors_in(self, text: str, *, overlapping: bool, first_only: bool) -> set[int]:
+        """Indexes of the anchors found in ``text``, scanned in overlapping windows when it is long.
+
+        The automaton maps its byte offsets back to character offsets with one machine word per byte of
+        the text: a 200 MB tool output would cost 1.6 GB at once. Windows bound that map; each overlaps
+        the next by the longest anchor less one character, so every occurrence lies whole in a window.
+        """
+        if len(text) <= _SCAN_WINDOW:
+            return {anchor for anchor, _start, _end in self._matches(text, overlapping=overlapping)}
+        found: set[int] = set()
+        overlap = max(map(len, self.anchors)) - 1
+        for start in range(0, len(text) - overlap, _SCAN_WINDOW - overlap):
+            window = text[start : start + _SCAN_WINDOW]
+            found.update(anchor for anchor, _start, _end in self._matches(window, overlapping=overlapping))
+            if found and first_only:
+                break
+        return found
 
     def _matches(self, text: str, *, overlapping: bool) -> list[tuple[int, int, int]]:
         try:
