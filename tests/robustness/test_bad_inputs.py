@@ -410,9 +410,9 @@ def test_a_huge_single_line_converts_in_linear_memory(tmp_path: Path) -> None:
 
     Run in a child process so that its peak RSS is its own. The line takes the same path whatever its
     size (read whole, parsed by orjson into one str, carried by reference into the message, rendered
-    once) and the cost is linear, which the memory bound checks. Measured on the 2-core dev box: 14 s
-    and a peak RSS of 1.24 GB (about 6x the line: file bytes, the parsed str, the rendered row and
-    transient hashing copies). Most of the time is ``sft.rules.score.top_keywords`` scanning the whole
+    once) and the cost is linear, which the memory bound checks. Measured on the 2-core dev box: 8 s
+    and a peak RSS of 1.06 GB (about 5x the line: file bytes, the parsed str, the rendered row and
+    transient hashing copies; the secret pre-check scans in windows, see BENCHMARKS.md). Most of the time is ``sft.rules.score.top_keywords`` scanning the whole
     tool output word by word; a cap is proposed in the issue-8 report. ``SFT_BIG_LINE_MB=20`` runs in ~2 s.
     """
     job = copy_job(tmp_path / "job", [ANTHROPIC_TRIAL])
